@@ -1,0 +1,1 @@
+"""Every side effect the journeys need. Each activity is idempotent: the database decides."""

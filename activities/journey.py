@@ -1,0 +1,98 @@
+"""Journey bookkeeping: load the plan, record skipped steps, record the end."""
+
+from __future__ import annotations
+
+from sqlalchemy.engine import Engine
+from sqlmodel import select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.guards import gate
+from activities.ids import new_delivery_id
+from domain.journey import (
+    ConditionPlan,
+    Decision,
+    FinishInput,
+    JourneyPlan,
+    JourneyStatus,
+    StepInput,
+    StepOutcome,
+    StepPlan,
+    StepResult,
+)
+from storage.db import session_scope
+from storage.models import Delivery, Enrollment, Step, utcnow
+
+
+class JourneyActivities:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    @activity.defn(name="load_plan")
+    def load_plan(self, campaign_id: int) -> JourneyPlan:
+        with session_scope(self.engine) as session:
+            steps = session.exec(
+                select(Step).where(Step.campaign_id == campaign_id).order_by(Step.step_order)
+            ).all()
+            if not steps:
+                raise ApplicationError(
+                    f"campaign {campaign_id} has no steps", non_retryable=True, type="EmptyCampaign"
+                )
+            return JourneyPlan(
+                campaign_id=campaign_id,
+                steps=[
+                    StepPlan(
+                        step_id=s.id or 0,
+                        step_order=s.step_order,
+                        delay_seconds=s.delay_hours * 3600,
+                        condition=ConditionPlan(
+                            s.condition_type, s.condition_step_id or 0, s.condition_url
+                        )
+                        if s.condition_type
+                        else None,
+                        has_alternative=s.alt_template_id is not None,
+                    )
+                    for s in steps
+                ],
+            )
+
+    @activity.defn(name="record_skip")
+    def record_skip(self, step: StepInput) -> StepResult:
+        with session_scope(self.engine) as session:
+            enrollment = session.get(Enrollment, step.enrollment_id)
+            stop = gate(session, enrollment)
+            if stop is not None:
+                return stop
+            assert enrollment is not None
+            existing = session.exec(
+                select(Delivery).where(
+                    Delivery.enrollment_id == step.enrollment_id, Delivery.step_id == step.step_id
+                )
+            ).first()
+            if existing is None:
+                existing = Delivery(
+                    id=new_delivery_id(),
+                    enrollment_id=step.enrollment_id,
+                    campaign_id=enrollment.campaign_id,
+                    step_id=step.step_id,
+                    step_order=step.step_order,
+                    decision=Decision.SKIPPED,
+                    condition_met=step.condition_met,
+                    status="skipped",
+                )
+                session.add(existing)
+            enrollment.current_step = max(enrollment.current_step, step.step_order)
+            session.add(enrollment)
+            return StepResult(StepOutcome.DONE, delivery_id=existing.id)
+
+    @activity.defn(name="finish_journey")
+    def finish_journey(self, finish: FinishInput) -> None:
+        with session_scope(self.engine) as session:
+            enrollment = session.get(Enrollment, finish.enrollment_id)
+            if enrollment is None or enrollment.finished_at is not None:
+                return  # erased, or already recorded by an earlier attempt
+            if enrollment.status == JourneyStatus.ACTIVE:  # an end recorded elsewhere wins
+                enrollment.status = finish.status
+                enrollment.status_reason = finish.reason
+            enrollment.finished_at = utcnow()
+            session.add(enrollment)

@@ -1,0 +1,222 @@
+"""The send activity: check, render, track, hand to the transport, record.
+
+At most once per (enrollment, step): the delivery row is unique per step and marked `sent` right
+after the transport accepts the message, so a retry of a sent step sends nothing. The one window
+for a duplicate is between the SMTP server accepting DATA and that row being committed (README).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from email.message import EmailMessage
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities.guards import gate
+from activities.ids import new_delivery_id
+from domain.journey import Decision, JourneyStatus, StepInput, StepOutcome, StepResult
+from mail.message import Envelope, MessageParts, build_message
+from mail.render import build_context, render
+from mail.tokens import Tokens
+from mail.tracking import add_open_pixel, add_unsubscribe_footer, rewrite_links
+from mail.transport import RecipientRejected, SenderMisconfigured, Transport
+from settings import Settings
+from storage.db import session_scope
+from storage.models import (
+    Campaign,
+    Delivery,
+    Enrollment,
+    Event,
+    Step,
+    Suppression,
+    Template,
+    utcnow,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PreparedSend:
+    delivery_id: str
+    message: EmailMessage
+    envelope: Envelope
+
+
+class SendingActivities:
+    def __init__(self, settings: Settings, engine: Engine, transport: Transport) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.transport = transport
+        self.tokens = Tokens(settings.secret_key)
+
+    @activity.defn(name="send_step")
+    async def send_step(self, step: StepInput) -> StepResult:
+        prepared = await asyncio.to_thread(self._prepare, step)
+        if isinstance(prepared, StepResult):
+            return prepared
+        try:
+            await self.transport.send(prepared.message, prepared.envelope)
+        except RecipientRejected as exc:
+            await asyncio.to_thread(self._record_bounce, prepared.delivery_id, exc)
+            return StepResult(
+                StepOutcome.ENDED,
+                delivery_id=prepared.delivery_id,
+                exit_status=JourneyStatus.BOUNCED,
+                reason=str(exc),
+            )
+        except SenderMisconfigured as exc:
+            # Our own setup is wrong: blame nobody, keep retrying, and say so loudly.
+            log.error("SMTP refused our sender configuration (retrying): %s", exc)
+            raise ApplicationError(str(exc), type="SenderMisconfigured") from exc
+        await asyncio.to_thread(self._mark_sent, prepared.delivery_id)
+        return StepResult(StepOutcome.DONE, delivery_id=prepared.delivery_id)
+
+    def _prepare(self, step: StepInput) -> PreparedSend | StepResult:
+        with session_scope(self.engine) as session:
+            enrollment = session.get(Enrollment, step.enrollment_id)
+            stop = gate(session, enrollment)
+            if stop is not None:
+                return stop
+            assert enrollment is not None
+            delivery = self._delivery(session, enrollment, step)
+            if delivery.status == "sent":
+                return StepResult(StepOutcome.DONE, delivery_id=delivery.id)
+            campaign = session.get(Campaign, enrollment.campaign_id)
+            plan_step = session.get(Step, step.step_id)
+            assert campaign is not None and plan_step is not None
+            alternative = step.decision == Decision.ALTERNATIVE
+            subject = (plan_step.alt_subject if alternative else None) or plan_step.subject
+            template = session.get(
+                Template, plan_step.alt_template_id if alternative else plan_step.template_id
+            )
+            if template is None:
+                raise ApplicationError(
+                    f"template of step {plan_step.id} is gone", type="MissingTemplate"
+                )
+            message, envelope, links = self._compose(
+                delivery.id, enrollment, campaign, plan_step, subject, template
+            )
+            delivery.subject = str(message["Subject"])
+            delivery.message_id = str(message["Message-ID"]).strip("<>")
+            delivery.links = links
+            delivery.status = "sending"
+            delivery.send_started_at = utcnow()
+            enrollment.current_step = max(enrollment.current_step, step.step_order)
+            session.add_all([delivery, enrollment])
+            return PreparedSend(delivery.id, message, envelope)
+
+    def _delivery(self, session, enrollment: Enrollment, step: StepInput) -> Delivery:  # type: ignore[no-untyped-def]
+        query = select(Delivery).where(
+            Delivery.enrollment_id == enrollment.id, Delivery.step_id == step.step_id
+        )
+        delivery = session.exec(query).first()
+        if delivery is not None:
+            return delivery
+        delivery = Delivery(
+            id=new_delivery_id(),
+            enrollment_id=enrollment.id or 0,
+            campaign_id=enrollment.campaign_id,
+            step_id=step.step_id,
+            step_order=step.step_order,
+            decision=step.decision,
+            condition_met=step.condition_met,
+        )
+        try:
+            with session.begin_nested():
+                session.add(delivery)
+        except IntegrityError:  # a concurrent attempt created it first
+            return session.exec(query).one()
+        return delivery
+
+    def _compose(  # type: ignore[no-untyped-def]
+        self,
+        delivery_id: str,
+        enrollment: Enrollment,
+        campaign: Campaign,
+        step: Step,
+        subject: str,
+        template: Template,
+    ) -> tuple[EmailMessage, Envelope, list[str]]:
+        base = self.settings.public_url
+        unsubscribe_url = f"{base}/u/{self.tokens.unsubscribe_token(delivery_id)}"
+        context = build_context(
+            enrollment.email,
+            enrollment.fields,
+            campaign={"id": campaign.id, "name": campaign.name},
+            step={"order": step.step_order, "subject": step.subject},
+            unsubscribe_url=unsubscribe_url,
+        )
+        try:
+            rendered = render(subject, template.html, template.text, context)
+        except Exception as exc:  # a template error an operator can fix: retried, not lost
+            log.error("template %s failed to render: %s", template.id, exc)
+            raise ApplicationError(f"template {template.id}: {exc}", type="RenderError") from exc
+        html, text = add_unsubscribe_footer(rendered.html, rendered.text, unsubscribe_url)
+        links: list[str] = []
+        if self.settings.tracking:
+            html, links = rewrite_links(html, delivery_id, self.tokens, base)
+            html = add_open_pixel(html, delivery_id, self.tokens, base)
+        message, envelope = build_message(
+            MessageParts(
+                delivery_id=delivery_id,
+                to=enrollment.email,
+                from_email=campaign.from_email or self.settings.from_email,
+                from_name=campaign.from_name,
+                reply_to=campaign.reply_to,
+                subject=rendered.subject,
+                html=html,
+                text=text,
+                unsubscribe_url=unsubscribe_url,
+                campaign_id=campaign.id or 0,
+                campaign_name=campaign.name,
+            )
+        )
+        return message, envelope, links
+
+    def _mark_sent(self, delivery_id: str) -> None:
+        with session_scope(self.engine) as session:
+            delivery = session.get(Delivery, delivery_id)
+            assert delivery is not None
+            delivery.status = "sent"
+            delivery.sent_at = utcnow()
+            session.add(delivery)
+
+    def _record_bounce(self, delivery_id: str, exc: RecipientRejected) -> None:
+        with session_scope(self.engine) as session:
+            delivery = session.get(Delivery, delivery_id)
+            assert delivery is not None
+            enrollment = session.get(Enrollment, delivery.enrollment_id)
+            assert enrollment is not None
+            delivery.status = "bounced"
+            delivery.error = str(exc)
+            session.add(delivery)
+            if session.get(Suppression, enrollment.email) is None:
+                session.add(
+                    Suppression(email=enrollment.email, reason="bounce_hard", source="smtp")
+                )
+            exists = session.exec(
+                select(Event).where(Event.provider == "smtp", Event.dedupe_key == delivery_id)
+            ).first()
+            if exists is None:
+                session.add(
+                    Event(
+                        provider="smtp",
+                        dedupe_key=delivery_id,
+                        type="bounce_hard",
+                        raw_type=str(exc.code),
+                        delivery_id=delivery_id,
+                        enrollment_id=enrollment.id,
+                        campaign_id=enrollment.campaign_id,
+                        step_id=delivery.step_id,
+                        email=enrollment.email,
+                        signalled=True,  # the journey learns it from this activity's result
+                        raw={"code": exc.code, "message": exc.smtp_message},
+                    )
+                )

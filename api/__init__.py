@@ -1,0 +1,1 @@
+"""HTTP in and out: campaigns, enrollment, events, webhooks, tracking and stats."""

@@ -1,0 +1,94 @@
+"""Enrollment: rows first (so counts read their own writes), then one journey per row."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from api.journeys import JourneyStart
+from api.schemas import EnrollResult, RecipientIn, Rejected
+from domain.journey import workflow_id
+from storage.db import session_scope
+from storage.models import Enrollment, Suppression, utcnow
+from storage.upsert import insert_ignoring_conflicts
+
+
+def normalise_email(raw: str) -> str:
+    """Lower-cased address, or EmailNotValidError with a readable reason."""
+    checked = validate_email(raw.strip(), check_deliverability=False)
+    return checked.normalized.lower()
+
+
+def write_enrollments(
+    engine: Engine, campaign_id: int, recipients: list[RecipientIn]
+) -> tuple[EnrollResult, list[JourneyStart]]:
+    rejected: list[Rejected] = []
+    wanted: dict[str, RecipientIn] = {}
+    for recipient in recipients:
+        try:
+            email = normalise_email(recipient.email)
+        except EmailNotValidError as exc:
+            rejected.append(Rejected(email=recipient.email, reason=f"invalid email: {exc}"))
+            continue
+        wanted.setdefault(email, recipient)
+    duplicates_in_request = len(recipients) - len(rejected) - len(wanted)
+    with session_scope(engine) as session:
+        if wanted:
+            for s in session.exec(select(Suppression).where(col(Suppression.email).in_(wanted))):
+                rejected.append(Rejected(email=s.email, reason=f"suppressed: {s.reason}"))
+                del wanted[s.email]
+        rows = [
+            dict(
+                campaign_id=campaign_id,
+                email=email,
+                fields=dict(r.fields),
+                status="active",
+                current_step=0,
+                workflow_id=workflow_id(campaign_id, email),
+                workflow_started=False,
+                created_at=utcnow(),
+            )
+            for email, r in wanted.items()
+        ]
+        inserted = set(insert_ignoring_conflicts(session, Enrollment, rows))
+        starts = [
+            JourneyStart(e.id or 0, campaign_id, e.email, e.workflow_id)
+            for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(inserted)))
+        ]
+    result = EnrollResult(
+        enrolled=len(inserted),
+        already_enrolled=len(wanted) - len(inserted) + duplicates_in_request,
+        rejected=rejected,
+    )
+    return result, starts
+
+
+def mark_started(engine: Engine, enrollment_ids: list[int]) -> None:
+    if not enrollment_ids:
+        return
+    with session_scope(engine) as session:
+        for start in range(0, len(enrollment_ids), 1000):
+            chunk = enrollment_ids[start : start + 1000]
+            session.execute(
+                update(Enrollment)
+                .where(col(Enrollment.id).in_(chunk))
+                .values(workflow_started=True)
+            )
+
+
+def unstarted(engine: Engine, created_before: datetime, limit: int = 1000) -> list[JourneyStart]:
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(Enrollment)
+            .where(
+                col(Enrollment.workflow_started).is_(False),
+                col(Enrollment.created_at) < created_before,
+            )
+            .order_by(col(Enrollment.id))
+            .limit(limit)
+        ).all()
+        return [JourneyStart(e.id or 0, e.campaign_id, e.email, e.workflow_id) for e in rows]

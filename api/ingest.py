@@ -1,0 +1,225 @@
+"""Every engagement event, from any source, takes this one path: correlate it to its delivery,
+store it once, update the stats columns on its first insert, then signal the journey.
+
+Stored first, signalled after: the caller answers 2xx once the rows are committed, and rows a
+crash left unsignalled are picked up by the outbox (api/outbox.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
+from sqlmodel import col, select
+
+from api.journeys import Journeys
+from domain.events import IncomingEvent
+from domain.journey import TERMINAL_EVENTS, EngagementSignal, EventType, JourneyStatus
+from storage.db import session_scope
+from storage.models import Delivery, Enrollment, Event, Suppression, utcnow
+from storage.upsert import insert_ignoring_conflicts
+
+
+@dataclass
+class StoredEvent:
+    id: int
+    duplicate: bool
+
+
+@dataclass
+class PendingSignal:
+    event_id: int
+    workflow_id: str
+    signal: EngagementSignal
+
+
+def store_events(engine: Engine, events: list[IncomingEvent]) -> list[StoredEvent]:
+    """Store a batch in one transaction. Returns one entry per input event, in order."""
+    if not events:
+        return []
+    with session_scope(engine) as session:
+        deliveries = _deliveries_for(session, events)
+        enrollments = {
+            e.id: e
+            for e in session.exec(
+                select(Enrollment).where(
+                    col(Enrollment.id).in_({d.enrollment_id for d in deliveries.values()})
+                )
+            )
+        }
+        rows = []
+        for event in events:
+            delivery = _match(deliveries, event)
+            enrollment = enrollments.get(delivery.enrollment_id) if delivery else None
+            rows.append(
+                dict(
+                    provider=event.provider,
+                    dedupe_key=event.dedupe_key,
+                    type=event.type,
+                    raw_type=event.raw_type,
+                    delivery_id=delivery.id if delivery else event.delivery_id,
+                    enrollment_id=enrollment.id if enrollment else None,
+                    campaign_id=delivery.campaign_id if delivery else None,
+                    step_id=delivery.step_id if delivery else None,
+                    email=(enrollment.email if enrollment else event.recipient),
+                    url=event.url,
+                    machine=event.machine,
+                    machine_reason=event.machine_reason,
+                    occurred_at=event.occurred_at or utcnow(),
+                    received_at=utcnow(),
+                    # Nothing to tell a journey about an unmatched or stored-only event.
+                    signalled=enrollment is None or event.type is None,
+                    raw=event.raw,
+                )
+            )
+        inserted = set(insert_ignoring_conflicts(session, Event, rows))
+        ids = {
+            (e.provider, e.dedupe_key): e.id or 0
+            for e in session.exec(
+                select(Event).where(
+                    col(Event.provider).in_({r["provider"] for r in rows}),
+                    col(Event.dedupe_key).in_({r["dedupe_key"] for r in rows}),
+                )
+            )
+        }
+        result: list[StoredEvent] = []
+        projected: set[int] = set()
+        for row in rows:
+            event_id = ids[(row["provider"], row["dedupe_key"])]
+            first = event_id in inserted and event_id not in projected
+            if first and row["enrollment_id"] is not None:
+                _project(session, row)
+            projected.add(event_id)
+            result.append(StoredEvent(id=event_id, duplicate=not first))
+        return result
+
+
+def _deliveries_for(session, events: list[IncomingEvent]) -> dict[str, Delivery]:  # type: ignore[no-untyped-def]
+    ids = {e.delivery_id for e in events if e.delivery_id}
+    message_ids = {e.message_id for e in events if e.message_id and not e.delivery_id}
+    found: dict[str, Delivery] = {}
+    if ids:
+        for d in session.exec(select(Delivery).where(col(Delivery.id).in_(ids))):
+            found[d.id] = d
+    if message_ids:
+        for d in session.exec(select(Delivery).where(col(Delivery.message_id).in_(message_ids))):
+            found[f"mid:{d.message_id}"] = d
+    return found
+
+
+def _match(deliveries: dict[str, Delivery], event: IncomingEvent) -> Delivery | None:
+    if event.delivery_id and event.delivery_id in deliveries:
+        return deliveries[event.delivery_id]
+    if event.message_id:
+        return deliveries.get(f"mid:{event.message_id}")
+    return None
+
+
+def _project(session, row: dict) -> None:  # type: ignore[no-untyped-def]
+    """Keep the stats columns and the suppression list current, on an event's first insert."""
+    occurred: datetime = row["occurred_at"]
+    human = not row["machine"]
+    if human and row["type"] in (EventType.OPEN, EventType.CLICK):
+        session.execute(
+            update(Enrollment)
+            .where(col(Enrollment.id) == row["enrollment_id"], col(Enrollment.opened_at).is_(None))
+            .values(opened_at=occurred)
+        )
+    if human and row["type"] == EventType.CLICK:
+        session.execute(
+            update(Enrollment)
+            .where(col(Enrollment.id) == row["enrollment_id"], col(Enrollment.clicked_at).is_(None))
+            .values(clicked_at=occurred)
+        )
+    if row["type"] in TERMINAL_EVENTS and row["email"]:
+        if session.get(Suppression, row["email"]) is None:
+            session.add(Suppression(email=row["email"], reason=row["type"], source=row["provider"]))
+            session.flush()
+
+
+def signal_key(row: Event) -> str:
+    """The semantic idempotency key the journey dedupes on: one real-world fact may reach us
+    from several sources (our pixel and the provider's, a bounce then a dropped)."""
+    if row.type in TERMINAL_EVENTS:
+        return f"{row.delivery_id}:{row.type}"
+    if row.type in (EventType.OPEN, EventType.CLICK):
+        minute = row.occurred_at.strftime("%Y%m%d%H%M")
+        return f"{row.delivery_id}:{row.type}:{minute}:{row.url or ''}:{int(row.machine)}"
+    return f"{row.provider}:{row.dedupe_key}"
+
+
+def pending_signals(
+    engine: Engine,
+    event_ids: list[int] | None = None,
+    received_before: datetime | None = None,
+    limit: int = 1000,
+) -> list[PendingSignal]:
+    """Stored events not yet signalled: to their own journey, and for a terminal event (an
+    unsubscribe, hard bounce or complaint) to every running journey of that address."""
+    with session_scope(engine) as session:
+        query = select(Event).where(col(Event.signalled).is_(False))
+        if event_ids is not None:
+            query = query.where(col(Event.id).in_(event_ids))
+        if received_before is not None:
+            query = query.where(col(Event.received_at) < received_before)
+        rows = session.exec(query.order_by(col(Event.id)).limit(limit)).all()
+        if not rows:
+            return []
+        own = {
+            e.id: e
+            for e in session.exec(
+                select(Enrollment).where(col(Enrollment.id).in_({r.enrollment_id for r in rows}))
+            )
+        }
+        terminal_emails = {r.email for r in rows if r.type in TERMINAL_EVENTS and r.email}
+        others: dict[str, list[Enrollment]] = {}
+        if terminal_emails:
+            for e in session.exec(
+                select(Enrollment).where(
+                    col(Enrollment.email).in_(terminal_emails),
+                    col(Enrollment.status) == JourneyStatus.ACTIVE,
+                )
+            ):
+                others.setdefault(e.email, []).append(e)
+        pending: list[PendingSignal] = []
+        for row in rows:
+            signal = EngagementSignal(
+                event_id=signal_key(row),
+                type=row.type or "",
+                step_id=row.step_id,
+                url=row.url,
+                machine=row.machine,
+            )
+            enrollment = own.get(row.enrollment_id)
+            if enrollment is not None:
+                pending.append(PendingSignal(row.id or 0, enrollment.workflow_id, signal))
+            for other in others.get(row.email or "", []):
+                if enrollment is None or other.id != enrollment.id:
+                    pending.append(PendingSignal(row.id or 0, other.workflow_id, _foreign(signal)))
+        return pending
+
+
+def _foreign(signal: EngagementSignal) -> EngagementSignal:
+    # For another campaign's journey the step id means nothing; the exit is what counts.
+    return EngagementSignal(event_id=signal.event_id, type=signal.type)
+
+
+def mark_signalled(engine: Engine, event_ids: set[int]) -> None:
+    if not event_ids:
+        return
+    with session_scope(engine) as session:
+        session.execute(update(Event).where(col(Event.id).in_(event_ids)).values(signalled=True))
+
+
+async def deliver_signals(engine: Engine, journeys: Journeys, pending: list[PendingSignal]) -> int:
+    """Signal, then mark done the events all of whose signals went through. Returns how many."""
+    from starlette.concurrency import run_in_threadpool
+
+    if not pending:
+        return 0
+    results = await journeys.signal_events([(p.workflow_id, p.signal) for p in pending])
+    failed = {p.event_id for p, ok in zip(pending, results, strict=True) if not ok}
+    done = {p.event_id for p in pending} - failed
+    await run_in_threadpool(mark_signalled, engine, done)
+    return len(done)

@@ -1,0 +1,40 @@
+"""Re-drives accepted work that has not reached Temporal yet: enrollments whose journey did not
+start and events whose signal did not go through (Temporal down, API killed mid-request).
+Safe with several API replicas: starts are idempotent by workflow id, signals by event key."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import timedelta
+
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+from api.enrollment import mark_started, unstarted
+from api.ingest import deliver_signals, pending_signals
+from api.journeys import Journeys
+from storage.models import utcnow
+
+log = logging.getLogger(__name__)
+
+
+async def redrive_once(engine: Engine, journeys: Journeys, grace: timedelta) -> tuple[int, int]:
+    cutoff = utcnow() - grace  # leave in-flight requests to finish their own work
+    starts = await run_in_threadpool(unstarted, engine, cutoff)
+    started = await journeys.start(starts) if starts else []
+    await run_in_threadpool(mark_started, engine, started)
+    pending = await run_in_threadpool(pending_signals, engine, None, cutoff)
+    signalled = await deliver_signals(engine, journeys, pending)
+    if started or signalled:
+        log.info("outbox: started %d journeys, signalled %d events", len(started), signalled)
+    return len(started), signalled
+
+
+async def run_outbox(engine: Engine, journeys: Journeys, interval: float) -> None:
+    while True:
+        try:
+            await redrive_once(engine, journeys, timedelta(seconds=interval))
+        except Exception:  # keep the loop alive; the next round tries again
+            log.exception("outbox round failed")
+        await asyncio.sleep(interval)

@@ -1,0 +1,438 @@
+"""Campaigns, their steps and their stats (all under /api/campaigns, as the spec puts them)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Response
+from sqlalchemy import case, func
+from sqlmodel import Session, col, select
+
+from api.deps import CampaignDep, JourneysDep, SessionDep
+from api.errors import conflict, invalid, not_found
+from api.schemas import (
+    AlternativeOut,
+    CampaignCreate,
+    CampaignPublic,
+    CampaignStats,
+    CampaignSummary,
+    CampaignUpdate,
+    ConditionIn,
+    ConditionOut,
+    StepCreate,
+    StepPublic,
+    StepReorder,
+    StepUpdate,
+)
+from domain.journey import CampaignStatus, ConditionType, JourneyStatus
+from storage.models import Campaign, Enrollment, Step, Template, utcnow
+
+router = APIRouter(prefix="/api/campaigns", tags=["campaigns"])
+
+CampaignIdQuery = Query(description="ID of the campaign")
+
+# status -> statuses it may move to
+TRANSITIONS = {
+    CampaignStatus.DRAFT: {CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED},
+    CampaignStatus.ACTIVE: {CampaignStatus.PAUSED, CampaignStatus.ARCHIVED},
+    CampaignStatus.PAUSED: {CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED},
+    CampaignStatus.ARCHIVED: set(),
+}
+
+
+# --- reading ---------------------------------------------------------------------------------
+
+
+def _steps(session: Session, campaign_id: int) -> list[Step]:
+    return list(
+        session.exec(
+            select(Step).where(Step.campaign_id == campaign_id).order_by(col(Step.step_order))
+        )
+    )
+
+
+def step_public(step: Step) -> StepPublic:
+    return StepPublic(
+        id=step.id or 0,
+        step_order=step.step_order,
+        subject=step.subject,
+        delay_hours=step.delay_hours,
+        template_id=step.template_id,
+        condition=ConditionOut(
+            type=step.condition_type, step_id=step.condition_step_id or 0, url=step.condition_url
+        )
+        if step.condition_type
+        else None,
+        alternative=AlternativeOut(subject=step.alt_subject or "", template_id=step.alt_template_id)
+        if step.alt_template_id is not None
+        else None,
+    )
+
+
+def _counts(session: Session, campaign_ids: list[int]) -> tuple[dict[int, int], dict[int, int]]:
+    if not campaign_ids:
+        return {}, {}
+    steps = dict(
+        session.exec(
+            select(Step.campaign_id, func.count())
+            .where(col(Step.campaign_id).in_(campaign_ids))
+            .group_by(Step.campaign_id)
+        ).all()
+    )
+    recipients = dict(
+        session.exec(
+            select(Enrollment.campaign_id, func.count())
+            .where(col(Enrollment.campaign_id).in_(campaign_ids))
+            .group_by(Enrollment.campaign_id)
+        ).all()
+    )
+    return steps, recipients
+
+
+def _public(session: Session, campaign: Campaign) -> CampaignPublic:
+    steps = _steps(session, campaign.id or 0)
+    _, recipients = _counts(session, [campaign.id or 0])
+    return CampaignPublic(
+        id=campaign.id or 0,
+        name=campaign.name,
+        status=campaign.status,
+        status_reason=campaign.status_reason,
+        created_at=campaign.created_at,
+        updated_at=campaign.updated_at,
+        from_email=campaign.from_email,
+        from_name=campaign.from_name,
+        reply_to=campaign.reply_to,
+        steps_count=len(steps),
+        recipients_count=recipients.get(campaign.id or 0, 0),
+        steps=[step_public(s) for s in steps],
+    )
+
+
+@router.get("", response_model=list[CampaignSummary])
+def list_campaigns(session: SessionDep) -> list[CampaignSummary]:
+    """All campaigns with their current status and metadata."""
+    campaigns = list(session.exec(select(Campaign).order_by(col(Campaign.id))))
+    steps, recipients = _counts(session, [c.id or 0 for c in campaigns])
+    return [
+        CampaignSummary(
+            id=c.id or 0,
+            name=c.name,
+            status=c.status,
+            created_at=c.created_at,
+            steps_count=steps.get(c.id or 0, 0),
+            recipients_count=recipients.get(c.id or 0, 0),
+        )
+        for c in campaigns
+    ]
+
+
+@router.get(
+    "/steps", response_model=list[StepPublic], response_model_exclude_none=True, tags=["steps"]
+)
+def list_steps(session: SessionDep, campaign_id: int = CampaignIdQuery) -> list[StepPublic]:
+    """The campaign's steps in order."""
+    if session.get(Campaign, campaign_id) is None:
+        raise not_found("campaign", campaign_id)
+    return [step_public(s) for s in _steps(session, campaign_id)]
+
+
+@router.get("/stats", response_model=CampaignStats, tags=["stats"])
+def campaign_stats(session: SessionDep, campaign_id: int = CampaignIdQuery) -> CampaignStats:
+    """Recipients, completed journeys and rates. `completed`: journeys that reached the end;
+    `open_rate` / `click_rate`: recipients with at least one human open (a click counts as an
+    open) / click, over recipients. Rates are rounded to 3 decimals, 0 with no recipients."""
+    if session.get(Campaign, campaign_id) is None:
+        raise not_found("campaign", campaign_id)
+    recipients, completed, opened, clicked = session.exec(
+        select(
+            func.count(),
+            func.coalesce(
+                func.sum(case((Enrollment.status == JourneyStatus.COMPLETED, 1), else_=0)), 0
+            ),
+            func.count(Enrollment.opened_at),
+            func.count(Enrollment.clicked_at),
+        ).where(Enrollment.campaign_id == campaign_id)
+    ).one()
+
+    def rate(n: int) -> float:
+        return round(n / recipients, 3) if recipients else 0
+
+    return CampaignStats(
+        campaign_id=campaign_id,
+        recipients=recipients,
+        completed=completed,
+        completion_rate=rate(completed),
+        open_rate=rate(opened),
+        click_rate=rate(clicked),
+    )
+
+
+@router.get("/{campaign_id}", response_model=CampaignPublic, response_model_exclude_none=False)
+def get_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic:
+    return _public(session, campaign)
+
+
+# --- writing ---------------------------------------------------------------------------------
+
+
+def _require_draft(campaign: Campaign) -> None:
+    if campaign.status != CampaignStatus.DRAFT:
+        raise conflict(
+            f"campaign {campaign.id} is {campaign.status}: steps change only while it is a draft "
+            "(running journeys are pinned to the plan they started with); clone it to edit"
+        )
+
+
+def _check_template(session: Session, loc: list[str | int], template_id: int) -> None:
+    if session.get(Template, template_id) is None:
+        raise invalid(loc, f"template {template_id} does not exist")
+
+
+def _apply_step(
+    session: Session,
+    step: Step,
+    body: StepCreate | StepUpdate,
+    loc: list[str | int],
+    earlier: dict[int, Step],
+    by_order: dict[int, Step] | None = None,
+) -> None:
+    """Validate and copy a step body onto `step`. `earlier` maps step_order -> step for the steps
+    before it; a condition must name one of them."""
+    fields = body.model_fields_set if isinstance(body, StepUpdate) else set(StepCreate.model_fields)
+    if "subject" in fields and body.subject is not None:
+        step.subject = body.subject
+    if "delay_hours" in fields and body.delay_hours is not None:
+        step.delay_hours = body.delay_hours
+    if "template_id" in fields and body.template_id is not None:
+        _check_template(session, [*loc, "template_id"], body.template_id)
+        step.template_id = body.template_id
+    if "condition" in fields:
+        _apply_condition(step, body.condition, [*loc, "condition"], earlier)
+    if "alternative" in fields:
+        alternative = body.alternative
+        if alternative is not None:
+            if not step.condition_type:
+                raise invalid([*loc, "alternative"], "an alternative needs a condition")
+            _check_template(session, [*loc, "alternative", "template_id"], alternative.template_id)
+            step.alt_subject, step.alt_template_id = alternative.subject, alternative.template_id
+        else:
+            step.alt_subject, step.alt_template_id = None, None
+    if not step.condition_type and step.alt_template_id is not None:
+        raise invalid([*loc, "alternative"], "an alternative needs a condition")
+
+
+def _apply_condition(
+    step: Step, condition: ConditionIn | None, loc: list[str | int], earlier: dict[int, Step]
+) -> None:
+    if condition is None:
+        step.condition_type = step.condition_step_id = step.condition_url = None
+        return
+    if condition.step_order is not None:
+        target = earlier.get(condition.step_order)
+        if target is None:
+            raise invalid(
+                [*loc, "step_order"],
+                f"step_order {condition.step_order} is not an earlier step of this campaign",
+            )
+    else:
+        target = next((s for s in earlier.values() if s.id == condition.step_id), None)
+        if target is None:
+            raise invalid(
+                [*loc, "step_id"],
+                f"step {condition.step_id} is not an earlier step of this campaign",
+            )
+    step.condition_type = ConditionType(condition.type).value
+    step.condition_step_id = target.id
+    step.condition_url = condition.url
+
+
+@router.post("", status_code=201, response_model=CampaignPublic)
+def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic:
+    campaign = Campaign(
+        name=body.name, from_email=body.from_email, from_name=body.from_name, reply_to=body.reply_to
+    )
+    session.add(campaign)
+    session.flush()
+    earlier: dict[int, Step] = {}
+    for index, step_body in enumerate(body.steps):
+        step = Step(campaign_id=campaign.id or 0, step_order=index + 1, subject="", template_id=0)
+        _apply_step(session, step, step_body, ["body", "steps", index], earlier)
+        session.add(step)
+        session.flush()
+        earlier[step.step_order] = step
+    session.commit()  # one transaction: an invalid step leaves nothing behind
+    return _public(session, campaign)
+
+
+@router.patch("/{campaign_id}", response_model=CampaignPublic)
+async def update_campaign(
+    campaign_id: int, body: CampaignUpdate, session: SessionDep, journeys: JourneysDep
+) -> CampaignPublic:
+    campaign = load_or_404(session, campaign_id)
+    changes = body.model_dump(exclude_unset=True)
+    new_status = changes.pop("status", None)
+    if new_status is not None and new_status != campaign.status:
+        if new_status not in TRANSITIONS[CampaignStatus(campaign.status)]:
+            raise conflict(
+                f"campaign {campaign_id} cannot go from {campaign.status} to {new_status}"
+            )
+        if new_status == CampaignStatus.ACTIVE and not _steps(session, campaign_id):
+            raise conflict(f"campaign {campaign_id} has no steps to run")
+    else:
+        new_status = None
+    for key, value in changes.items():
+        if key == "name" and value is None:
+            raise invalid(["body", "name"], "name cannot be empty")
+        setattr(campaign, key, value)
+    if new_status is not None:
+        campaign.status = new_status
+        campaign.status_reason = None
+    campaign.updated_at = utcnow()
+    session.add(campaign)
+    session.commit()
+    if new_status in (CampaignStatus.PAUSED, CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED):
+        await journeys.broadcast_campaign_status(campaign_id, new_status)
+    return _public(session, campaign)
+
+
+def load_or_404(session: Session, campaign_id: int) -> Campaign:
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None:
+        raise not_found("campaign", campaign_id)
+    return campaign
+
+
+@router.delete("/{campaign_id}", status_code=204)
+def delete_campaign(campaign: CampaignDep, session: SessionDep) -> Response:
+    if campaign.status != CampaignStatus.DRAFT:
+        raise conflict(
+            f"campaign {campaign.id} is {campaign.status}: only drafts can be deleted; archive it"
+        )
+    for step in _steps(session, campaign.id or 0):
+        session.delete(step)
+    session.flush()
+    session.delete(campaign)
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post("/{campaign_id}/clone", status_code=201, response_model=CampaignPublic)
+def clone_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic:
+    copy = Campaign(
+        name=f"{campaign.name} (copy)",
+        from_email=campaign.from_email,
+        from_name=campaign.from_name,
+        reply_to=campaign.reply_to,
+    )
+    session.add(copy)
+    session.flush()
+    new_ids: dict[int, int] = {}
+    for step in _steps(session, campaign.id or 0):
+        data = step.model_dump(exclude={"id", "campaign_id"})
+        if step.condition_step_id is not None:
+            data["condition_step_id"] = new_ids[step.condition_step_id]
+        new = Step(campaign_id=copy.id or 0, **data)
+        session.add(new)
+        session.flush()
+        new_ids[step.id or 0] = new.id or 0
+    session.commit()
+    return _public(session, copy)
+
+
+# --- steps of a draft ------------------------------------------------------------------------
+
+
+def _load_step(session: Session, step_id: int) -> tuple[Step, Campaign]:
+    step = session.get(Step, step_id)
+    if step is None:
+        raise not_found("step", step_id)
+    campaign = session.get(Campaign, step.campaign_id)
+    assert campaign is not None
+    return step, campaign
+
+
+@router.post(
+    "/steps",
+    status_code=201,
+    response_model=StepPublic,
+    response_model_exclude_none=True,
+    tags=["steps"],
+)
+def append_step(
+    body: StepCreate, session: SessionDep, campaign_id: int = CampaignIdQuery
+) -> StepPublic:
+    """Append a step to a draft campaign."""
+    campaign = load_or_404(session, campaign_id)
+    _require_draft(campaign)
+    existing = _steps(session, campaign_id)
+    earlier = {s.step_order: s for s in existing}
+    step = Step(campaign_id=campaign_id, step_order=len(existing) + 1, subject="", template_id=0)
+    _apply_step(session, step, body, ["body"], earlier)
+    session.add(step)
+    session.commit()
+    return step_public(step)
+
+
+@router.patch(
+    "/steps/{step_id}", response_model=StepPublic, response_model_exclude_none=True, tags=["steps"]
+)
+def update_step(step_id: int, body: StepUpdate, session: SessionDep) -> StepPublic:
+    step, campaign = _load_step(session, step_id)
+    _require_draft(campaign)
+    earlier = {
+        s.step_order: s for s in _steps(session, campaign.id or 0) if s.step_order < step.step_order
+    }
+    _apply_step(session, step, body, ["body"], earlier)
+    session.add(step)
+    session.commit()
+    return step_public(step)
+
+
+@router.delete("/steps/{step_id}", status_code=204, tags=["steps"])
+def delete_step(step_id: int, session: SessionDep) -> Response:
+    step, campaign = _load_step(session, step_id)
+    _require_draft(campaign)
+    steps = _steps(session, campaign.id or 0)
+    dependent = next((s for s in steps if s.condition_step_id == step_id), None)
+    if dependent is not None:
+        raise conflict(f"step {dependent.id} has a condition on step {step_id}: change it first")
+    session.delete(step)
+    session.flush()
+    _renumber(session, [s for s in steps if s.id != step_id])
+    session.commit()
+    return Response(status_code=204)
+
+
+@router.post(
+    "/steps/reorder",
+    response_model=list[StepPublic],
+    response_model_exclude_none=True,
+    tags=["steps"],
+)
+def reorder_steps(
+    body: StepReorder, session: SessionDep, campaign_id: int = CampaignIdQuery
+) -> list[StepPublic]:
+    """Put a draft's steps in the given order (every step id exactly once)."""
+    campaign = load_or_404(session, campaign_id)
+    _require_draft(campaign)
+    steps = {s.id: s for s in _steps(session, campaign_id)}
+    if sorted(body.step_ids) != sorted(steps):
+        raise invalid(
+            ["body", "step_ids"],
+            f"must list each step of campaign {campaign_id} once: {sorted(steps)}",
+        )
+    ordered = [steps[i] for i in body.step_ids]
+    position = {s.id: n for n, s in enumerate(ordered)}
+    for n, step in enumerate(ordered):
+        if step.condition_step_id is not None and position[step.condition_step_id] >= n:
+            raise invalid(
+                ["body", "step_ids"],
+                f"step {step.id} has a condition on step {step.condition_step_id}, which must come before it",
+            )
+    _renumber(session, ordered)
+    session.commit()
+    return [step_public(s) for s in ordered]
+
+
+def _renumber(session: Session, ordered: list[Step]) -> None:
+    for n, step in enumerate(ordered, start=1):
+        step.step_order = n
+        session.add(step)

@@ -1,0 +1,174 @@
+"""Enrollment and one recipient's journey."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from email_validator import EmailNotValidError
+from fastapi import APIRouter, Query
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import EngineDep, JourneysDep, SessionDep
+from api.enrollment import mark_started, normalise_email, write_enrollments
+from api.errors import conflict, not_found
+from api.routes.campaigns import load_or_404
+from api.schemas import (
+    EnrollmentPage,
+    EnrollmentPublic,
+    EnrollRequest,
+    EnrollResult,
+    JourneyPublic,
+    StepEngagement,
+)
+from domain.journey import CampaignStatus, EventType, JourneyStatus
+from storage.models import Delivery, Enrollment, Event
+
+router = APIRouter(prefix="/api/campaigns/{campaign_id}/recipients", tags=["recipients"])
+
+
+@router.post("", response_model=EnrollResult)
+async def enroll(
+    campaign_id: int,
+    body: EnrollRequest,
+    session: SessionDep,
+    engine: EngineDep,
+    journeys: JourneysDep,
+) -> EnrollResult:
+    """Enroll recipients (up to 10,000 per call). An address is enrolled in a campaign at most
+    once, ever; invalid or suppressed addresses are rejected with a reason, the rest enrolled."""
+    campaign = await run_in_threadpool(load_or_404, session, campaign_id)
+    if campaign.status != CampaignStatus.ACTIVE:
+        raise conflict(f"campaign {campaign_id} is {campaign.status}: only active campaigns enroll")
+    result, starts = await run_in_threadpool(
+        write_enrollments, engine, campaign_id, body.recipients
+    )
+    started = await journeys.start(starts)
+    await run_in_threadpool(mark_started, engine, started)
+    return result
+
+
+@router.get("", response_model=EnrollmentPage)
+def list_recipients(
+    campaign_id: int,
+    session: SessionDep,
+    status: JourneyStatus | None = None,
+    limit: int = Query(100, ge=1, le=1000),
+    offset: int = Query(0, ge=0),
+) -> EnrollmentPage:
+    load_or_404(session, campaign_id)
+    where = [Enrollment.campaign_id == campaign_id]
+    if status is not None:
+        where.append(Enrollment.status == status)
+    total = session.exec(select(func.count()).select_from(Enrollment).where(*where)).one()
+    rows = session.exec(
+        select(Enrollment).where(*where).order_by(col(Enrollment.id)).limit(limit).offset(offset)
+    ).all()
+    return EnrollmentPage(
+        items=[_enrollment_public(e) for e in rows], total=total, limit=limit, offset=offset
+    )
+
+
+def _enrollment_public(e: Enrollment) -> EnrollmentPublic:
+    return EnrollmentPublic(
+        email=e.email,
+        status=e.status,
+        status_reason=e.status_reason,
+        current_step=e.current_step,
+        enrolled_at=e.created_at,
+        finished_at=e.finished_at,
+    )
+
+
+def _load_enrollment(session: Session, campaign_id: int, email: str) -> Enrollment:
+    load_or_404(session, campaign_id)
+    try:
+        normalised = normalise_email(email)
+    except EmailNotValidError:
+        normalised = email.strip().lower()
+    enrollment = session.exec(
+        select(Enrollment).where(
+            Enrollment.campaign_id == campaign_id, Enrollment.email == normalised
+        )
+    ).first()
+    if enrollment is None:
+        raise not_found("recipient", f"{email} in campaign {campaign_id}")
+    return enrollment
+
+
+def _steps_with_engagement(session: Session, enrollment_id: int) -> list[StepEngagement]:
+    deliveries = session.exec(
+        select(Delivery)
+        .where(Delivery.enrollment_id == enrollment_id)
+        .order_by(col(Delivery.step_order))
+    ).all()
+    events = session.exec(select(Event).where(Event.enrollment_id == enrollment_id)).all()
+    steps = []
+    for d in deliveries:
+        mine = [e for e in events if e.delivery_id == d.id]
+        human = [e for e in mine if not e.machine]
+        clicks = [e for e in human if e.type == EventType.CLICK]
+        steps.append(
+            StepEngagement(
+                step_id=d.step_id,
+                step_order=d.step_order,
+                decision=d.decision,
+                condition_met=d.condition_met,
+                decided_at=d.decided_at,
+                delivery_id=d.id,
+                delivery_status=d.status,
+                sent_at=d.sent_at,
+                opened=any(e.type in (EventType.OPEN, EventType.CLICK) for e in human),
+                clicked=bool(clicks),
+                clicked_urls=sorted({e.url for e in clicks if e.url}),
+                machine_opens=sum(1 for e in mine if e.machine and e.type == EventType.OPEN),
+                machine_clicks=sum(1 for e in mine if e.machine and e.type == EventType.CLICK),
+            )
+        )
+    return steps
+
+
+@router.get("/{email}", response_model=JourneyPublic)
+async def get_journey(
+    campaign_id: int, email: str, session: SessionDep, journeys: JourneysDep
+) -> JourneyPublic:
+    """One journey, live from its workflow while it runs, from the database after."""
+    enrollment = await run_in_threadpool(_load_enrollment, session, campaign_id, email)
+    live = (
+        await journeys.progress(enrollment.workflow_id) if enrollment.finished_at is None else None
+    )
+    steps = await run_in_threadpool(_steps_with_engagement, session, enrollment.id or 0)
+    next_due = (
+        datetime.fromisoformat(live.next_step_due_at) if live and live.next_step_due_at else None
+    )
+    return JourneyPublic(
+        email=enrollment.email,
+        campaign_id=campaign_id,
+        workflow_id=enrollment.workflow_id,
+        status=live.status if live else enrollment.status,
+        status_reason=(live.exit_reason if live else None) or enrollment.status_reason,
+        current_step=live.current_step if live else enrollment.current_step,
+        next_step_due_at=next_due,
+        paused=live.paused if live else False,
+        live=live is not None,
+        fields=enrollment.fields,
+        enrolled_at=enrollment.created_at,
+        finished_at=enrollment.finished_at,
+        steps=steps,
+    )
+
+
+@router.delete("/{email}", status_code=202, response_model=EnrollmentPublic)
+async def remove_recipient(
+    campaign_id: int, email: str, session: SessionDep, journeys: JourneysDep
+) -> EnrollmentPublic:
+    """End this journey now (reason `removed`). Already finished: answered as it stands."""
+    enrollment = await run_in_threadpool(_load_enrollment, session, campaign_id, email)
+    if enrollment.status == JourneyStatus.ACTIVE:
+        enrollment.status = JourneyStatus.REMOVED
+        enrollment.status_reason = "removed by API"
+        session.add(enrollment)
+        await run_in_threadpool(session.commit)
+        await journeys.remove(enrollment.workflow_id, "removed by API")
+    return _enrollment_public(enrollment)

@@ -1,0 +1,308 @@
+"""Request and response bodies. The three spec endpoints use exactly the spec's fields."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+
+from domain.journey import ConditionType, EventType
+
+
+def _spec_time(value: datetime) -> str:
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _whole_as_int(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+SpecTime = Annotated[datetime, PlainSerializer(_spec_time, return_type=str)]
+Hours = Annotated[
+    float,
+    Field(
+        ge=0,
+        strict=True,
+        allow_inf_nan=False,
+        le=24 * 365 * 10,
+        description="hours after the previous step",
+    ),
+    PlainSerializer(_whole_as_int, return_type=int | float),
+]
+Text = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# --- templates -------------------------------------------------------------------------------
+
+
+class TemplateCreate(Strict):
+    name: Text
+    html: Annotated[str, Field(min_length=1, max_length=1_000_000)]
+    text: Annotated[str, Field(max_length=1_000_000)] | None = None
+
+
+class TemplateUpdate(Strict):
+    name: Text | None = None
+    html: Annotated[str, Field(min_length=1, max_length=1_000_000)] | None = None
+    text: Annotated[str, Field(max_length=1_000_000)] | None = None
+
+
+class TemplatePublic(BaseModel):
+    id: int
+    name: str
+    html: str
+    text: str | None
+    created_at: SpecTime
+    updated_at: SpecTime
+
+
+class TemplatePreview(Strict):
+    email: str = "jane.doe@example.com"
+    fields: dict[str, Any] = Field(default_factory=dict)
+
+
+class RenderedPreview(BaseModel):
+    subject: str | None = None
+    html: str
+    text: str
+
+
+# --- steps -----------------------------------------------------------------------------------
+
+
+class ConditionIn(Strict):
+    type: ConditionType
+    step_id: int | None = None
+    step_order: int | None = None
+    url: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+
+    @model_validator(mode="after")
+    def _one_reference(self) -> ConditionIn:
+        if (self.step_id is None) == (self.step_order is None):
+            raise ValueError("give exactly one of step_id or step_order")
+        if self.url is not None and self.type in (ConditionType.OPENED, ConditionType.NOT_OPENED):
+            raise ValueError("url applies only to clicked / not_clicked conditions")
+        return self
+
+
+class AlternativeIn(Strict):
+    subject: Text
+    template_id: int
+
+
+class StepCreate(Strict):
+    subject: Text
+    delay_hours: Hours
+    template_id: int
+    condition: ConditionIn | None = None
+    alternative: AlternativeIn | None = None
+
+    @model_validator(mode="after")
+    def _alternative_needs_condition(self) -> StepCreate:
+        if self.alternative is not None and self.condition is None:
+            raise ValueError("an alternative is sent when a condition fails: add a condition")
+        return self
+
+
+class StepUpdate(Strict):
+    subject: Text | None = None
+    delay_hours: Hours | None = None
+    template_id: int | None = None
+    condition: ConditionIn | None = None
+    alternative: AlternativeIn | None = None
+
+
+class StepReorder(Strict):
+    step_ids: list[int] = Field(min_length=1)
+
+
+class ConditionOut(BaseModel):
+    type: str
+    step_id: int
+    url: str | None = None
+
+
+class AlternativeOut(BaseModel):
+    subject: str
+    template_id: int
+
+
+class StepPublic(BaseModel):
+    """Spec shape; `condition` and `alternative` appear only when set."""
+
+    id: int
+    step_order: int
+    subject: str
+    delay_hours: Hours
+    template_id: int
+    condition: ConditionOut | None = None
+    alternative: AlternativeOut | None = None
+
+
+# --- campaigns -------------------------------------------------------------------------------
+
+
+class CampaignCreate(Strict):
+    name: Text
+    from_email: Annotated[str, Field(max_length=320)] | None = None
+    from_name: Annotated[str, Field(max_length=200)] | None = None
+    reply_to: Annotated[str, Field(max_length=320)] | None = None
+    steps: list[StepCreate] = Field(default_factory=list, max_length=100)
+
+
+class CampaignUpdate(Strict):
+    name: Text | None = None
+    status: Literal["draft", "active", "paused", "archived"] | None = None
+    from_email: Annotated[str, Field(max_length=320)] | None = None
+    from_name: Annotated[str, Field(max_length=200)] | None = None
+    reply_to: Annotated[str, Field(max_length=320)] | None = None
+
+
+class CampaignSummary(BaseModel):
+    """Spec shape of `GET /api/campaigns` items."""
+
+    id: int
+    name: str
+    status: str
+    created_at: SpecTime
+    steps_count: int
+    recipients_count: int
+
+
+class CampaignPublic(CampaignSummary):
+    status_reason: str | None
+    from_email: str | None
+    from_name: str | None
+    reply_to: str | None
+    updated_at: SpecTime
+    steps: list[StepPublic]
+
+
+class CampaignStats(BaseModel):
+    """Spec shape of `GET /api/campaigns/stats`."""
+
+    campaign_id: int
+    recipients: int
+    completed: int
+    completion_rate: float
+    open_rate: float
+    click_rate: float
+
+
+# --- recipients ------------------------------------------------------------------------------
+
+FieldValue = str | int | float | bool | None
+
+
+class RecipientIn(Strict):
+    email: Annotated[str, Field(max_length=320)]
+    fields: dict[Annotated[str, Field(max_length=100)], FieldValue] = Field(default_factory=dict)
+
+
+class EnrollRequest(Strict):
+    recipients: list[RecipientIn] = Field(min_length=1, max_length=10_000)
+
+
+class Rejected(BaseModel):
+    email: str
+    reason: str
+
+
+class EnrollResult(BaseModel):
+    enrolled: int
+    already_enrolled: int
+    rejected: list[Rejected]
+
+
+class EnrollmentPublic(BaseModel):
+    email: str
+    status: str
+    status_reason: str | None
+    current_step: int
+    enrolled_at: SpecTime
+    finished_at: SpecTime | None
+
+
+class EnrollmentPage(BaseModel):
+    items: list[EnrollmentPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class StepEngagement(BaseModel):
+    step_id: int
+    step_order: int
+    decision: str
+    condition_met: bool | None
+    decided_at: SpecTime
+    delivery_id: str
+    delivery_status: str
+    sent_at: SpecTime | None
+    opened: bool
+    clicked: bool
+    clicked_urls: list[str]
+    machine_opens: int
+    machine_clicks: int
+
+
+class JourneyPublic(BaseModel):
+    email: str
+    campaign_id: int
+    workflow_id: str
+    status: str
+    status_reason: str | None
+    current_step: int
+    next_step_due_at: SpecTime | None
+    paused: bool
+    live: bool
+    fields: dict[str, Any]
+    enrolled_at: SpecTime
+    finished_at: SpecTime | None
+    steps: list[StepEngagement]
+
+
+# --- events ----------------------------------------------------------------------------------
+
+
+class EventIn(Strict):
+    delivery_id: Annotated[str, Field(min_length=1, max_length=64)]
+    type: EventType
+    url: Annotated[str, Field(max_length=2000)] | None = None
+    event_id: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+    occurred_at: datetime | None = None
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class EventAccepted(BaseModel):
+    id: int
+    duplicate: bool
+
+
+class EventPublic(BaseModel):
+    id: int
+    provider: str
+    type: str | None
+    raw_type: str
+    delivery_id: str | None
+    campaign_id: int | None
+    email: str | None
+    url: str | None
+    machine: bool
+    machine_reason: str | None
+    occurred_at: SpecTime
+    received_at: SpecTime
+    signalled: bool

@@ -1,0 +1,151 @@
+"""`make run`: the whole system on embedded defaults, in one foreground process group.
+
+Starts the real Temporal dev server (SQLite file under var/, Web UI), the worker and the API, and
+keeps them running: a process that dies is started again, so journeys carry on. Ctrl-C stops
+everything cleanly. With TEMPORAL_ADDRESS set, an existing Temporal server is used instead.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from domain import search
+from settings import Settings, get_settings
+
+BIN = Path(sys.executable).parent
+RESTART_BACKOFF_SECONDS = 2.0
+
+
+def temporal_binary() -> str:
+    return str(BIN / "temporal")
+
+
+def dev_server_args(settings: Settings, db_file: Path) -> list[str]:
+    host, _, port = settings.temporal_address.rpartition(":")
+    args = [
+        "server", "start-dev",
+        "--ip", host or "127.0.0.1",
+        "--port", port or "7233",
+        "--ui-port", str(settings.temporal_ui_port),
+        "--namespace", settings.temporal_namespace,
+        "--db-filename", str(db_file),
+        # WAL: about twice the throughput of the default journal (reference/temporal-local.md).
+        "--sqlite-pragma", "journal_mode=wal",
+        "--sqlite-pragma", "synchronous=normal",
+        "--log-level", "warn",
+        "--ui-disable-news-fetch",
+    ]  # fmt: skip
+    for key in search.ALL_KEYS:
+        kind = "Int" if key.indexed_value_type.name == "INT" else "Keyword"
+        args += ["--search-attribute", f"{key.name}={kind}"]
+    return args
+
+
+def wait_for_port(address: str, timeout: float = 60.0) -> bool:
+    host, _, port = address.rpartition(":")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((host or "127.0.0.1", int(port)), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    process: subprocess.Popen[bytes] | None = None
+    restarts: int = field(default=0)
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env=os.environ.copy())
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if not self.alive():
+            return
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def main() -> int:
+    settings = get_settings()
+    settings.var_dir.mkdir(parents=True, exist_ok=True)
+    children: list[Child] = []
+    own_server = "TEMPORAL_ADDRESS" not in os.environ
+    if own_server:
+        db_file = settings.var_dir / "temporal.db"
+        children.append(Child("temporal", [temporal_binary(), *dev_server_args(settings, db_file)]))
+    children.append(Child("worker", [sys.executable, "worker.py"]))
+    children.append(
+        Child(
+            "api",
+            [
+                sys.executable, "-m", "uvicorn", "api.main:app",
+                "--host", settings.api_host, "--port", str(settings.api_port),
+            ],
+        )  # fmt: skip
+    )
+    stopping = False
+
+    def on_signal(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        for child in children:
+            child.start()
+            if child.name == "temporal" and not wait_for_port(settings.temporal_address):
+                print("Temporal dev server did not come up", file=sys.stderr)
+                return 1
+        api_url = f"http://{settings.api_host}:{settings.api_port}"
+        wait_for_port(f"{settings.api_host}:{settings.api_port}", timeout=30)
+        print(
+            "\n  drip is running\n"
+            f"  API:               {api_url}  (docs: {api_url}/docs)\n"
+            + (
+                f"  Temporal Web UI:   http://127.0.0.1:{settings.temporal_ui_port}\n"
+                if own_server
+                else f"  Temporal:          {settings.temporal_address} (existing server)\n"
+            )
+            + f"  Database:          {settings.database_url}\n"
+            f"  Mail:              {settings.smtp_url or settings.outbox_dir}\n"
+            "  Ctrl-C stops everything; running it again resumes every journey.\n",
+            flush=True,
+        )
+        while not stopping:
+            for child in children:
+                if not stopping and not child.alive():
+                    code = child.process.returncode if child.process else None
+                    print(f"drip: {child.name} exited ({code}); starting it again", file=sys.stderr)
+                    time.sleep(RESTART_BACKOFF_SECONDS)
+                    child.restarts += 1
+                    child.start()
+            time.sleep(0.5)
+    finally:
+        for child in reversed(children):
+            child.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Types and constants shared by the API, the worker and the workflows (stdlib only)."""

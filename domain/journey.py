@@ -1,0 +1,163 @@
+"""The recipient journey's boundary types: what crosses into and out of the workflow.
+
+Stdlib only, so the workflow sandbox passes it through cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+TASK_QUEUE = "drip-journeys"
+# Sends run on their own queue so DRIP_SEND_RATE can cap them with Temporal's task-queue rate limit.
+SEND_TASK_QUEUE = "drip-send"
+
+
+def workflow_id(campaign_id: int, email: str) -> str:
+    """The one id of a recipient's journey: enrolling twice can never start two."""
+    return f"drip-campaign-{campaign_id}-{email.strip().lower()}"
+
+
+class CampaignStatus(StrEnum):
+    DRAFT = "draft"
+    ACTIVE = "active"
+    PAUSED = "paused"
+    ARCHIVED = "archived"
+
+
+class JourneyStatus(StrEnum):
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+    COMPLAINED = "complained"
+    REMOVED = "removed"
+    ARCHIVED = "archived"
+    SUPPRESSED = "suppressed"
+
+
+class ConditionType(StrEnum):
+    OPENED = "opened"
+    NOT_OPENED = "not_opened"
+    CLICKED = "clicked"
+    NOT_CLICKED = "not_clicked"
+
+
+class EventType(StrEnum):
+    DELIVERED = "delivered"
+    OPEN = "open"
+    CLICK = "click"
+    BOUNCE_HARD = "bounce_hard"
+    BOUNCE_SOFT = "bounce_soft"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
+
+
+# Events that end a journey whatever came before them, and the status they end it with.
+TERMINAL_EVENTS: dict[str, JourneyStatus] = {
+    EventType.BOUNCE_HARD: JourneyStatus.BOUNCED,
+    EventType.COMPLAINT: JourneyStatus.COMPLAINED,
+    EventType.UNSUBSCRIBE: JourneyStatus.UNSUBSCRIBED,
+}
+
+
+class Decision(StrEnum):
+    SENT = "sent"
+    ALTERNATIVE = "alternative"
+    SKIPPED = "skipped"
+
+
+@dataclass
+class ConditionPlan:
+    type: str
+    step_id: int
+    url: str | None = None
+
+
+@dataclass
+class StepPlan:
+    step_id: int
+    step_order: int
+    delay_seconds: float
+    condition: ConditionPlan | None = None
+    has_alternative: bool = False
+
+
+@dataclass
+class JourneyPlan:
+    campaign_id: int
+    steps: list[StepPlan]
+
+
+@dataclass
+class RecipientInput:
+    campaign_id: int
+    enrollment_id: int
+    email: str
+    # How long a paused journey waits for a resume signal before re-reading the status itself.
+    pause_recheck_seconds: float = 3600.0
+
+
+@dataclass
+class EngagementSignal:
+    """One engagement event for the journey; `event_id` dedupes provider retries."""
+
+    event_id: str
+    type: str
+    step_id: int | None = None
+    url: str | None = None
+    machine: bool = False
+
+
+@dataclass
+class StepInput:
+    enrollment_id: int
+    step_id: int
+    step_order: int
+    decision: str
+    condition_met: bool | None = None
+
+
+class StepOutcome(StrEnum):
+    DONE = "done"  # sent, alternative sent, or skipped as decided
+    HELD = "held"  # campaign paused: try again once it is active
+    ENDED = "ended"  # the journey must end (see StepResult.exit_status)
+
+
+@dataclass
+class StepResult:
+    outcome: str
+    delivery_id: str | None = None
+    exit_status: str | None = None
+    reason: str | None = None
+
+
+@dataclass
+class FinishInput:
+    enrollment_id: int
+    status: str
+    reason: str | None = None
+
+
+@dataclass
+class StepProgress:
+    step_id: int
+    step_order: int
+    decision: str
+    condition_met: bool | None
+    decided_at: str
+    delivery_id: str | None = None
+
+
+@dataclass
+class JourneyState:
+    """What the `progress` query returns: the journey as it stands now."""
+
+    status: str
+    current_step: int
+    next_step_due_at: str | None
+    paused: bool
+    steps: list[StepProgress] = field(default_factory=list)
+    opened_steps: list[int] = field(default_factory=list)
+    clicked: dict[str, list[str]] = field(default_factory=dict)
+    exit_reason: str | None = None

@@ -1,0 +1,1 @@
+"""Mail: rendering, tracking, signed tokens, message assembly and transports."""

@@ -1,0 +1,94 @@
+"""All configuration, from `DRIP_*` environment variables (and the standard `TEMPORAL_*` ones)."""
+
+from __future__ import annotations
+
+import logging
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+log = logging.getLogger(__name__)
+
+DEV_SECRET_KEY = "dev-insecure-secret-change-me"
+ROOT = Path(__file__).resolve().parent
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DRIP_", extra="ignore")
+
+    env: str = "development"  # "production" refuses placeholder secrets
+    var_dir: Path = ROOT / "var"
+    database_url: str = ""  # default: SQLite file under var/
+
+    api_host: str = "127.0.0.1"
+    api_port: int = 8000
+    public_url: str = ""  # base of tracking/unsubscribe links; default: the API's own address
+    api_keys: CommaList = Field(default_factory=list)
+
+    # Temporal: the standard variables, not DRIP_-prefixed (TLS, API key and profiles are read
+    # by the SDK's envconfig in temporal_client.py).
+    temporal_address: str = Field("127.0.0.1:7233", validation_alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
+    temporal_ui_port: int = 8233
+    worker_metrics_port: int | None = None
+
+    secret_key: str = DEV_SECRET_KEY
+    from_email: str = "drip@localhost"
+    smtp_url: str | None = None  # e.g. smtp://user:pass@host:587 ; unset: .eml files in var/outbox
+    smtp_timeout_seconds: float = 30.0
+    send_rate: float | None = None  # messages/second across all workers
+
+    tracking: bool = True
+
+    # Provider webhooks: each endpoint is off until its secret is set.
+    sendgrid_webhook_public_key: str | None = None
+    postmark_webhook_user: str | None = None
+    postmark_webhook_password: str | None = None
+    mailgun_webhook_signing_key: str | None = None
+    ses_topic_arns: CommaList = Field(default_factory=list)
+    resend_webhook_secret: str | None = None
+
+    # How often the API re-drives accepted work that has not reached Temporal yet.
+    outbox_interval_seconds: float = 5.0
+    # How long a paused journey waits before re-reading the campaign status itself.
+    pause_recheck_seconds: float = 3600.0
+
+    @field_validator("api_keys", "ses_topic_arns", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("send_rate", "worker_metrics_port", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _defaults_and_guards(self) -> Settings:
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'drip.db'}"
+        elif self.database_url.startswith(("postgresql://", "postgres://")):
+            # One driver for PostgreSQL everywhere: psycopg 3.
+            self.database_url = "postgresql+psycopg://" + self.database_url.split("://", 1)[1]
+        if not self.public_url:
+            self.public_url = f"http://{self.api_host}:{self.api_port}"
+        self.public_url = self.public_url.rstrip("/")
+        if self.env == "production" and self.secret_key == DEV_SECRET_KEY:
+            raise ValueError("DRIP_SECRET_KEY must be set in production")
+        return self
+
+    @property
+    def outbox_dir(self) -> Path:
+        return self.var_dir / "outbox"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,1 @@
+"""SQL storage: campaign definitions and the read-side record of what happened."""

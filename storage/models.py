@@ -1,0 +1,131 @@
+"""SQLModel tables. Campaign definitions are written by the API; enrollments by the API when it
+enrolls; deliveries by the send activities; events by the event and webhook endpoints."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Column, DateTime, Index, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Template(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    html: str
+    text: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Campaign(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    name: str
+    status: str = Field(default="draft", index=True)
+    status_reason: str | None = None
+    from_email: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class Step(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    step_order: int
+    subject: str
+    delay_hours: float = 0
+    template_id: int = Field(foreign_key="template.id", index=True)
+    condition_type: str | None = None
+    condition_step_id: int | None = None
+    condition_url: str | None = None
+    alt_subject: str | None = None
+    alt_template_id: int | None = Field(default=None, foreign_key="template.id", index=True)
+
+
+class Enrollment(SQLModel, table=True):
+    __table_args__ = (
+        UniqueConstraint("campaign_id", "email", name="uq_enrollment_campaign_email"),
+        Index("ix_enrollment_campaign_status", "campaign_id", "status"),
+        Index("ix_enrollment_unstarted", "workflow_started"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    campaign_id: int = Field(foreign_key="campaign.id")
+    email: str = Field(index=True)
+    fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = "active"
+    status_reason: str | None = None
+    current_step: int = 0  # step_order of the last step decided; 0 before the first
+    workflow_id: str
+    # False until Temporal has the journey: the API's outbox re-drives rows left unstarted.
+    workflow_started: bool = False
+    # First human open/click, set once on the event's first insert: stats read these columns.
+    opened_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    clicked_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Delivery(SQLModel, table=True):
+    """One step decided for one enrollment: sent, alternative, or skipped."""
+
+    __table_args__ = (UniqueConstraint("enrollment_id", "step_id", name="uq_delivery_step"),)
+
+    id: str = Field(primary_key=True)  # drip_delivery_id: opaque, no personal data
+    enrollment_id: int = Field(foreign_key="enrollment.id", index=True)
+    campaign_id: int = Field(index=True)
+    step_id: int
+    step_order: int
+    decision: str  # sent | alternative | skipped
+    condition_met: bool | None = None
+    # pending -> sending -> sent; or skipped / bounced / suppressed
+    status: str = "pending"
+    subject: str | None = None
+    message_id: str | None = Field(default=None, index=True)
+    links: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    error: str | None = None
+    decided_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    send_started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class Event(SQLModel, table=True):
+    """An engagement event as received, stored once per (provider, dedupe_key)."""
+
+    __table_args__ = (
+        UniqueConstraint("provider", "dedupe_key", name="uq_event_dedupe"),
+        Index("ix_event_unsignalled", "signalled"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    provider: str
+    dedupe_key: str
+    type: str | None = Field(default=None)  # normalised type; None: stored only
+    raw_type: str
+    delivery_id: str | None = Field(default=None, index=True)
+    enrollment_id: int | None = Field(default=None, index=True)
+    campaign_id: int | None = Field(default=None, index=True)
+    step_id: int | None = None
+    email: str | None = Field(default=None, index=True)
+    url: str | None = None
+    machine: bool = False
+    machine_reason: str | None = None
+    occurred_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    # Outbox: False until the journey has been signalled (or there is nothing to signal).
+    signalled: bool = False
+    raw: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class Suppression(SQLModel, table=True):
+    email: str = Field(primary_key=True)
+    reason: str
+    source: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

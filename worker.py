@@ -1,0 +1,121 @@
+"""The worker: runs recipient journeys and their activities. Start any number: `python worker.py`."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import signal
+
+from sqlalchemy.engine import Engine
+from temporalio.client import Client
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
+from temporalio.service import RPCError
+from temporalio.worker import Worker
+
+from activities.journey import JourneyActivities
+from activities.sending import SendingActivities
+from domain import search
+from domain.journey import SEND_TASK_QUEUE, TASK_QUEUE
+from mail.transport import build_transport
+from settings import Settings, get_settings
+from storage.db import create_schema, make_engine
+from temporal_client import connect_temporal
+from workflows.recipient import RecipientWorkflow
+
+log = logging.getLogger("drip.worker")
+
+
+def build_workers(
+    client: Client, settings: Settings, engine: Engine, executor: concurrent.futures.Executor
+) -> list[Worker]:
+    """Two workers on one client: journeys (workflows + bookkeeping) and sends, whose queue
+    carries the cluster-wide DRIP_SEND_RATE limit."""
+    journey = JourneyActivities(engine)
+    sending = SendingActivities(
+        settings,
+        engine,
+        build_transport(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout_seconds),
+    )
+    return [
+        Worker(
+            client,
+            task_queue=TASK_QUEUE,
+            workflows=[RecipientWorkflow],
+            activities=[journey.load_plan, journey.record_skip, journey.finish_journey],
+            activity_executor=executor,
+            max_concurrent_activities=32,
+        ),
+        Worker(
+            client,
+            task_queue=SEND_TASK_QUEUE,
+            activities=[sending.send_step],
+            max_concurrent_activities=64,
+            max_task_queue_activities_per_second=settings.send_rate,
+        ),
+    ]
+
+
+async def register_search_attributes(client: Client) -> None:
+    """Make sure our custom search attributes exist (a no-op when they do). Without them every
+    workflow task fails forever, which looks like a hang."""
+    from temporalio.api.enums.v1 import IndexedValueType
+    from temporalio.api.operatorservice.v1 import (
+        AddSearchAttributesRequest,
+        ListSearchAttributesRequest,
+    )
+
+    types = {
+        "INT": IndexedValueType.INDEXED_VALUE_TYPE_INT,
+        "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
+    }
+    wanted = {key.name: types[key.indexed_value_type.name] for key in search.ALL_KEYS}
+    try:
+        existing = await client.operator_service.list_search_attributes(
+            ListSearchAttributesRequest(namespace=client.namespace)
+        )
+        missing = {k: v for k, v in wanted.items() if k not in existing.custom_attributes}
+        if missing:
+            await client.operator_service.add_search_attributes(
+                AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
+            )
+            log.info("registered search attributes %s", sorted(missing))
+    except RPCError as exc:  # e.g. Temporal Cloud: register them with tcld instead
+        log.warning(
+            "could not check search attributes (%s); make sure %s exist", exc, sorted(wanted)
+        )
+
+
+async def main() -> None:
+    settings = get_settings()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    runtime = None
+    if settings.worker_metrics_port:
+        runtime = Runtime(
+            telemetry=TelemetryConfig(
+                metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.worker_metrics_port}")
+            )
+        )
+    engine = make_engine(settings.database_url)
+    create_schema(engine)
+    client = await connect_temporal(settings, runtime=runtime)
+    await register_search_attributes(client)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
+        workers = build_workers(client, settings, engine, executor)
+        log.info(
+            "worker polling %s and %s on %s", TASK_QUEUE, SEND_TASK_QUEUE, settings.temporal_address
+        )
+        async with asyncio.TaskGroup() as group:
+            for worker in workers:
+                group.create_task(worker.run())
+            await stop.wait()
+            log.info("worker shutting down")
+            await asyncio.gather(*(worker.shutdown() for worker in workers))
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,207 @@
+"""One recipient's journey through one campaign: wait, decide, send, until the end or an exit."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from domain import search
+    from domain.journey import (
+        SEND_TASK_QUEUE,
+        TASK_QUEUE,
+        TERMINAL_EVENTS,
+        CampaignStatus,
+        ConditionType,
+        Decision,
+        EngagementSignal,
+        EventType,
+        FinishInput,
+        JourneyPlan,
+        JourneyState,
+        JourneyStatus,
+        RecipientInput,
+        StepInput,
+        StepOutcome,
+        StepPlan,
+        StepProgress,
+        StepResult,
+    )
+
+DB_TIMEOUT = timedelta(seconds=30)
+SEND_TIMEOUT = timedelta(minutes=2)
+# Transient failures (SMTP down, database locked) retry forever with backoff: never lost.
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5))
+
+
+@workflow.defn
+class RecipientWorkflow:
+    @workflow.init
+    def __init__(self, input: RecipientInput) -> None:
+        self._input = input
+        self._exit: str | None = None
+        self._exit_reason: str | None = None
+        self._paused = False
+        self._seen_events: set[str] = set()
+        self._opened: set[int] = set()
+        self._clicked: dict[int, set[str]] = {}
+        self._progress: list[StepProgress] = []
+        self._current_step = 0
+        self._next_due: datetime | None = None
+        self._status: str = JourneyStatus.ACTIVE
+
+    @workflow.run
+    async def run(self, input: RecipientInput) -> str:
+        plan: JourneyPlan = await workflow.execute_activity(
+            "load_plan",
+            input.campaign_id,
+            result_type=JourneyPlan,
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        mark = workflow.now()
+        for step in plan.steps:
+            self._next_due = mark + timedelta(seconds=step.delay_seconds)
+            await self._wait_until(self._next_due, f"step {step.step_order} due")
+            if self._exit is None:
+                await self._run_step(step)
+            if self._exit is not None:
+                break
+            mark = workflow.now()
+        self._next_due = None
+        self._status = self._exit or JourneyStatus.COMPLETED
+        await workflow.execute_activity(
+            "finish_journey",
+            FinishInput(input.enrollment_id, self._status, self._exit_reason),
+            start_to_close_timeout=DB_TIMEOUT,
+            retry_policy=RETRY,
+        )
+        workflow.upsert_search_attributes([search.DRIP_STATUS.value_set(self._status)])
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._status
+
+    async def _wait_until(self, due: datetime, summary: str) -> None:
+        remaining = (due - workflow.now()).total_seconds()
+        if remaining <= 0:
+            return
+        try:
+            await workflow.wait_condition(
+                lambda: self._exit is not None, timeout=remaining, timeout_summary=summary
+            )
+        except TimeoutError:
+            pass
+
+    async def _run_step(self, step: StepPlan) -> None:
+        """Decide and act on one due step; hold (never skip) while the campaign is paused."""
+        while self._exit is None:
+            if self._paused:
+                try:
+                    await workflow.wait_condition(
+                        lambda: not self._paused or self._exit is not None,
+                        timeout=self._input.pause_recheck_seconds,
+                        timeout_summary="paused: re-check campaign status",
+                    )
+                except TimeoutError:
+                    pass  # re-read the database status through the step activity
+                if self._exit is not None:
+                    return
+            decision, met = self._decide(step)
+            result: StepResult = await workflow.execute_activity(
+                "record_skip" if decision == Decision.SKIPPED else "send_step",
+                StepInput(self._input.enrollment_id, step.step_id, step.step_order, decision, met),
+                result_type=StepResult,
+                task_queue=TASK_QUEUE if decision == Decision.SKIPPED else SEND_TASK_QUEUE,
+                start_to_close_timeout=SEND_TIMEOUT,
+                retry_policy=RETRY,
+            )
+            if result.outcome == StepOutcome.HELD:
+                self._paused = True
+                continue
+            if result.outcome == StepOutcome.ENDED:
+                self._end(result.exit_status or JourneyStatus.REMOVED, result.reason)
+                return
+            self._paused = False
+            self._current_step = step.step_order
+            self._progress.append(
+                StepProgress(
+                    step.step_id,
+                    step.step_order,
+                    decision,
+                    met,
+                    workflow.now().isoformat(),
+                    result.delivery_id,
+                )
+            )
+            workflow.upsert_search_attributes([search.DRIP_STEP.value_set(step.step_order)])
+            return
+
+    def _decide(self, step: StepPlan) -> tuple[str, bool | None]:
+        condition = step.condition
+        if condition is None:
+            return Decision.SENT, None
+        clicks = self._clicked.get(condition.step_id, set())
+        if condition.type in (ConditionType.OPENED, ConditionType.NOT_OPENED):
+            happened = condition.step_id in self._opened or bool(clicks)  # a click implies an open
+        elif condition.url:
+            happened = _normalise_url(condition.url) in clicks
+        else:
+            happened = bool(clicks)
+        met = (
+            happened
+            if condition.type in (ConditionType.OPENED, ConditionType.CLICKED)
+            else not happened
+        )
+        if met:
+            return Decision.SENT, True
+        return (Decision.ALTERNATIVE if step.has_alternative else Decision.SKIPPED), False
+
+    def _end(self, status: str, reason: str | None) -> None:
+        if self._exit is None:  # the first exit wins
+            self._exit = status
+            self._exit_reason = reason
+
+    @workflow.signal
+    def on_event(self, event: EngagementSignal) -> None:
+        if event.event_id in self._seen_events:
+            return  # providers retry: each event counts once
+        self._seen_events.add(event.event_id)
+        terminal = TERMINAL_EVENTS.get(event.type)
+        if terminal is not None:
+            self._end(terminal, f"{event.type} event")
+            return
+        if event.machine or event.step_id is None:
+            return  # conditions count human engagement only
+        if event.type == EventType.OPEN:
+            self._opened.add(event.step_id)
+        elif event.type == EventType.CLICK:
+            self._clicked.setdefault(event.step_id, set()).add(_normalise_url(event.url or ""))
+
+    @workflow.signal
+    def remove(self, reason: str) -> None:
+        self._end(JourneyStatus.REMOVED, reason)
+
+    @workflow.signal
+    def campaign_status(self, status: str) -> None:
+        if status == CampaignStatus.ARCHIVED:
+            self._end(JourneyStatus.ARCHIVED, "campaign archived")
+        else:
+            self._paused = status == CampaignStatus.PAUSED
+
+    @workflow.query
+    def progress(self) -> JourneyState:
+        return JourneyState(
+            status=self._exit or self._status,
+            current_step=self._current_step,
+            next_step_due_at=self._next_due.isoformat() if self._next_due else None,
+            paused=self._paused,
+            steps=list(self._progress),
+            opened_steps=sorted(self._opened),
+            clicked={str(k): sorted(v) for k, v in self._clicked.items()},
+            exit_reason=self._exit_reason,
+        )
+
+
+def _normalise_url(url: str) -> str:
+    return url.strip().rstrip("/")
