@@ -96,6 +96,7 @@ class RecipientInput:
     email: str
     # How long a paused journey waits for a resume signal before re-reading the status itself.
     pause_recheck_seconds: float = 3600.0
+    send_task_queue: str = SEND_TASK_QUEUE
 
 
 @dataclass
@@ -161,3 +162,4 @@ class JourneyState:
     opened_steps: list[int] = field(default_factory=list)
     clicked: dict[str, list[str]] = field(default_factory=dict)
     exit_reason: str | None = None
+    events_counted: int = 0  # distinct engagement events received

@@ -112,7 +112,7 @@ class RecipientWorkflow:
                 "record_skip" if decision == Decision.SKIPPED else "send_step",
                 StepInput(self._input.enrollment_id, step.step_id, step.step_order, decision, met),
                 result_type=StepResult,
-                task_queue=TASK_QUEUE if decision == Decision.SKIPPED else SEND_TASK_QUEUE,
+                task_queue=self._input.send_task_queue if decision != Decision.SKIPPED else None,
                 start_to_close_timeout=SEND_TIMEOUT,
                 retry_policy=RETRY,
             )
@@ -200,6 +200,7 @@ class RecipientWorkflow:
             opened_steps=sorted(self._opened),
             clicked={str(k): sorted(v) for k, v in self._clicked.items()},
             exit_reason=self._exit_reason,
+            events_counted=len(self._seen_events),
         )
 
 
