@@ -147,8 +147,11 @@ def settings(database_url: str, tmp_path: Path, dev_env: WorkflowEnvironment) ->
 
 
 @contextlib.asynccontextmanager
-async def serve_api(settings: Settings, client: Client) -> AsyncIterator[httpx.AsyncClient]:
-    app = create_app(settings, temporal=client)
+async def serve_api(
+    settings: Settings, client: Client, **app_options: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    """`app_options` go to `create_app` (e.g. `webhook_providers=`)."""
+    app = create_app(settings, temporal=client, **app_options)  # type: ignore[arg-type]
     config = uvicorn.Config(
         app, host="127.0.0.1", port=settings.api_port, log_level="warning", lifespan="on"
     )
@@ -180,7 +183,7 @@ async def api(settings: Settings, dev_env: WorkflowEnvironment) -> AsyncIterator
 async def run_worker(settings: Settings, client: Client) -> AsyncIterator[None]:
     engine = make_engine(settings.database_url)
     create_schema(engine)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=16) as executor:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
         workers = build_workers(client, settings, engine, executor)
         tasks = [asyncio.create_task(w.run()) for w in workers]
         try:
