@@ -206,3 +206,15 @@ def smtp() -> Iterator[SmtpSink]:
     sink.start()
     yield sink
     sink.stop()
+
+
+@pytest.fixture
+async def system(
+    settings: Settings, dev_env: WorkflowEnvironment, smtp: SmtpSink
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The API and a worker, sending through the real SMTP sink."""
+    configured = settings.model_copy(
+        update={"smtp_url": smtp.url, "from_email": "hello@drip.example.com"}
+    )
+    async with serve_api(configured, dev_env.client) as http, run_worker(configured, dev_env.client):
+        yield http

@@ -4,45 +4,14 @@ Create, activate, enroll, engage — then read stats that match what happened.""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import httpx
-import pytest
-from temporalio.testing import WorkflowEnvironment
 
-from settings import Settings
-from tests.api.helpers import make_campaign, make_template
-from tests.conftest import run_worker, serve_api, unique_domain
+from tests.api.helpers import eventually, journey, make_campaign, make_template
+from tests.conftest import unique_domain
 from tests.smtp import SmtpSink
 
 SECOND = 1 / 3600  # delay_hours for one second
-
-
-@pytest.fixture
-async def system(settings: Settings, dev_env: WorkflowEnvironment, smtp: SmtpSink) -> AsyncIterator[httpx.AsyncClient]:
-    """API + worker, sending through the real SMTP sink."""
-    configured = settings.model_copy(update={"smtp_url": smtp.url, "from_email": "hello@drip.example.com"})
-    async with serve_api(configured, dev_env.client) as http, run_worker(configured, dev_env.client):
-        yield http
-
-
-async def eventually(check: Callable[[], Any], timeout: float = 60, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.25)
-
-
-async def journey(api: httpx.AsyncClient, campaign_id: int, email: str) -> dict[str, Any]:
-    response = await api.get(f"/api/campaigns/{campaign_id}/recipients/{email}")
-    assert response.status_code == 200, response.text
-    return response.json()
 
 
 async def test_campaign_runs_end_to_end(system: httpx.AsyncClient, smtp: SmtpSink) -> None:

@@ -77,7 +77,7 @@ async def test_bad_step_input_is_a_422_naming_the_field(api: httpx.AsyncClient) 
     for step, loc in cases:
         response = await api.post("/api/campaigns", json={"name": "bad", "steps": [step]})
         assert response.status_code == 422, (step, response.text)
-        assert any(l[: len(loc)] == loc for l in error_locs(response)), (loc, response.json())
+        assert any(got[: len(loc)] == loc for got in error_locs(response)), (loc, response.json())
     # A condition on a later step, by order, in the same payload.
     response = await api.post("/api/campaigns", json={"name": "bad", "steps": [
         {**ok, "condition": {"type": "opened", "step_order": 2}}, ok]})
