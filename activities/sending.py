@@ -8,7 +8,9 @@ for a duplicate is between the SMTP server accepting DATA and that row being com
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from email.message import EmailMessage
 
@@ -25,7 +27,7 @@ from mail.message import Envelope, MessageParts, build_message
 from mail.render import build_context, render
 from mail.tokens import Tokens
 from mail.tracking import add_open_pixel, add_unsubscribe_footer, rewrite_links
-from mail.transport import RecipientRejected, SenderMisconfigured, Transport
+from mail.transport import RecipientRejected, SenderMisconfigured, Transport, TransportError
 from settings import Settings
 from storage.db import session_scope
 from storage.models import (
@@ -40,6 +42,28 @@ from storage.models import (
 )
 
 log = logging.getLogger(__name__)
+
+
+HEARTBEAT_EVERY_SECONDS = 5.0
+
+
+@contextlib.asynccontextmanager
+async def _heartbeating() -> AsyncIterator[None]:
+    """Heartbeat while the transport works, so a worker killed mid-send is noticed within the
+    heartbeat timeout (not the whole activity timeout), while a slow but alive one is not."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat()
+            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 @dataclass
@@ -62,7 +86,16 @@ class SendingActivities:
         if isinstance(prepared, StepResult):
             return prepared
         try:
-            await self.transport.send(prepared.message, prepared.envelope)
+            async with _heartbeating():
+                # The deadline keeps an attempt from outliving its activity timeout: a stalled
+                # SMTP server can then never overlap with the retry.
+                await asyncio.wait_for(
+                    self.transport.send(prepared.message, prepared.envelope),
+                    timeout=self.settings.send_deadline_seconds,
+                )
+        except TimeoutError as exc:
+            deadline = self.settings.send_deadline_seconds
+            raise TransportError(f"no answer within {deadline} s") from exc
         except RecipientRejected as exc:
             await asyncio.to_thread(self._record_bounce, prepared.delivery_id, exc)
             return StepResult(
@@ -176,6 +209,7 @@ class SendingActivities:
                 unsubscribe_url=unsubscribe_url,
                 campaign_id=campaign.id or 0,
                 campaign_name=campaign.name,
+                unsubscribe_mailto=self.settings.unsubscribe_mailto,
             )
         )
         return message, envelope, links

@@ -10,8 +10,6 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from domain import search
     from domain.journey import (
-        SEND_TASK_QUEUE,
-        TASK_QUEUE,
         TERMINAL_EVENTS,
         CampaignStatus,
         ConditionType,
@@ -32,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
 
 DB_TIMEOUT = timedelta(seconds=30)
 SEND_TIMEOUT = timedelta(minutes=2)
+# The send activity heartbeats while it talks to SMTP: a dead worker's send is retried in 20 s.
+SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 # Transient failures (SMTP down, database locked) retry forever with backoff: never lost.
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5))
 
@@ -114,6 +114,7 @@ class RecipientWorkflow:
                 result_type=StepResult,
                 task_queue=self._input.send_task_queue if decision != Decision.SKIPPED else None,
                 start_to_close_timeout=SEND_TIMEOUT,
+                heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT if decision != Decision.SKIPPED else None,
                 retry_policy=RETRY,
             )
             if result.outcome == StepOutcome.HELD:
