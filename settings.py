@@ -42,8 +42,17 @@ class Settings(BaseSettings):
     smtp_url: str | None = None  # e.g. smtp://user:pass@host:587 ; unset: .eml files in var/outbox
     smtp_timeout_seconds: float = 30.0
     send_rate: float | None = None  # messages/second across all workers
+    # Hard limit on one SMTP hand-off; below the send activity's 2-minute timeout (workflows/).
+    send_deadline_seconds: float = 60.0
 
     tracking: bool = True
+    # Optional mailto in List-Unsubscribe, besides the one-click HTTPS URL (e.g. unsub@example.com).
+    unsubscribe_mailto: str | None = None
+    # Automated-hit classification (mail/classify.py): such hits are stored with machine=true.
+    machine_after_send_seconds: float = 5.0  # a hit sooner than this after the send
+    machine_burst_links: int = 2  # this many distinct links of one message ...
+    machine_burst_seconds: float = 2.0  # ... hit within this window
+    proxy_opens_are_human: bool = True  # Gmail/Yahoo image-proxy opens count as real opens
 
     # Provider webhooks: each endpoint is off until its secret is set.
     sendgrid_webhook_public_key: str | None = None
