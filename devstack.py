@@ -16,11 +16,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from api.security import InsecureBindError, check_bind
 from domain import search
 from settings import Settings, get_settings
+from storage.migrate import upgrade
 
 BIN = Path(sys.executable).parent
 RESTART_BACKOFF_SECONDS = 2.0
+# Pause/resume/archive reach journeys by batch signal; the server's default of one batch
+# operation at a time per namespace would make a second campaign's change wait.
+DEV_SERVER_TUNING = [
+    "--dynamic-config-value",
+    "frontend.MaxConcurrentBatchOperationPerNamespace=20",
+]
 
 
 def temporal_binary() -> str:
@@ -40,6 +48,7 @@ def dev_server_args(settings: Settings, db_file: Path) -> list[str]:
         "--sqlite-pragma", "journal_mode=wal",
         "--sqlite-pragma", "synchronous=normal",
         "--log-level", "warn",
+        *DEV_SERVER_TUNING,
         "--ui-disable-news-fetch",
     ]  # fmt: skip
     for key in search.ALL_KEYS:
@@ -73,7 +82,7 @@ class Child:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-    def stop(self, timeout: float = 15.0) -> None:
+    def stop(self, timeout: float = 75.0) -> None:  # the worker lets running sends finish (70 s)
         if not self.alive():
             return
         assert self.process is not None
@@ -88,9 +97,18 @@ class Child:
 def main() -> int:
     settings = get_settings()
     settings.var_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        check_bind(settings)  # fail here, not in an API restart loop
+    except InsecureBindError as exc:
+        print(f"drip: {exc}", file=sys.stderr)
+        return 2
+    upgrade(settings.database_url)  # the schema first: the worker and API start on it
     children: list[Child] = []
     own_server = "TEMPORAL_ADDRESS" not in os.environ
     if own_server:
+        # The worker and the API (children, which inherit the environment) use the server we start.
+        os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{settings.temporal_dev_port}"
+        settings = settings.model_copy(update={"temporal_address": os.environ["TEMPORAL_ADDRESS"]})
         db_file = settings.var_dir / "temporal.db"
         children.append(Child("temporal", [temporal_binary(), *dev_server_args(settings, db_file)]))
     children.append(Child("worker", [sys.executable, "worker.py"]))

@@ -10,6 +10,9 @@ from typing import Annotated
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain.journey import SEND_TASK_QUEUE, TASK_QUEUE
+from storage.reputation import ReputationLimits
+
 log = logging.getLogger(__name__)
 
 DEV_SECRET_KEY = "dev-insecure-secret-change-me"
@@ -25,16 +28,24 @@ class Settings(BaseSettings):
     var_dir: Path = ROOT / "var"
     database_url: str = ""  # default: SQLite file under var/
 
+    # Without DRIP_API_KEYS the API answers only on loopback and refuses to start on any other
+    # DRIP_API_HOST (api/security.py). In production set both: the host uvicorn binds, and keys.
     api_host: str = "127.0.0.1"
     api_port: int = 8000
     public_url: str = ""  # base of tracking/unsubscribe links; default: the API's own address
     api_keys: CommaList = Field(default_factory=list)
+    log_level: str = "INFO"
+    # The `drip` command line's API client: where the API is, and the one key it sends.
+    api_url: str = ""  # default: http://{api_host}:{api_port}
+    api_key: str | None = None
 
     # Temporal: the standard variables, not DRIP_-prefixed (TLS, API key and profiles are read
     # by the SDK's envconfig in temporal_client.py).
     temporal_address: str = Field("127.0.0.1:7233", validation_alias="TEMPORAL_ADDRESS")
     temporal_namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
     temporal_ui_port: int = 8233
+    # The port of the dev server `make run` starts itself (only when TEMPORAL_ADDRESS is unset).
+    temporal_dev_port: int = 7233
     worker_metrics_port: int | None = None
 
     secret_key: str = DEV_SECRET_KEY
@@ -44,6 +55,10 @@ class Settings(BaseSettings):
     send_rate: float | None = None  # messages/second across all workers
     # Hard limit on one SMTP hand-off; below the send activity's 2-minute timeout (workflows/).
     send_deadline_seconds: float = 60.0
+    # Reputation guard (storage/reputation.py): a campaign over either rate pauses itself.
+    max_complaint_rate: float = 0.003
+    max_bounce_rate: float = 0.05
+    reputation_min_sent: int = 100
 
     tracking: bool = True
     # Optional mailto in List-Unsubscribe, besides the one-click HTTPS URL (e.g. unsub@example.com).
@@ -62,8 +77,14 @@ class Settings(BaseSettings):
     ses_topic_arns: CommaList = Field(default_factory=list)
     resend_webhook_secret: str | None = None
 
+    # Task queues of this deployment (tests give each test its own).
+    task_queue: str = TASK_QUEUE
+    send_task_queue: str = SEND_TASK_QUEUE
+
     # How often the API re-drives accepted work that has not reached Temporal yet.
     outbox_interval_seconds: float = 5.0
+    # Enroll calls with more recipients than this are stored and run as a batch job (202).
+    sync_enroll_limit: int = 1000
     # How long a paused journey waits before re-reading the campaign status itself.
     pause_recheck_seconds: float = 3600.0
 
@@ -89,9 +110,19 @@ class Settings(BaseSettings):
         if not self.public_url:
             self.public_url = f"http://{self.api_host}:{self.api_port}"
         self.public_url = self.public_url.rstrip("/")
+        if not self.api_url:
+            host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
+            self.api_url = f"http://{host}:{self.api_port}"
+        self.api_url = self.api_url.rstrip("/")
         if self.env == "production" and self.secret_key == DEV_SECRET_KEY:
             raise ValueError("DRIP_SECRET_KEY must be set in production")
         return self
+
+    @property
+    def reputation_limits(self) -> ReputationLimits:
+        return ReputationLimits(
+            self.max_complaint_rate, self.max_bounce_rate, self.reputation_min_sent
+        )
 
     @property
     def outbox_dir(self) -> Path:

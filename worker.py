@@ -1,4 +1,4 @@
-"""The worker: runs recipient journeys and their activities. Start any number: `python worker.py`."""
+"""The worker: runs journeys and their activities. Start any number: `python worker.py`."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import asyncio
 import concurrent.futures
 import logging
 import signal
+from datetime import timedelta
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
@@ -13,14 +14,19 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import Worker
 
+from activities.enrollment import EnrollmentActivities
 from activities.journey import JourneyActivities
 from activities.sending import SendingActivities
+from api.journeys import Journeys
 from domain import search
-from domain.journey import SEND_TASK_QUEUE, TASK_QUEUE
+from domain.enrollment import BATCH_TASK_QUEUE
 from mail.transport import build_transport
+from observability.logs import configure_logging
 from settings import Settings, get_settings
-from storage.db import create_schema, make_engine
+from storage.db import make_engine
+from storage.migrate import upgrade
 from temporal_client import connect_temporal
+from workflows.enrollment_batch import EnrollmentBatchWorkflow
 from workflows.recipient import RecipientWorkflow
 
 log = logging.getLogger("drip.worker")
@@ -29,8 +35,8 @@ log = logging.getLogger("drip.worker")
 def build_workers(
     client: Client, settings: Settings, engine: Engine, executor: concurrent.futures.Executor
 ) -> list[Worker]:
-    """Two workers on one client: journeys (workflows + bookkeeping) and sends, whose queue
-    carries the cluster-wide DRIP_SEND_RATE limit."""
+    """Three workers on one client: journeys (workflows + bookkeeping), sends, whose queue
+    carries the cluster-wide DRIP_SEND_RATE limit, and enrollment batches."""
     journey = JourneyActivities(engine)
     sending = SendingActivities(
         settings,
@@ -40,7 +46,7 @@ def build_workers(
     return [
         Worker(
             client,
-            task_queue=TASK_QUEUE,
+            task_queue=settings.task_queue,
             workflows=[RecipientWorkflow],
             activities=[journey.load_plan, journey.record_skip, journey.finish_journey],
             activity_executor=executor,
@@ -48,12 +54,35 @@ def build_workers(
         ),
         Worker(
             client,
-            task_queue=SEND_TASK_QUEUE,
+            task_queue=settings.send_task_queue,
             activities=[sending.send_step],
             max_concurrent_activities=64,
             max_task_queue_activities_per_second=settings.send_rate,
+            # On SIGTERM (a deploy, Ctrl-C) let running sends finish and record `sent`: one
+            # cancelled between the SMTP server's 250 and that commit would be sent again.
+            # Longer than the send deadline, so a stalled send ends by itself first.
+            graceful_shutdown_timeout=timedelta(seconds=settings.send_deadline_seconds + 10),
         ),
+        build_batch_worker(client, settings, engine, executor),
     ]
+
+
+def build_batch_worker(
+    client: Client, settings: Settings, engine: Engine, executor: concurrent.futures.Executor
+) -> Worker:
+    """Enrollment batches: a few at a time, each starting journeys as fast as the server takes."""
+    journeys = Journeys(
+        client, settings.pause_recheck_seconds, settings.task_queue, settings.send_task_queue
+    )
+    enrollment = EnrollmentActivities(engine, journeys)
+    return Worker(
+        client,
+        task_queue=BATCH_TASK_QUEUE,
+        workflows=[EnrollmentBatchWorkflow],
+        activities=[enrollment.enroll_batch_chunk, enrollment.finish_enrollment_batch],
+        activity_executor=executor,
+        max_concurrent_activities=4,
+    )
 
 
 async def register_search_attributes(client: Client) -> None:
@@ -77,7 +106,7 @@ async def register_search_attributes(client: Client) -> None:
         missing = {k: v for k, v in wanted.items() if k not in existing.custom_attributes}
     except RPCError as exc:
         if exc.status != RPCStatusCode.UNIMPLEMENTED:  # e.g. Temporal Cloud: use tcld instead
-            log.warning("could not list search attributes (%s); make sure %s exist", exc, sorted(wanted))
+            log.warning("cannot list search attributes (%s); check %s exist", exc, sorted(wanted))
             return
         missing = wanted  # the time-skipping test server can add but not list
     if not missing:
@@ -94,16 +123,19 @@ async def register_search_attributes(client: Client) -> None:
 
 async def main() -> None:
     settings = get_settings()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    configure_logging(settings.log_level)
     runtime = None
     if settings.worker_metrics_port:
+        # Serves the SDK's metrics and the app's send counter (observability/metrics.py).
         runtime = Runtime(
             telemetry=TelemetryConfig(
                 metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.worker_metrics_port}")
             )
         )
+    if settings.env == "development":
+        # As in the API: a fresh checkout just works; production migrates as a deploy step.
+        await asyncio.to_thread(upgrade, settings.database_url)
     engine = make_engine(settings.database_url)
-    create_schema(engine)
     client = await connect_temporal(settings, runtime=runtime)
     await register_search_attributes(client)
     stop = asyncio.Event()
@@ -113,7 +145,10 @@ async def main() -> None:
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
         workers = build_workers(client, settings, engine, executor)
         log.info(
-            "worker polling %s and %s on %s", TASK_QUEUE, SEND_TASK_QUEUE, settings.temporal_address
+            "worker polling %s and %s on %s",
+            settings.task_queue,
+            settings.send_task_queue,
+            settings.temporal_address,
         )
         async with asyncio.TaskGroup() as group:
             for worker in workers:

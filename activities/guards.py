@@ -5,7 +5,8 @@ from __future__ import annotations
 from sqlmodel import Session
 
 from domain.journey import CampaignStatus, JourneyStatus, StepOutcome, StepResult
-from storage.models import Campaign, Enrollment, Suppression
+from storage.models import Campaign, Enrollment
+from storage.suppression import find_suppression
 
 # Suppression reason -> how a journey it stops ends.
 SUPPRESSION_EXIT = {
@@ -30,7 +31,7 @@ def gate(session: Session, enrollment: Enrollment | None) -> StepResult | None:
         )
     if campaign.status != CampaignStatus.ACTIVE:
         return StepResult(StepOutcome.HELD, reason=f"campaign {campaign.status}")
-    suppression = session.get(Suppression, enrollment.email)
+    suppression = find_suppression(session, enrollment.email)  # plain or hashed (erased)
     if suppression is not None:
         status = SUPPRESSION_EXIT.get(suppression.reason, JourneyStatus.SUPPRESSED)
         return StepResult(

@@ -20,6 +20,7 @@ from domain.journey import (
     StepPlan,
     StepResult,
 )
+from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
 from storage.models import Delivery, Enrollment, Step, utcnow
 
@@ -81,6 +82,8 @@ class JourneyActivities:
                     status="skipped",
                 )
                 session.add(existing)
+                bump(session, enrollment.campaign_id, step.step_id, Metric.REACHED)
+                bump(session, enrollment.campaign_id, step.step_id, Metric.SKIPPED)
             enrollment.current_step = max(enrollment.current_step, step.step_order)
             session.add(enrollment)
             return StepResult(StepOutcome.DONE, delivery_id=existing.id)
@@ -88,11 +91,13 @@ class JourneyActivities:
     @activity.defn(name="finish_journey")
     def finish_journey(self, finish: FinishInput) -> None:
         with session_scope(self.engine) as session:
-            enrollment = session.get(Enrollment, finish.enrollment_id)
+            enrollment = session.get(Enrollment, finish.enrollment_id, with_for_update=True)
             if enrollment is None or enrollment.finished_at is not None:
                 return  # erased, or already recorded by an earlier attempt
             if enrollment.status == JourneyStatus.ACTIVE:  # an end recorded elsewhere wins
                 enrollment.status = finish.status
                 enrollment.status_reason = finish.reason
+            if enrollment.status == JourneyStatus.COMPLETED:
+                bump(session, enrollment.campaign_id, CAMPAIGN, Metric.COMPLETED)
             enrollment.finished_at = utcnow()
             session.add(enrollment)

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
@@ -23,12 +22,13 @@ from temporalio.exceptions import ApplicationError
 from activities.guards import gate
 from activities.ids import new_delivery_id
 from domain.journey import Decision, JourneyStatus, StepInput, StepOutcome, StepResult
-from mail.message import Envelope, MessageParts, build_message
-from mail.render import build_context, render
+from mail.compose import Draft, RenderFailed, compose
+from mail.message import Envelope
 from mail.tokens import Tokens
-from mail.tracking import add_open_pixel, add_unsubscribe_footer, rewrite_links
 from mail.transport import RecipientRejected, SenderMisconfigured, Transport, TransportError
+from observability.sends import report_send, stopped_outcome
 from settings import Settings
+from storage.counters import Metric, bump, reach_milestones
 from storage.db import session_scope
 from storage.models import (
     Campaign,
@@ -40,6 +40,8 @@ from storage.models import (
     Template,
     utcnow,
 )
+from storage.reputation import guard_campaign
+from storage.upsert import insert_ignoring_conflicts
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +86,7 @@ class SendingActivities:
     async def send_step(self, step: StepInput) -> StepResult:
         prepared = await asyncio.to_thread(self._prepare, step)
         if isinstance(prepared, StepResult):
+            report_send(stopped_outcome(prepared), prepared.delivery_id)
             return prepared
         try:
             async with _heartbeating():
@@ -98,6 +101,7 @@ class SendingActivities:
             raise TransportError(f"no answer within {deadline} s") from exc
         except RecipientRejected as exc:
             await asyncio.to_thread(self._record_bounce, prepared.delivery_id, exc)
+            report_send("bounced", prepared.delivery_id)
             return StepResult(
                 StepOutcome.ENDED,
                 delivery_id=prepared.delivery_id,
@@ -109,6 +113,7 @@ class SendingActivities:
             log.error("SMTP refused our sender configuration (retrying): %s", exc)
             raise ApplicationError(str(exc), type="SenderMisconfigured") from exc
         await asyncio.to_thread(self._mark_sent, prepared.delivery_id)
+        report_send("sent", prepared.delivery_id)
         return StepResult(StepOutcome.DONE, delivery_id=prepared.delivery_id)
 
     def _prepare(self, step: StepInput) -> PreparedSend | StepResult:
@@ -152,7 +157,7 @@ class SendingActivities:
         delivery = session.exec(query).first()
         if delivery is not None:
             return delivery
-        delivery = Delivery(
+        row = Delivery(
             id=new_delivery_id(),
             enrollment_id=enrollment.id or 0,
             campaign_id=enrollment.campaign_id,
@@ -161,12 +166,12 @@ class SendingActivities:
             decision=step.decision,
             condition_met=step.condition_met,
         )
-        try:
-            with session.begin_nested():
-                session.add(delivery)
-        except IntegrityError:  # a concurrent attempt created it first
-            return session.exec(query).one()
-        return delivery
+        # ON CONFLICT DO NOTHING, not a savepoint: on SQLite a SAVEPOINT after only reads is the
+        # outermost transaction, and its RELEASE committed the row apart from its REACHED count
+        # (a worker killed in between left the count short for good).
+        if insert_ignoring_conflicts(session, Delivery, [row.model_dump()]):
+            bump(session, row.campaign_id, row.step_id, Metric.REACHED)
+        return session.exec(query).one()  # ours, or the one a concurrent attempt made first
 
     def _compose(  # type: ignore[no-untyped-def]
         self,
@@ -177,47 +182,42 @@ class SendingActivities:
         subject: str,
         template: Template,
     ) -> tuple[EmailMessage, Envelope, list[str]]:
-        base = self.settings.public_url
-        unsubscribe_url = f"{base}/u/{self.tokens.unsubscribe_token(delivery_id)}"
-        context = build_context(
-            enrollment.email,
-            enrollment.fields,
-            campaign={"id": campaign.id, "name": campaign.name},
-            step={"order": step.step_order, "subject": step.subject},
-            unsubscribe_url=unsubscribe_url,
+        draft = Draft(
+            delivery_id=delivery_id,
+            email=enrollment.email,
+            fields=enrollment.fields,
+            campaign_id=campaign.id or 0,
+            campaign_name=campaign.name,
+            from_email=campaign.from_email or self.settings.from_email,
+            from_name=campaign.from_name,
+            reply_to=campaign.reply_to,
+            step_order=step.step_order,
+            step_subject=step.subject,
+            subject=subject,
+            html=template.html,
+            text=template.text,
         )
         try:
-            rendered = render(subject, template.html, template.text, context)
-        except Exception as exc:  # a template error an operator can fix: retried, not lost
-            log.error("template %s failed to render: %s", template.id, exc)
-            raise ApplicationError(f"template {template.id}: {exc}", type="RenderError") from exc
-        html, text = add_unsubscribe_footer(rendered.html, rendered.text, unsubscribe_url)
-        links: list[str] = []
-        if self.settings.tracking:
-            html, links = rewrite_links(html, delivery_id, self.tokens, base)
-            html = add_open_pixel(html, delivery_id, self.tokens, base)
-        message, envelope = build_message(
-            MessageParts(
-                delivery_id=delivery_id,
-                to=enrollment.email,
-                from_email=campaign.from_email or self.settings.from_email,
-                from_name=campaign.from_name,
-                reply_to=campaign.reply_to,
-                subject=rendered.subject,
-                html=html,
-                text=text,
-                unsubscribe_url=unsubscribe_url,
-                campaign_id=campaign.id or 0,
-                campaign_name=campaign.name,
+            composed = compose(
+                draft,
+                self.tokens,
+                self.settings.public_url,
+                tracking=self.settings.tracking,
                 unsubscribe_mailto=self.settings.unsubscribe_mailto,
             )
-        )
-        return message, envelope, links
+        except RenderFailed as exc:  # a template error an operator can fix: retried, not lost
+            log.error("template %s failed to render: %s", template.id, exc)
+            raise ApplicationError(f"template {template.id}: {exc}", type="RenderError") from exc
+        return composed.message, composed.envelope, composed.links
 
     def _mark_sent(self, delivery_id: str) -> None:
         with session_scope(self.engine) as session:
-            delivery = session.get(Delivery, delivery_id)
+            delivery = session.get(Delivery, delivery_id, with_for_update=True)
             assert delivery is not None
+            if delivery.status != "sent":  # a retried attempt counts nothing twice
+                alternative = delivery.decision == Decision.ALTERNATIVE
+                metric = Metric.ALTERNATIVE_SENT if alternative else Metric.SENT
+                bump(session, delivery.campaign_id, delivery.step_id, metric)
             delivery.status = "sent"
             delivery.sent_at = utcnow()
             session.add(delivery)
@@ -231,6 +231,9 @@ class SendingActivities:
             delivery.status = "bounced"
             delivery.error = str(exc)
             session.add(delivery)
+            reach_milestones(
+                session, [(delivery.campaign_id, delivery.step_id, delivery.id, Metric.BOUNCED)]
+            )
             if session.get(Suppression, enrollment.email) is None:
                 session.add(
                     Suppression(email=enrollment.email, reason="bounce_hard", source="smtp")
@@ -254,3 +257,5 @@ class SendingActivities:
                         raw={"code": exc.code, "message": exc.smtp_message},
                     )
                 )
+            session.flush()
+            guard_campaign(session, enrollment.campaign_id, self.settings.reputation_limits)

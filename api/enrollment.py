@@ -11,9 +11,13 @@ from sqlmodel import col, select
 
 from api.journeys import JourneyStart
 from api.schemas import EnrollResult, RecipientIn, Rejected
+from domain.enrollment import RowState
 from domain.journey import workflow_id
+from observability.metrics import count_enrollments
+from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
-from storage.models import Enrollment, Suppression, utcnow
+from storage.models import Enrollment, EnrollmentBatchRow, utcnow
+from storage.suppression import suppressed_among
 from storage.upsert import insert_ignoring_conflicts
 
 
@@ -38,9 +42,9 @@ def write_enrollments(
     duplicates_in_request = len(recipients) - len(rejected) - len(wanted)
     with session_scope(engine) as session:
         if wanted:
-            for s in session.exec(select(Suppression).where(col(Suppression.email).in_(wanted))):
-                rejected.append(Rejected(email=s.email, reason=f"suppressed: {s.reason}"))
-                del wanted[s.email]
+            for email, s in suppressed_among(session, wanted).items():  # plain or hashed (erased)
+                rejected.append(Rejected(email=email, reason=f"suppressed: {s.reason}"))
+                del wanted[email]
         rows = [
             dict(
                 campaign_id=campaign_id,
@@ -55,6 +59,7 @@ def write_enrollments(
             for email, r in wanted.items()
         ]
         inserted = set(insert_ignoring_conflicts(session, Enrollment, rows))
+        bump(session, campaign_id, CAMPAIGN, Metric.RECIPIENTS, len(inserted))
         starts = [
             JourneyStart(e.id or 0, campaign_id, e.email, e.workflow_id)
             for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(inserted)))
@@ -64,6 +69,7 @@ def write_enrollments(
         already_enrolled=len(wanted) - len(inserted) + duplicates_in_request,
         rejected=rejected,
     )
+    count_enrollments(result.enrolled, result.already_enrolled, len(rejected))
     return result, starts
 
 
@@ -80,6 +86,18 @@ def mark_started(engine: Engine, enrollment_ids: list[int]) -> None:
             )
 
 
+def _owned_by_a_batch():  # type: ignore[no-untyped-def]
+    # A batch job starts its own rows, slice by slice: leave them to it.
+    return (
+        select(EnrollmentBatchRow.id)
+        .where(
+            EnrollmentBatchRow.enrollment_id == Enrollment.id,
+            EnrollmentBatchRow.state == RowState.ENROLLED,
+        )
+        .exists()
+    )
+
+
 def unstarted(engine: Engine, created_before: datetime, limit: int = 1000) -> list[JourneyStart]:
     with session_scope(engine) as session:
         rows = session.exec(
@@ -87,6 +105,7 @@ def unstarted(engine: Engine, created_before: datetime, limit: int = 1000) -> li
             .where(
                 col(Enrollment.workflow_started).is_(False),
                 col(Enrollment.created_at) < created_before,
+                ~_owned_by_a_batch(),
             )
             .order_by(col(Enrollment.id))
             .limit(limit)

@@ -5,17 +5,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from fastapi import FastAPI
 from temporalio.client import Client
 
+from api import idempotency, out_of_range
 from api.journeys import Journeys
+from api.monitoring import install_monitoring
 from api.outbox import run_outbox
-from api.routes import campaigns, events, recipients, templates
+from api.routes import (
+    campaigns,
+    enrollment_batches,
+    erasure,
+    events,
+    funnel,
+    health,
+    recipients,
+    suppressions,
+    templates,
+    test_send,
+    tracking,
+    webhooks,
+)
+from api.security import check_bind, install_security
+from observability.logs import configure_logging
 from settings import Settings, get_settings
-from storage.db import create_schema, make_engine
+from storage.db import make_engine
+from storage.migrate import upgrade
 from temporal_client import connect_temporal
+from webhooks import WebhookProvider, build_providers
 
 log = logging.getLogger("drip.api")
 
@@ -24,15 +43,30 @@ workflow; inspect them in the Temporal Web UI by id (`drip-campaign-{id}-{email}
 search attributes `CampaignId`, `RecipientEmail`, `DripStep` and `DripStatus`."""
 
 
-def create_app(settings: Settings | None = None, temporal: Client | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    temporal: Client | None = None,
+    webhook_providers: Mapping[str, WebhookProvider] | None = None,
+) -> FastAPI:
     settings = settings or get_settings()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        configure_logging(settings.log_level)
+        check_bind(settings)  # no key: loopback only, or refuse to start
+        if settings.env == "development":
+            # Convenience for `uvicorn api.main:app` on a fresh checkout. Elsewhere the schema
+            # is a deploy step (`python -m storage.migrate`), never raced by starting replicas.
+            await asyncio.to_thread(upgrade, settings.database_url)
+        # Built first so a bad webhook key fails startup; tests inject their own (SNS fetchers).
+        app.state.webhook_providers = (
+            webhook_providers if webhook_providers is not None else build_providers(settings)
+        )
         engine = make_engine(settings.database_url)
-        await asyncio.to_thread(create_schema, engine)
         client = temporal or await connect_temporal(settings, lazy=True)
-        journeys = Journeys(client, settings.pause_recheck_seconds)
+        journeys = Journeys(
+            client, settings.pause_recheck_seconds, settings.task_queue, settings.send_task_queue
+        )
         app.state.settings = settings
         app.state.engine = engine
         app.state.journeys = journeys
@@ -43,17 +77,27 @@ def create_app(settings: Settings | None = None, temporal: Client | None = None)
             outbox.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await outbox
+            await journeys.drain()
             engine.dispose()
 
     app = FastAPI(title="drip", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.include_router(templates.router)
     app.include_router(campaigns.router)
+    app.include_router(test_send.router)
     app.include_router(recipients.router)
+    app.include_router(enrollment_batches.router)
+    app.include_router(funnel.router)
     app.include_router(events.router)
-
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    app.include_router(webhooks.router)
+    app.include_router(suppressions.router)
+    app.include_router(tracking.router)
+    app.include_router(health.router)
+    app.include_router(erasure.router)
+    # Before security: inside it, so a key is claimed only by an authorised request.
+    idempotency.install(app)
+    out_of_range.install(app)  # huge ids and offsets: 422, not a database error
+    install_security(app, settings)  # every /api/* route, including routers added later
+    install_monitoring(app)  # after security: outermost, so it counts the 401s too
 
     return app
 

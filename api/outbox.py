@@ -1,5 +1,6 @@
 """Re-drives accepted work that has not reached Temporal yet: enrollments whose journey did not
-start and events whose signal did not go through (Temporal down, API killed mid-request).
+start, enrollment batches whose workflow did not start, and events whose signal did not go
+through (Temporal down, API killed mid-request).
 Safe with several API replicas: starts are idempotent by workflow id, signals by event key."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from api.enrollment import mark_started, unstarted
+from api.enrollment_batches import start_batch, unstarted_batches
 from api.ingest import deliver_signals, pending_signals
 from api.journeys import Journeys
 from storage.models import utcnow
@@ -24,6 +26,8 @@ async def redrive_once(engine: Engine, journeys: Journeys, grace: timedelta) -> 
     starts = await run_in_threadpool(unstarted, engine, cutoff)
     started = await journeys.start(starts) if starts else []
     await run_in_threadpool(mark_started, engine, started)
+    for batch_id, token in await run_in_threadpool(unstarted_batches, engine, cutoff):
+        await start_batch(journeys.client, engine, batch_id, token)
     pending = await run_in_threadpool(pending_signals, engine, None, cutoff)
     signalled = await deliver_signals(engine, journeys, pending)
     if started or signalled:

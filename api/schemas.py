@@ -306,3 +306,76 @@ class EventPublic(BaseModel):
     occurred_at: SpecTime
     received_at: SpecTime
     signalled: bool
+
+
+# --- enrollment batches ----------------------------------------------------------------------
+
+
+class BatchAccepted(BaseModel):
+    """202 answer to a large enrollment: the rows are stored; follow `progress_url`."""
+
+    batch_id: int
+    campaign_id: int
+    accepted: int
+    rejected: int  # rows refused while reading (e.g. no email); invalid addresses come later
+    status: str
+    progress_url: str
+
+
+class RejectedRow(BaseModel):
+    row: int  # CSV: line number in the file (the header is line 1); JSON: index in `recipients`
+    email: str
+    reason: str
+
+
+class BatchProgress(BaseModel):
+    id: int
+    campaign_id: int
+    source: str
+    filename: str | None
+    status: str  # accepted | running | completed | cancelled
+    status_reason: str | None
+    accepted: int
+    processed: int  # enrolled + duplicates + rejected
+    enrolled: int
+    started: int
+    duplicates: int
+    rejected: int
+    rejected_rows: list[RejectedRow]
+    rejected_limit: int
+    rejected_offset: int
+    created_at: SpecTime
+    updated_at: SpecTime
+    finished_at: SpecTime | None
+
+
+# --- funnel ----------------------------------------------------------------------------------
+
+
+class FunnelStep(BaseModel):
+    """One step's funnel. Counts of journeys (reached, sent, skipped...) and of deliveries
+    with at least one such event (delivered, opened...); `opened`/`clicked` count people,
+    `opened_including_machine`/`clicked_including_machine` also privacy proxies and scanners."""
+
+    step_id: int
+    step_order: int
+    subject: str
+    reached: int
+    sent: int
+    alternative_sent: int
+    skipped: int
+    delivered: int
+    opened: int
+    clicked: int
+    bounced: int
+    unsubscribed: int
+    complained: int
+    opened_including_machine: int
+    clicked_including_machine: int
+
+
+class CampaignFunnel(BaseModel):
+    campaign_id: int
+    recipients: int
+    completed: int
+    steps: list[FunnelStep]

@@ -18,6 +18,15 @@ def workflow_id(campaign_id: int, email: str) -> str:
     return f"drip-campaign-{campaign_id}-{email.strip().lower()}"
 
 
+def parse_workflow_id(value: str) -> tuple[int, str] | None:
+    """The inverse of `workflow_id`: (campaign id, email), or None for any other id."""
+    prefix, _, rest = value.partition("drip-campaign-")
+    campaign, _, email = rest.partition("-")
+    if prefix or not campaign.isdigit() or not email:
+        return None
+    return int(campaign), email
+
+
 class CampaignStatus(StrEnum):
     DRAFT = "draft"
     ACTIVE = "active"

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.headerregistry import Address
 from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
-
 
 # Long headers stay on one line (RFC 5322 allows 998): a folded or encoded List-Unsubscribe
 # breaks one-click unsubscribe with some receivers.

@@ -3,6 +3,7 @@ enrolls; deliveries by the send activities; events by the event and webhook endp
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -129,3 +130,88 @@ class Suppression(SQLModel, table=True):
     reason: str
     source: str | None = None
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class IdempotencyRecord(SQLModel, table=True):
+    """A client's `Idempotency-Key` and the first answer given to it (api/idempotency.py).
+    The primary key makes a concurrent duplicate lose the insert instead of acting twice."""
+
+    __tablename__ = "idempotency_record"  # type: ignore[assignment]
+
+    scope: str = Field(primary_key=True, max_length=64)  # sha256 of the caller's credentials
+    key: str = Field(primary_key=True, max_length=255)
+    method: str
+    path: str
+    body_hash: str
+    status_code: int | None = None  # None while the first request is still in progress
+    response_body: str | None = None
+    content_type: str | None = None
+    created_at: datetime = Field(
+        default_factory=utcnow, sa_type=DateTime(timezone=True), index=True
+    )
+
+
+class EnrollmentBatch(SQLModel, table=True):
+    """A large enrollment (JSON or CSV) accepted at once and worked through by its batch
+    workflow (workflows/enrollment_batch.py). The counters are kept by the batch activities."""
+
+    __tablename__ = "enrollment_batch"  # type: ignore[assignment]
+
+    id: int | None = Field(default=None, primary_key=True)
+    token: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])  # in the workflow id
+    campaign_id: int = Field(foreign_key="campaign.id", index=True)
+    source: str  # api | csv
+    filename: str | None = None
+    status: str = Field(default="accepted", index=True)  # accepted -> running -> completed
+    status_reason: str | None = None
+    accepted: int = 0  # rows staged
+    enrolled: int = 0  # new enrollments written
+    started: int = 0  # of those, journeys started
+    duplicates: int = 0  # already enrolled (earlier, or earlier in this batch)
+    rejected: int = 0  # invalid or suppressed addresses
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    finished_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+
+
+class EnrollmentBatchRow(SQLModel, table=True):
+    """One staged recipient of a batch: pending -> enrolled -> started, or duplicate/rejected.
+    The state moves in the same transaction as the enrollment it writes, so a retried chunk
+    never counts or starts a row twice. Rows other than rejected ones are pruned at the end."""
+
+    __tablename__ = "enrollment_batch_row"  # type: ignore[assignment]
+    __table_args__ = (
+        Index("ix_enrollment_batch_row_batch_id", "batch_id", "id"),
+        Index("ix_enrollment_batch_row_batch_state", "batch_id", "state"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    batch_id: int = Field(foreign_key="enrollment_batch.id")
+    row: int  # CSV: line number in the file (header = 1); JSON: index in `recipients`
+    email: str
+    fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    state: str = "pending"
+    reason: str | None = None
+    enrollment_id: int | None = Field(default=None, index=True)
+
+
+class StatCounter(SQLModel, table=True):
+    """Running totals behind stats and the funnel, bumped in the transaction that writes what
+    they count (storage/counters.py): reading them costs the same at any campaign size."""
+
+    __tablename__ = "stat_counter"  # type: ignore[assignment]
+
+    campaign_id: int = Field(primary_key=True)
+    step_id: int = Field(primary_key=True)  # 0: the campaign as a whole
+    metric: str = Field(primary_key=True)
+    value: int = 0
+
+
+class DeliveryMilestone(SQLModel, table=True):
+    """The first time a delivery was delivered, opened, clicked, bounced...: its funnel
+    counters move only when this row is first inserted, so repeats and retries count once."""
+
+    __tablename__ = "delivery_milestone"  # type: ignore[assignment]
+
+    delivery_id: str = Field(primary_key=True)
+    milestone: str = Field(primary_key=True)

@@ -24,9 +24,11 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from devstack import DEV_SERVER_TUNING
 from domain import search
 from settings import Settings
-from storage.db import create_schema, make_engine
+from storage.db import make_engine
+from storage.migrate import schema_drift, upgrade
 from tests.smtp import SmtpSink
 from worker import build_workers
 
@@ -59,6 +61,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
         search_attributes=list(search.ALL_KEYS),
         ui=False,
         dev_server_log_level="error",
+        dev_server_extra_args=DEV_SERVER_TUNING,
     )
     try:
         yield env
@@ -106,16 +109,37 @@ def postgres_server_url() -> Iterator[str | None]:
         admin.dispose()
 
 
+_CHECKED_AGAINST_MODELS: set[str] = set()
+
+
+def migrate(url: str, kind: str) -> None:
+    """The schema from the migrations, as in production. Once per session and database kind,
+    check it is what storage/models.py declares, so a model change without a revision fails
+    here with instructions rather than as a missing table somewhere else."""
+    upgrade(url)
+    if kind in _CHECKED_AGAINST_MODELS:
+        return
+    drift = schema_drift(url)
+    if drift:
+        pytest.fail(
+            f"storage/models.py differs from the migrations on {kind}: {drift[:3]}... "
+            "Write a revision (make migration m='what changed'), check it, rerun."
+        )
+    _CHECKED_AGAINST_MODELS.add(kind)
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'drip.db'}"
+        url = f"sqlite:///{tmp_path / 'drip.db'}"
+        migrate(url, "sqlite")
+        yield url
         return
     url = request.getfixturevalue("postgres_server_url")
     if url is None:
         pytest.skip("PostgreSQL not reachable (set DRIP_TEST_POSTGRES_URL)")
+    migrate(url, "postgresql")  # a no-op after the session's first test
     engine = make_engine(url)
-    create_schema(engine)
     with engine.begin() as conn:  # a clean slate; ids keep counting so workflow ids never repeat
         names = ", ".join(f'"{t.name}"' for t in SQLModel.metadata.sorted_tables)
         conn.exec_driver_sql(f"TRUNCATE {names} CASCADE")
@@ -125,8 +149,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[Engine]:
-    engine = make_engine(database_url)
-    create_schema(engine)
+    engine = make_engine(database_url)  # migrated by the database_url fixture
     yield engine
     engine.dispose()
 
@@ -143,6 +166,10 @@ def settings(database_url: str, tmp_path: Path, dev_env: WorkflowEnvironment) ->
         api_port=port,
         temporal_address=dev_env.client.service_client.config.target_host,
         outbox_interval_seconds=1.0,
+        # Tests share one Temporal server: their own queues keep one test's leftover journeys
+        # from being run by the next test's worker against the next test's database.
+        task_queue=f"drip-journeys-{uuid.uuid4().hex[:8]}",
+        send_task_queue=f"drip-send-{uuid.uuid4().hex[:8]}",
     )
 
 
@@ -181,8 +208,9 @@ async def api(settings: Settings, dev_env: WorkflowEnvironment) -> AsyncIterator
 
 @contextlib.asynccontextmanager
 async def run_worker(settings: Settings, client: Client) -> AsyncIterator[None]:
+    # A no-op on a fixture's database; builds the schema for any other URL.
+    await asyncio.to_thread(upgrade, settings.database_url)
     engine = make_engine(settings.database_url)
-    create_schema(engine)
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
         workers = build_workers(client, settings, engine, executor)
         tasks = [asyncio.create_task(w.run()) for w in workers]

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import case, func
+from sqlalchemy import func
 from sqlmodel import Session, col, select
+from starlette.concurrency import run_in_threadpool
 
 from api.deps import CampaignDep, JourneysDep, SessionDep
 from api.errors import conflict, invalid, not_found
+from api.idempotency import Idempotent
 from api.schemas import (
     AlternativeOut,
     CampaignCreate,
@@ -22,7 +24,9 @@ from api.schemas import (
     StepReorder,
     StepUpdate,
 )
-from domain.journey import CampaignStatus, ConditionType, JourneyStatus
+from domain.journey import CampaignStatus, ConditionType
+from storage import counters
+from storage.counters import Metric
 from storage.models import Campaign, Enrollment, Step, Template, utcnow
 
 router = APIRouter(prefix="/api/campaigns", tags=["campaigns"])
@@ -138,19 +142,15 @@ def list_steps(session: SessionDep, campaign_id: int = CampaignIdQuery) -> list[
 def campaign_stats(session: SessionDep, campaign_id: int = CampaignIdQuery) -> CampaignStats:
     """Recipients, completed journeys and rates. `completed`: journeys that reached the end;
     `open_rate` / `click_rate`: recipients with at least one human open (a click counts as an
-    open) / click, over recipients. Rates are rounded to 3 decimals, 0 with no recipients."""
+    open) / click, over recipients. Rates are rounded to 3 decimals, 0 with no recipients.
+    Read from running counters (storage/counters.py): the same cost at any campaign size."""
     if session.get(Campaign, campaign_id) is None:
         raise not_found("campaign", campaign_id)
-    recipients, completed, opened, clicked = session.exec(
-        select(
-            func.count(),
-            func.coalesce(
-                func.sum(case((Enrollment.status == JourneyStatus.COMPLETED, 1), else_=0)), 0
-            ),
-            func.count(Enrollment.opened_at),
-            func.count(Enrollment.clicked_at),
-        ).where(Enrollment.campaign_id == campaign_id)
-    ).one()
+    counts = counters.read(session, campaign_id)
+    recipients, completed, opened, clicked = (
+        counts.get((counters.CAMPAIGN, metric), 0)
+        for metric in (Metric.RECIPIENTS, Metric.COMPLETED, Metric.OPENED, Metric.CLICKED)
+    )
 
     def rate(n: int) -> float:
         return round(n / recipients, 3) if recipients else 0
@@ -244,7 +244,7 @@ def _apply_condition(
     step.condition_url = condition.url
 
 
-@router.post("", status_code=201, response_model=CampaignPublic)
+@router.post("", status_code=201, response_model=CampaignPublic, dependencies=[Idempotent])
 def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic:
     campaign = Campaign(
         name=body.name, from_email=body.from_email, from_name=body.from_name, reply_to=body.reply_to
@@ -266,6 +266,16 @@ def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic
 async def update_campaign(
     campaign_id: int, body: CampaignUpdate, session: SessionDep, journeys: JourneysDep
 ) -> CampaignPublic:
+    public, new_status = await run_in_threadpool(_update_campaign, session, campaign_id, body)
+    if new_status in (CampaignStatus.PAUSED, CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED):
+        journeys.broadcast_campaign_status(campaign_id, new_status)
+    return public
+
+
+def _update_campaign(
+    session: Session, campaign_id: int, body: CampaignUpdate
+) -> tuple[CampaignPublic, str | None]:
+    """Apply the change; return the campaign and its new status when the status changed."""
     campaign = load_or_404(session, campaign_id)
     changes = body.model_dump(exclude_unset=True)
     new_status = changes.pop("status", None)
@@ -288,9 +298,7 @@ async def update_campaign(
     campaign.updated_at = utcnow()
     session.add(campaign)
     session.commit()
-    if new_status in (CampaignStatus.PAUSED, CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED):
-        await journeys.broadcast_campaign_status(campaign_id, new_status)
-    return _public(session, campaign)
+    return _public(session, campaign), new_status
 
 
 def load_or_404(session: Session, campaign_id: int) -> Campaign:
@@ -425,7 +433,8 @@ def reorder_steps(
         if step.condition_step_id is not None and position[step.condition_step_id] >= n:
             raise invalid(
                 ["body", "step_ids"],
-                f"step {step.id} has a condition on step {step.condition_step_id}, which must come before it",
+                f"step {step.id} has a condition on step {step.condition_step_id}, "
+                "which must come before it",
             )
     _renumber(session, ordered)
     session.commit()

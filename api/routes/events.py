@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, JourneysDep, SessionDep
+from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep
 from api.errors import not_found
+from api.idempotency import Idempotent
 from api.ingest import deliver_signals, pending_signals, store_events
 from api.schemas import EventAccepted, EventIn, EventPublic
 from domain.events import IncomingEvent
@@ -18,9 +19,13 @@ from storage.models import Delivery, Event
 router = APIRouter(prefix="/api/events", tags=["events"])
 
 
-@router.post("", status_code=202, response_model=EventAccepted)
+@router.post("", status_code=202, response_model=EventAccepted, dependencies=[Idempotent])
 async def post_event(
-    body: EventIn, session: SessionDep, engine: EngineDep, journeys: JourneysDep
+    body: EventIn,
+    session: SessionDep,
+    engine: EngineDep,
+    journeys: JourneysDep,
+    settings: SettingsDep,
 ) -> EventAccepted:
     """Record one event for a delivery and signal its journey. Idempotent by `event_id`."""
     delivery = await run_in_threadpool(session.get, Delivery, body.delivery_id)
@@ -36,7 +41,7 @@ async def post_event(
         occurred_at=body.occurred_at,
         raw=body.model_dump(mode="json"),
     )
-    [stored] = await run_in_threadpool(store_events, engine, [event])
+    [stored] = await run_in_threadpool(store_events, engine, [event], settings.reputation_limits)
     if not stored.duplicate:
         pending = await run_in_threadpool(pending_signals, engine, [stored.id])
         await deliver_signals(engine, journeys, pending)

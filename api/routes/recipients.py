@@ -6,15 +6,19 @@ from datetime import datetime
 
 from email_validator import EmailNotValidError
 from fastapi import APIRouter, Query
+from fastapi.responses import JSONResponse
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, JourneysDep, SessionDep
+from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep
 from api.enrollment import mark_started, normalise_email, write_enrollments
+from api.enrollment_batches import accept, json_rows
 from api.errors import conflict, not_found
+from api.idempotency import Idempotent
 from api.routes.campaigns import load_or_404
 from api.schemas import (
+    BatchAccepted,
     EnrollmentPage,
     EnrollmentPublic,
     EnrollRequest,
@@ -28,19 +32,32 @@ from storage.models import Delivery, Enrollment, Event
 router = APIRouter(prefix="/api/campaigns/{campaign_id}/recipients", tags=["recipients"])
 
 
-@router.post("", response_model=EnrollResult)
+@router.post(
+    "",
+    response_model=EnrollResult,
+    dependencies=[Idempotent],
+    responses={202: {"model": BatchAccepted, "description": "a large call, accepted as a batch"}},
+)
 async def enroll(
     campaign_id: int,
     body: EnrollRequest,
     session: SessionDep,
     engine: EngineDep,
     journeys: JourneysDep,
-) -> EnrollResult:
+    settings: SettingsDep,
+) -> EnrollResult | JSONResponse:
     """Enroll recipients (up to 10,000 per call). An address is enrolled in a campaign at most
-    once, ever; invalid or suppressed addresses are rejected with a reason, the rest enrolled."""
+    once, ever; invalid or suppressed addresses are rejected with a reason, the rest enrolled.
+    Up to DRIP_SYNC_ENROLL_LIMIT (1,000) recipients are enrolled before the answer (200); a
+    larger call is stored and answered at once (202 with a batch id, see
+    `GET /api/enrollment-batches/{id}`), and a batch job enrolls them."""
     campaign = await run_in_threadpool(load_or_404, session, campaign_id)
     if campaign.status != CampaignStatus.ACTIVE:
         raise conflict(f"campaign {campaign_id} is {campaign.status}: only active campaigns enroll")
+    if len(body.recipients) > settings.sync_enroll_limit:
+        rows = json_rows(body.recipients)
+        batch = await accept(engine, journeys.client, campaign_id, "api", rows)
+        return JSONResponse(batch.model_dump(mode="json"), status_code=202)
     result, starts = await run_in_threadpool(
         write_enrollments, engine, campaign_id, body.recipients
     )

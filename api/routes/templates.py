@@ -7,6 +7,7 @@ from sqlmodel import col, or_, select
 
 from api.deps import SessionDep
 from api.errors import conflict, invalid, not_found
+from api.idempotency import Idempotent
 from api.schemas import (
     RenderedPreview,
     TemplateCreate,
@@ -36,7 +37,7 @@ def _load(session: SessionDep, template_id: int) -> Template:
     return template
 
 
-@router.post("", status_code=201, response_model=TemplatePublic)
+@router.post("", status_code=201, response_model=TemplatePublic, dependencies=[Idempotent])
 def create_template(body: TemplateCreate, session: SessionDep) -> Template:
     _check("html", body.html)
     _check("text", body.text)

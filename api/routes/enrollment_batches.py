@@ -1,0 +1,68 @@
+"""Large enrollments: a CSV import, and the progress of any batch (CSV or a large JSON call)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Query, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from api.deps import EngineDep, JourneysDep, SessionDep
+from api.enrollment_batches import CsvRejected, accept, csv_rows, progress
+from api.errors import conflict, invalid, not_found
+from api.routes.campaigns import load_or_404
+from api.schemas import BatchAccepted, BatchProgress
+from domain.journey import CampaignStatus
+from storage.models import EnrollmentBatch
+
+router = APIRouter(tags=["recipients"])
+
+MAX_UPLOAD_BYTES = 512 * 1024 * 1024  # a million rows with a few fields fit many times over
+
+
+@router.post(
+    "/api/campaigns/{campaign_id}/recipients/import",
+    status_code=202,
+    response_model=BatchAccepted,
+    responses={413: {"description": "upload larger than 512 MiB"}},
+)
+async def import_recipients(
+    campaign_id: int,
+    file: UploadFile,
+    request: Request,
+    session: SessionDep,
+    engine: EngineDep,
+    journeys: JourneysDep,
+) -> BatchAccepted:
+    """Enroll the recipients of a CSV file (multipart field `file`, UTF-8): a header row with
+    an `email` column, any other columns become the recipient's fields (an empty cell leaves
+    the field out). Up to 1,000,000 rows. The rows are stored before the answer; a batch job
+    then enrolls them and starts their journeys: follow `progress_url`. Rows that cannot be
+    enrolled (no or invalid address, suppressed, too many values) are reported there, with
+    their line numbers; addresses already enrolled count as duplicates, never twice."""
+    if int(request.headers.get("content-length") or 0) > MAX_UPLOAD_BYTES:
+        raise HTTPException(413, f"upload larger than {MAX_UPLOAD_BYTES // 2**20} MiB")
+    campaign = await run_in_threadpool(load_or_404, session, campaign_id)
+    if campaign.status != CampaignStatus.ACTIVE:
+        raise conflict(f"campaign {campaign_id} is {campaign.status}: only active campaigns enroll")
+    try:
+        return await accept(
+            engine, journeys.client, campaign_id, "csv", csv_rows(file.file), file.filename
+        )
+    except CsvRejected as exc:
+        raise invalid(["body", "file"], str(exc)) from exc
+    finally:
+        await file.close()
+
+
+@router.get("/api/enrollment-batches/{batch_id}", response_model=BatchProgress)
+def get_batch(
+    batch_id: int,
+    session: SessionDep,
+    rejected_limit: int = Query(100, ge=0, le=1000, description="rejected rows to list"),
+    rejected_offset: int = Query(0, ge=0),
+) -> BatchProgress:
+    """Where a batch stands: how many rows were accepted, enrolled, started, were already
+    enrolled (duplicates) or rejected, and the rejected rows with their reasons (paginated)."""
+    batch = session.get(EnrollmentBatch, batch_id)
+    if batch is None:
+        raise not_found("enrollment batch", batch_id)
+    return progress(session, batch, rejected_limit, rejected_offset)

@@ -1,0 +1,54 @@
+"""A campaign's per-step funnel, from the running counters (storage/counters.py): one indexed
+read of a few dozen rows, whatever the campaign's size. Never from the workflows."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from api.deps import CampaignDep, SessionDep
+from api.routes.campaigns import _steps
+from api.schemas import CampaignFunnel, FunnelStep
+from storage import counters
+from storage.counters import CAMPAIGN, Metric
+
+router = APIRouter(prefix="/api/campaigns", tags=["stats"])
+
+
+@router.get("/{campaign_id}/funnel", response_model=CampaignFunnel)
+def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunnel:
+    """Per step, in order: journeys that `reached` it and what was decided (`sent`,
+    `alternative_sent`, `skipped`), then deliveries of it that were `delivered`, `opened`,
+    `clicked`, `bounced`, `unsubscribed` or `complained` — each delivery counted once however
+    often it happened. `opened` and `clicked` count people (a click counts as an open);
+    `*_including_machine` also count privacy proxies and link scanners."""
+    campaign_id = campaign.id or 0
+    counts = counters.read(session, campaign_id)
+
+    def count(step_id: int, metric: Metric) -> int:
+        return counts.get((step_id, metric), 0)
+
+    return CampaignFunnel(
+        campaign_id=campaign_id,
+        recipients=count(CAMPAIGN, Metric.RECIPIENTS),
+        completed=count(CAMPAIGN, Metric.COMPLETED),
+        steps=[
+            FunnelStep(
+                step_id=step.id or 0,
+                step_order=step.step_order,
+                subject=step.subject,
+                reached=count(step.id or 0, Metric.REACHED),
+                sent=count(step.id or 0, Metric.SENT),
+                alternative_sent=count(step.id or 0, Metric.ALTERNATIVE_SENT),
+                skipped=count(step.id or 0, Metric.SKIPPED),
+                delivered=count(step.id or 0, Metric.DELIVERED),
+                opened=count(step.id or 0, Metric.OPENED),
+                clicked=count(step.id or 0, Metric.CLICKED),
+                bounced=count(step.id or 0, Metric.BOUNCED),
+                unsubscribed=count(step.id or 0, Metric.UNSUBSCRIBED),
+                complained=count(step.id or 0, Metric.COMPLAINED),
+                opened_including_machine=count(step.id or 0, Metric.OPENED_ANY),
+                clicked_including_machine=count(step.id or 0, Metric.CLICKED_ANY),
+            )
+            for step in _steps(session, campaign_id)
+        ],
+    )

@@ -1,0 +1,51 @@
+"""The app's own Prometheus metrics, each defined once.
+
+The API serves these at `/metrics` (prometheus-client's default registry), beside its request
+metrics. Sends happen in the worker, so they are counted with the Temporal SDK's metric meter
+instead: that puts them on the worker's one Prometheus endpoint (DRIP_WORKER_METRICS_PORT),
+beside the SDK's own metrics, with the task queue and activity type as extra labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+from temporalio import activity
+
+HTTP_REQUESTS = Counter(
+    "drip_http_requests", "HTTP requests answered, by route template", ["method", "route", "status"]
+)
+HTTP_LATENCY = Histogram(
+    "drip_http_request_duration_seconds", "Time to answer, by route template", ["method", "route"]
+)
+EVENTS_RECEIVED = Counter(
+    "drip_events_received",
+    "Engagement events received (retries included), by source and normalised type",
+    ["provider", "type"],
+)
+ENROLLMENTS = Counter(
+    "drip_enrollments",
+    "Addresses in enroll requests: enrolled, already_enrolled or rejected",
+    ["result"],
+)
+SIGNAL_FAILURES = Counter(
+    "drip_signal_failures",
+    "Signals to journeys that failed and are left to the outbox, by gRPC status",
+    ["status"],
+)
+
+MESSAGES_SENT = "drip_messages_sent_total"
+MESSAGES_SENT_HELP = (
+    "Send attempts by outcome: sent, bounced, held, already_sent, or the end status of a "
+    "journey stopped before sending (unsubscribed, complained, suppressed, removed, ...)"
+)
+
+
+def count_enrollments(enrolled: int, already_enrolled: int, rejected: int) -> None:
+    ENROLLMENTS.labels("enrolled").inc(enrolled)
+    ENROLLMENTS.labels("already_enrolled").inc(already_enrolled)
+    ENROLLMENTS.labels("rejected").inc(rejected)
+
+
+def count_send(outcome: str) -> None:
+    """Inside the send activity only. A no-op when the worker exports no metrics."""
+    meter = activity.metric_meter()
+    meter.create_counter(MESSAGES_SENT, MESSAGES_SENT_HELP).add(1, {"outcome": outcome})

@@ -1,0 +1,23 @@
+"""Reports each send attempt's outcome: one counter increment and one log line that names the
+journey (activity.logger carries its workflow id)."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from domain.journey import StepOutcome, StepResult
+from observability.metrics import count_send
+
+
+def stopped_outcome(result: StepResult) -> str:
+    """Why the send activity answered without sending."""
+    if result.outcome == StepOutcome.HELD:
+        return "held"
+    if result.outcome == StepOutcome.DONE:
+        return "already_sent"  # a retry of a step whose message already went out
+    return result.exit_status or "stopped"
+
+
+def report_send(outcome: str, delivery_id: str | None) -> None:
+    count_send(outcome)
+    activity.logger.info("send %s", outcome, extra={"outcome": outcome, "delivery_id": delivery_id})

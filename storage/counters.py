@@ -1,0 +1,253 @@
+"""Running totals for stats and the funnel, so reading them costs the same for 200 or 2,000,000
+recipients.
+
+`bump()` records an increment on the session; the increments are written just before the
+session commits, in the same transaction as the rows they count (an enrollment inserted, a
+delivery decided or sent, a milestone first reached), so a rolled-back or retried transaction
+never counts twice. They are applied in a fixed order, last in the transaction, so concurrent
+writers of the same hot counter rows (one per campaign and step) queue rather than deadlock.
+
+`rebuild()` recomputes a campaign's counters from the rows: the backfill for data written before
+the counters existed, and the check that they agree (tests, `python -m storage.counters`).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from enum import StrEnum
+
+from sqlalchemy import Engine, case, delete, event, func
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel import col, select
+
+from storage.models import Delivery, DeliveryMilestone, Enrollment, Event, StatCounter
+from storage.upsert import insert_ignoring_conflicts
+
+CAMPAIGN = 0  # step_id of the campaign-wide counters
+_PENDING = "drip_counter_bumps"
+
+
+class Metric(StrEnum):
+    # campaign-wide (step_id 0): GET /api/campaigns/stats
+    RECIPIENTS = "recipients"
+    COMPLETED = "completed"
+    OPENED = "opened"  # recipients with a human open (or click)
+    CLICKED = "clicked"  # recipients with a human click
+    # per step: GET /api/campaigns/{id}/funnel
+    REACHED = "reached"  # a decision was made: sent, alternative or skipped
+    SENT = "sent"
+    ALTERNATIVE_SENT = "alternative_sent"
+    SKIPPED = "skipped"
+    DELIVERED = "delivered"
+    # OPENED / CLICKED per step: deliveries with a human open (or click) / click
+    OPENED_ANY = "opened_any"  # machine opens (privacy proxies, scanners) included
+    CLICKED_ANY = "clicked_any"
+    BOUNCED = "bounced"
+    UNSUBSCRIBED = "unsubscribed"
+    COMPLAINED = "complained"
+
+
+STEP_METRICS = [
+    Metric.REACHED,
+    Metric.SENT,
+    Metric.ALTERNATIVE_SENT,
+    Metric.SKIPPED,
+    Metric.DELIVERED,
+    Metric.OPENED,
+    Metric.CLICKED,
+    Metric.BOUNCED,
+    Metric.UNSUBSCRIBED,
+    Metric.COMPLAINED,
+    Metric.OPENED_ANY,
+    Metric.CLICKED_ANY,
+]
+
+# Event type -> the delivery milestones (and so per-step metrics) its first arrival reaches.
+EVENT_MILESTONES: dict[str, tuple[Metric, ...]] = {
+    "delivered": (Metric.DELIVERED,),
+    "open": (Metric.OPENED, Metric.OPENED_ANY),
+    "click": (Metric.OPENED, Metric.CLICKED, Metric.OPENED_ANY, Metric.CLICKED_ANY),
+    "bounce_hard": (Metric.BOUNCED,),
+    "unsubscribe": (Metric.UNSUBSCRIBED,),
+    "complaint": (Metric.COMPLAINED,),
+}
+HUMAN_ONLY = {Metric.OPENED, Metric.CLICKED}
+
+
+def bump(session: Session, campaign_id: int, step_id: int, metric: str, n: int = 1) -> None:
+    """Count `n` more of `metric`, when (and only if) this session's transaction commits."""
+    if n:
+        pending: Counter[tuple[int, int, str]] = session.info.setdefault(_PENDING, Counter())
+        pending[(campaign_id, step_id, str(metric))] += n
+
+
+def reach_milestones(session: Session, reached: list[tuple[int, int, str, Metric]]) -> None:
+    """Mark milestones of deliveries, given as (campaign_id, step_id, delivery_id, milestone),
+    and count each the first time only: one statement for the lot."""
+    if not reached:
+        return
+    step_of = {(d, str(m)): (c, s) for c, s, d, m in reached}
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = DeliveryMilestone.__table__  # type: ignore[attr-defined]
+    rows = [{"delivery_id": d, "milestone": m} for d, m in sorted(step_of)]
+    for start in range(0, len(rows), 5000):  # under the bound-parameter limits
+        statement = (
+            insert(table)
+            .values(rows[start : start + 5000])
+            .on_conflict_do_nothing()
+            .returning(table.c.delivery_id, table.c.milestone)
+        )
+        for delivery_id, milestone in session.execute(statement):
+            campaign_id, step_id = step_of[(delivery_id, milestone)]
+            bump(session, campaign_id, step_id, milestone)
+
+
+def forget_enrollments(session: Session, enrollments: list[Enrollment]) -> None:
+    """Erased people leave the campaign-wide figures (recipients, completed, opened, clicked)
+    as if never enrolled; the funnel's per-step totals keep them, as anonymous numbers."""
+    for e in enrollments:
+        bump(session, e.campaign_id, CAMPAIGN, Metric.RECIPIENTS, -1)
+        bump(session, e.campaign_id, CAMPAIGN, Metric.COMPLETED, -(e.status == "completed"))
+        bump(session, e.campaign_id, CAMPAIGN, Metric.OPENED, -(e.opened_at is not None))
+        bump(session, e.campaign_id, CAMPAIGN, Metric.CLICKED, -(e.clicked_at is not None))
+
+
+def event_milestones(event_type: str | None, machine: bool) -> list[Metric]:
+    reached = EVENT_MILESTONES.get(event_type or "", ())
+    return [m for m in reached if not (machine and m in HUMAN_ONLY)]
+
+
+@event.listens_for(Session, "before_commit")
+def _write_pending(session: Session) -> None:
+    pending: Counter[tuple[int, int, str]] | None = session.info.pop(_PENDING, None)
+    if not pending:
+        return
+    session.flush()  # the rows being counted first: counter rows are the last locks taken
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = StatCounter.__table__  # type: ignore[attr-defined]
+    for (campaign_id, step_id, metric), n in sorted(pending.items()):
+        statement = insert(table).values(
+            campaign_id=campaign_id, step_id=step_id, metric=metric, value=n
+        )
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=["campaign_id", "step_id", "metric"],
+                set_={"value": table.c.value + statement.excluded.value},
+            )
+        )
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def read(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
+    """{(step_id, metric): value} for one campaign: a primary-key range read."""
+    rows = session.execute(
+        select(StatCounter.step_id, StatCounter.metric, StatCounter.value).where(
+            StatCounter.campaign_id == campaign_id
+        )
+    )
+    return {(step_id, metric): value for step_id, metric, value in rows}
+
+
+def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
+    """What the counters should say, computed the slow way from the rows they count."""
+    truth: Counter[tuple[int, str]] = Counter()
+    recipients, completed, opened, clicked = session.execute(
+        select(
+            func.count(),
+            func.count(case((Enrollment.status == "completed", 1))),
+            func.count(Enrollment.opened_at),
+            func.count(Enrollment.clicked_at),
+        ).where(Enrollment.campaign_id == campaign_id)
+    ).one()
+    truth[(CAMPAIGN, Metric.RECIPIENTS)] = recipients
+    truth[(CAMPAIGN, Metric.COMPLETED)] = completed
+    truth[(CAMPAIGN, Metric.OPENED)] = opened
+    truth[(CAMPAIGN, Metric.CLICKED)] = clicked
+    decided = session.execute(
+        select(Delivery.step_id, Delivery.decision, Delivery.status, func.count())
+        .where(Delivery.campaign_id == campaign_id)
+        .group_by(Delivery.step_id, Delivery.decision, Delivery.status)
+    )
+    for step_id, decision, status, n in decided:
+        truth[(step_id, Metric.REACHED)] += n
+        if decision == "skipped":
+            truth[(step_id, Metric.SKIPPED)] += n
+        elif status == "sent":
+            metric = Metric.ALTERNATIVE_SENT if decision == "alternative" else Metric.SENT
+            truth[(step_id, metric)] += n
+    for step_id, _, metric in _milestones(session, campaign_id):
+        truth[(step_id, metric)] += 1
+    return {key: n for key, n in truth.items() if n}
+
+
+def rebuild(session: Session, campaign_id: int) -> None:
+    """Replace a campaign's counters and milestones with what its rows say (the caller commits;
+    run it while the campaign is quiet, or counts made meanwhile may be lost)."""
+    truth = from_rows(session, campaign_id)
+    session.execute(delete(StatCounter).where(col(StatCounter.campaign_id) == campaign_id))
+    session.add_all(
+        StatCounter(campaign_id=campaign_id, step_id=step_id, metric=metric, value=n)
+        for (step_id, metric), n in sorted(truth.items())
+    )
+    delivery_ids = select(Delivery.id).where(Delivery.campaign_id == campaign_id)
+    session.execute(
+        delete(DeliveryMilestone).where(col(DeliveryMilestone.delivery_id).in_(delivery_ids))
+    )
+    rows = {(d, str(m)) for _, d, m in _milestones(session, campaign_id)}
+    insert_ignoring_conflicts(
+        session,
+        DeliveryMilestone,
+        [{"delivery_id": d, "milestone": m} for d, m in sorted(rows)],
+        "milestone",
+    )
+
+
+def _milestones(session: Session, campaign_id: int) -> set[tuple[int, str, Metric]]:
+    """(step_id, delivery_id, milestone) reached, from the events and the SMTP bounces."""
+    reached: set[tuple[int, str, Metric]] = set()
+    events = session.execute(
+        select(Event.step_id, Event.delivery_id, Event.type, Event.machine).where(
+            Event.campaign_id == campaign_id,
+            col(Event.delivery_id).is_not(None),
+            col(Event.step_id).is_not(None),
+        )
+    )
+    for step_id, delivery_id, event_type, machine in events:
+        for metric in event_milestones(event_type, machine):
+            reached.add((step_id, delivery_id, metric))
+    bounced = session.execute(
+        select(Delivery.step_id, Delivery.id).where(
+            Delivery.campaign_id == campaign_id, Delivery.status == "bounced"
+        )
+    )
+    for step_id, delivery_id in bounced:
+        reached.add((step_id, delivery_id, Metric.BOUNCED))
+    return reached
+
+
+def main() -> None:
+    """`python -m storage.counters [campaign_id ...]`: rebuild (all campaigns by default)."""
+    import sys
+
+    from settings import get_settings
+    from storage.db import make_engine, session_scope
+    from storage.models import Campaign
+
+    engine: Engine = make_engine(get_settings().database_url)
+    with session_scope(engine) as session:
+        ids = [int(a) for a in sys.argv[1:]] or list(session.exec(select(Campaign.id)))
+    for campaign_id in ids:
+        with session_scope(engine) as session:
+            rebuild(session, campaign_id)
+        print(f"campaign {campaign_id}: counters rebuilt")
+
+
+if __name__ == "__main__":
+    main()

