@@ -251,6 +251,8 @@ async def test_worker_serves_sdk_and_send_metrics_and_logs_json(
         "DRIP_VAR_DIR": str(settings.var_dir),
         "TEMPORAL_ADDRESS": settings.temporal_address,
         "DRIP_WORKER_METRICS_PORT": str(port),
+        "DRIP_TASK_QUEUE": settings.task_queue,
+        "DRIP_SEND_TASK_QUEUE": settings.send_task_queue,
     }
     log_file = tmp_path / "worker.log"
     with log_file.open("wb") as log:
