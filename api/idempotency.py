@@ -160,8 +160,10 @@ class IdempotencyMiddleware:
         content_type: str | None = None
         chunks: list[bytes] = []
 
+        stored = False
+
         async def capture(message: Message) -> None:
-            nonlocal status, content_type
+            nonlocal status, content_type, stored
             if holder.fingerprint is not None:
                 if message["type"] == "http.response.start":
                     status = message["status"]
@@ -169,18 +171,19 @@ class IdempotencyMiddleware:
                     content_type = headers.get(b"content-type", b"").decode("latin-1")
                 elif message["type"] == "http.response.body":
                     chunks.append(message.get("body", b""))
+                    if not message.get("more_body") and 200 <= status < 300:
+                        # Record the answer before the client has it: a retry that follows
+                        # the answer at once must find it, not an "in progress" claim.
+                        body = b"".join(chunks).decode("utf-8", errors="replace")
+                        await run_in_threadpool(
+                            complete, scope["app"].state.engine, holder.fingerprint, status,
+                            body, content_type,
+                        )  # fmt: skip
+                        stored = True
             await send(message)
 
-        stored = False
         try:
             await self.app(scope, receive, capture)
-            if holder.fingerprint is not None and 200 <= status < 300:
-                body = b"".join(chunks).decode("utf-8", errors="replace")
-                await run_in_threadpool(
-                    complete, scope["app"].state.engine, holder.fingerprint, status, body,
-                    content_type,
-                )  # fmt: skip
-                stored = True
         finally:
             if holder.fingerprint is not None and not stored:
                 # Nothing to replay: free the key for a corrected retry.
