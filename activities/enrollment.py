@@ -31,6 +31,9 @@ from storage.models import Campaign, Enrollment, EnrollmentBatch, EnrollmentBatc
 from storage.suppression import suppressed_among
 
 SLICE_ROWS = 250  # rows written, then started, per step (and per heartbeat)
+# Starts in flight. A batch wants throughput, not latency: a little more than a request's 16
+# keeps a busy server fed (docs/performance.md).
+START_CONCURRENCY = 32
 CHUNK_ROWS = 5000  # rows per activity call: a retry redoes at most this much reading
 
 
@@ -71,7 +74,7 @@ class EnrollmentActivities:
                 last = current.rows < SLICE_ROWS
                 if not last and read < CHUNK_ROWS:
                     ahead = asyncio.create_task(self._stage(input.batch_id, current.last_row_id))
-                started = await self.journeys.start(current.starts)
+                started = await self.journeys.start(current.starts, START_CONCURRENCY)
                 await asyncio.to_thread(mark_started, self.engine, input.batch_id, started)
                 if len(started) < len(current.starts):
                     raise ApplicationError(

@@ -69,10 +69,12 @@ class Journeys:
         self._background: set[asyncio.Task[None]] = set()
         self._broadcast_order = asyncio.Lock()
 
-    async def start(self, starts: Iterable[JourneyStart]) -> list[int]:
+    async def start(
+        self, starts: Iterable[JourneyStart], concurrency: int = START_CONCURRENCY
+    ) -> list[int]:
         """Start journeys concurrently; return the enrollment ids Temporal now has. An id
         already started counts as started: a journey runs at most once per (campaign, email)."""
-        gate = asyncio.Semaphore(START_CONCURRENCY)
+        gate = asyncio.Semaphore(concurrency)
 
         async def start_one(item: JourneyStart) -> int | None:
             async with gate:
