@@ -116,8 +116,14 @@ def main() -> int:
         Child(
             "api",
             [
-                sys.executable, "-m", "uvicorn", "api.main:app",
-                "--host", settings.api_host, "--port", str(settings.api_port),
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                settings.api_host,
+                "--port",
+                str(settings.api_port),
             ],
         )  # fmt: skip
     )

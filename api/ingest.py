@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col, select
 
@@ -156,20 +156,8 @@ def _project(session, rows: list[dict], limits: ReputationLimits) -> None:  # ty
                     created_at=utcnow(),
                 ),
             )
-    for enrollment_id, occurred in first_open.items():
-        opened = session.execute(
-            update(Enrollment)
-            .where(col(Enrollment.id) == enrollment_id, col(Enrollment.opened_at).is_(None))
-            .values(opened_at=occurred)
-        )
-        bump(session, campaign_of[enrollment_id], CAMPAIGN, Metric.OPENED, opened.rowcount)
-    for enrollment_id, occurred in first_click.items():
-        clicked = session.execute(
-            update(Enrollment)
-            .where(col(Enrollment.id) == enrollment_id, col(Enrollment.clicked_at).is_(None))
-            .values(clicked_at=occurred)
-        )
-        bump(session, campaign_of[enrollment_id], CAMPAIGN, Metric.CLICKED, clicked.rowcount)
+    _set_first(session, "opened_at", first_open, campaign_of, Metric.OPENED)
+    _set_first(session, "clicked_at", first_click, campaign_of, Metric.CLICKED)
     reach_milestones(session, milestones)  # the funnel's per-step counters
     # ON CONFLICT DO NOTHING: concurrent requests suppressing one address must not collide.
     insert_ignoring_conflicts(session, Suppression, list(suppress.values()), returning="email")
@@ -181,6 +169,26 @@ def _project(session, rows: list[dict], limits: ReputationLimits) -> None:  # ty
     }
     for campaign_id in reputation_hits:
         guard_campaign(session, campaign_id, limits)
+
+
+def _set_first(  # type: ignore[no-untyped-def]
+    session, column: str, first: dict[int, datetime], campaign_of: dict[int, int], metric: Metric
+) -> None:
+    """Set enrollments' first open/click time where still unset, and count those set: one
+    executemany per campaign, not a statement per enrollment (a 500-event batch holds the
+    database's write lock for less)."""
+    table = Enrollment.__table__  # type: ignore[attr-defined]
+    statement = (
+        update(table)
+        .where(table.c.id == bindparam("enrollment_id"), table.c[column].is_(None))
+        .values({column: bindparam("occurred")})
+    )
+    by_campaign: dict[int, list[dict]] = {}  # type: ignore[type-arg]
+    for enrollment_id, occurred in first.items():
+        params = {"enrollment_id": enrollment_id, "occurred": occurred}
+        by_campaign.setdefault(campaign_of[enrollment_id], []).append(params)
+    for campaign_id, params in by_campaign.items():
+        bump(session, campaign_id, CAMPAIGN, metric, session.execute(statement, params).rowcount)
 
 
 def signal_key(row: Event) -> str:

@@ -87,6 +87,7 @@ class Journeys:
                             item.email,
                             self.pause_recheck_seconds,
                             self.send_task_queue,
+                            local_bookkeeping=True,
                         ),
                         id=item.workflow_id,
                         task_queue=self.task_queue,

@@ -106,6 +106,9 @@ class RecipientInput:
     # How long a paused journey waits for a resume signal before re-reading the status itself.
     pause_recheck_seconds: float = 3600.0
     send_task_queue: str = SEND_TASK_QUEUE
+    # True for journeys started since their database bookkeeping became local activities
+    # (docs/performance.md); the histories of older ones, started without it, say False.
+    local_bookkeeping: bool = False
 
 
 @dataclass

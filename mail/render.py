@@ -4,10 +4,11 @@ render never fails a journey at send time; a template that does not compile is r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import html2text
-from jinja2 import ChainableUndefined, TemplateSyntaxError
+from jinja2 import ChainableUndefined, Template, TemplateSyntaxError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 _html_env = ImmutableSandboxedEnvironment(autoescape=True, undefined=ChainableUndefined)
@@ -54,13 +55,20 @@ def build_context(
     return context
 
 
+@lru_cache(maxsize=128)
+def _compiled(source: str, html: bool) -> Template:
+    # Compiling was the costliest part of a render, and a campaign sends the same few
+    # templates thousands of times (docs/performance.md). Compiled templates are immutable.
+    return (_html_env if html else _text_env).from_string(source)
+
+
 def render(subject: str, html: str, text: str | None, context: dict[str, Any]) -> Rendered:
-    rendered_html = _html_env.from_string(html).render(context)
+    rendered_html = _compiled(html, True).render(context)
     if text:
-        rendered_text = _text_env.from_string(text).render(context)
+        rendered_text = _compiled(text, False).render(context)
     else:
         rendered_text = html_to_text(rendered_html)
-    rendered_subject = " ".join(_text_env.from_string(subject).render(context).split())
+    rendered_subject = " ".join(_compiled(subject, False).render(context).split())
     return Rendered(subject=rendered_subject, html=rendered_html, text=rendered_text)
 
 

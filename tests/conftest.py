@@ -33,9 +33,7 @@ from tests.smtp import SmtpSink
 from worker import build_workers
 
 BIN = Path(sys.executable).parent
-POSTGRES_URL = os.environ.get(
-    "DRIP_TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test"
-)
+POSTGRES_URL = os.environ.get("DRIP_TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("DRIP_REQUIRE_POSTGRES") == "1"
 
 
@@ -244,5 +242,8 @@ async def system(
     configured = settings.model_copy(
         update={"smtp_url": smtp.url, "from_email": "hello@drip.example.com"}
     )
-    async with serve_api(configured, dev_env.client) as http, run_worker(configured, dev_env.client):
+    async with (
+        serve_api(configured, dev_env.client) as http,
+        run_worker(configured, dev_env.client),
+    ):
         yield http

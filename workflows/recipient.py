@@ -34,11 +34,6 @@ SEND_TIMEOUT = timedelta(minutes=2)
 SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 # Transient failures (SMTP down, database locked) retry forever with backoff: never lost.
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5))
-# Journeys started since this patch run their database bookkeeping (load_plan, record_skip,
-# finish_journey) as local activities: no activity task round trip through the server, which
-# was half the server's work per journey start (docs/performance.md). Older journeys keep
-# scheduling them as activities, as their histories say.
-LOCAL_BOOKKEEPING = "local-bookkeeping"
 
 
 @workflow.defn
@@ -56,11 +51,16 @@ class RecipientWorkflow:
         self._current_step = 0
         self._next_due: datetime | None = None
         self._status: str = JourneyStatus.ACTIVE
-        self._local = False
+        # Journeys started with this flag run their database bookkeeping (load_plan,
+        # record_skip, finish_journey) as local activities: no activity task round trip through
+        # the server, which was half its work per journey start (docs/performance.md). Older
+        # journeys schedule them as activities, as their histories say. The flag travels in
+        # the input rather than behind workflow.patched(), whose marker also upserts a search
+        # attribute: one more visibility write per journey, the cost being removed.
+        self._local = input.local_bookkeeping
 
     @workflow.run
     async def run(self, input: RecipientInput) -> str:
-        self._local = workflow.patched(LOCAL_BOOKKEEPING)
         plan: JourneyPlan = await self._bookkeeping(
             "load_plan", input.campaign_id, DB_TIMEOUT, JourneyPlan
         )
@@ -87,15 +87,17 @@ class RecipientWorkflow:
     async def _bookkeeping(  # type: ignore[no-untyped-def]
         self, name: str, arg, start_to_close: timedelta, result_type: type | None = None
     ):
-        """A database activity of the journey worker: local for journeys started since the
-        patch, a scheduled activity for older ones."""
+        """A database activity of the journey worker: local, or scheduled for older journeys."""
         if self._local:
             return await workflow.execute_local_activity(
                 name, arg, result_type=result_type, start_to_close_timeout=start_to_close,
                 retry_policy=RETRY,
             )  # fmt: skip
         return await workflow.execute_activity(
-            name, arg, result_type=result_type, start_to_close_timeout=start_to_close,
+            name,
+            arg,
+            result_type=result_type,
+            start_to_close_timeout=start_to_close,
             retry_policy=RETRY,
         )
 

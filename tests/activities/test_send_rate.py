@@ -15,14 +15,21 @@ from tests.conftest import run_worker, serve_api, unique_domain
 from tests.smtp import SmtpSink
 
 
-async def test_send_rate_spreads_sends(settings: Settings, dev_env: WorkflowEnvironment, smtp: SmtpSink) -> None:
+async def test_send_rate_spreads_sends(
+    settings: Settings, dev_env: WorkflowEnvironment, smtp: SmtpSink
+) -> None:
     configured = settings.model_copy(update={"smtp_url": smtp.url, "send_rate": 2.0})
     async with serve_api(configured, dev_env.client) as api, run_worker(configured, dev_env.client):
         template = await make_template(api)
-        campaign = await make_campaign(api, [{"subject": "one", "delay_hours": 0, "template_id": template}])
+        campaign = await make_campaign(
+            api, [{"subject": "one", "delay_hours": 0, "template_id": template}]
+        )
         domain = unique_domain()
         emails = [f"r{n}@{domain}" for n in range(8)]
-        await api.post(f"/api/campaigns/{campaign['id']}/recipients", json={"recipients": [{"email": e} for e in emails]})
+        await api.post(
+            f"/api/campaigns/{campaign['id']}/recipients",
+            json={"recipients": [{"email": e} for e in emails]},
+        )
 
         async def all_received() -> bool:
             return all(smtp.to(e) for e in emails)
@@ -31,7 +38,10 @@ async def test_send_rate_spreads_sends(settings: Settings, dev_env: WorkflowEnvi
     engine = make_engine(settings.database_url)
     with Session(engine) as session:
         starts: list[datetime] = sorted(
-            d.send_started_at for d in session.exec(select(Delivery).where(col(Delivery.campaign_id) == campaign["id"]))
+            d.send_started_at
+            for d in session.exec(
+                select(Delivery).where(col(Delivery.campaign_id) == campaign["id"])
+            )
         )
     engine.dispose()
     spread = (starts[-1] - starts[0]).total_seconds()

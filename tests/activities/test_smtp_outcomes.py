@@ -17,14 +17,19 @@ SECOND = 1 / 3600
 
 async def two_step_campaign(api: httpx.AsyncClient) -> int:
     template = await make_template(api)
-    campaign = await make_campaign(api, [
-        {"subject": "one", "delay_hours": 0, "template_id": template},
-        {"subject": "two", "delay_hours": 2 * SECOND, "template_id": template},
-    ])
+    campaign = await make_campaign(
+        api,
+        [
+            {"subject": "one", "delay_hours": 0, "template_id": template},
+            {"subject": "two", "delay_hours": 2 * SECOND, "template_id": template},
+        ],
+    )
     return campaign["id"]
 
 
-async def test_550_ends_the_journey_as_bounced_and_suppresses(system: httpx.AsyncClient, smtp: SmtpSink) -> None:
+async def test_550_ends_the_journey_as_bounced_and_suppresses(
+    system: httpx.AsyncClient, smtp: SmtpSink
+) -> None:
     api = system
     cid = await two_step_campaign(api)
     email = f"nobody@{unique_domain()}"
@@ -41,11 +46,17 @@ async def test_550_ends_the_journey_as_bounced_and_suppresses(system: httpx.Asyn
     events = (await api.get("/api/events", params={"email": email})).json()
     assert [(e["type"], e["provider"]) for e in events] == [("bounce_hard", "smtp")]
     other = await two_step_campaign(api)
-    again = (await api.post(f"/api/campaigns/{other}/recipients", json={"recipients": [{"email": email}]})).json()
+    again = (
+        await api.post(
+            f"/api/campaigns/{other}/recipients", json={"recipients": [{"email": email}]}
+        )
+    ).json()
     assert again["rejected"] == [{"email": email, "reason": "suppressed: bounce_hard"}]
 
 
-async def test_451_is_retried_and_never_ends_the_journey(system: httpx.AsyncClient, smtp: SmtpSink) -> None:
+async def test_451_is_retried_and_never_ends_the_journey(
+    system: httpx.AsyncClient, smtp: SmtpSink
+) -> None:
     api = system
     cid = await two_step_campaign(api)
     email = f"greylisted@{unique_domain()}"
@@ -63,7 +74,9 @@ async def test_451_is_retried_and_never_ends_the_journey(system: httpx.AsyncClie
     assert sorted(str(m["Subject"]) for m in smtp.to(email)) == ["one", "two"]
 
 
-async def test_relay_denied_blames_nobody_and_retries(system: httpx.AsyncClient, smtp: SmtpSink) -> None:
+async def test_relay_denied_blames_nobody_and_retries(
+    system: httpx.AsyncClient, smtp: SmtpSink
+) -> None:
     api = system
     cid = await two_step_campaign(api)
     email = f"someone@{unique_domain()}"

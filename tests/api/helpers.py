@@ -10,14 +10,22 @@ from typing import Any
 import httpx
 
 
-async def make_template(api: httpx.AsyncClient, html: str = "<p>Hi {{ first_name | default('there') }}</p>", **extra: Any) -> int:
+async def make_template(
+    api: httpx.AsyncClient,
+    html: str = "<p>Hi {{ first_name | default('there') }}</p>",
+    **extra: Any,
+) -> int:
     response = await api.post("/api/templates", json={"name": "t", "html": html, **extra})
     assert response.status_code == 201, response.text
     return response.json()["id"]
 
 
-async def make_campaign(api: httpx.AsyncClient, steps: list[dict[str, Any]], activate: bool = True, **extra: Any) -> dict[str, Any]:
-    response = await api.post("/api/campaigns", json={"name": "Onboarding", "steps": steps, **extra})
+async def make_campaign(
+    api: httpx.AsyncClient, steps: list[dict[str, Any]], activate: bool = True, **extra: Any
+) -> dict[str, Any]:
+    response = await api.post(
+        "/api/campaigns", json={"name": "Onboarding", "steps": steps, **extra}
+    )
     assert response.status_code == 201, response.text
     campaign = response.json()
     if activate:
@@ -31,7 +39,9 @@ def error_locs(response: httpx.Response) -> list[list[Any]]:
     return [e["loc"] for e in response.json()["detail"]]
 
 
-async def eventually(check: Callable[[], Awaitable[Any]], timeout: float = 60, what: str = "condition") -> Any:
+async def eventually(
+    check: Callable[[], Awaitable[Any]], timeout: float = 60, what: str = "condition"
+) -> Any:
     """Poll an async check until it returns something truthy (bounded)."""
     deadline = time.monotonic() + timeout
     while True:

@@ -20,7 +20,9 @@ PIXEL = re.compile(r'src="(http://[^"]+/t/o/[^"]+\.gif)"')
 
 
 async def post_event(api: httpx.AsyncClient, delivery_id: str, type: str, **extra: str) -> None:
-    response = await api.post("/api/events", json={"delivery_id": delivery_id, "type": type, **extra})
+    response = await api.post(
+        "/api/events", json={"delivery_id": delivery_id, "type": type, **extra}
+    )
     assert response.status_code == 202, response.text
 
 
@@ -80,7 +82,9 @@ async def test_funnel_counts_each_step_from_a_real_run(
     assert (funnel["campaign_id"], funnel["recipients"], funnel["completed"]) == (cid, 4, 2)
     steps = funnel["steps"]
     assert [(s["step_order"], s["subject"]) for s in steps] == [
-        (1, "Welcome"), (2, "Since you opened"), (3, "Since you clicked")
+        (1, "Welcome"),
+        (2, "Since you opened"),
+        (3, "Since you clicked"),
     ]
     zero = dict.fromkeys(
         ["reached", "sent", "alternative_sent", "skipped", "delivered", "opened", "clicked",
@@ -109,10 +113,14 @@ async def test_funnel_counts_each_step_from_a_real_run(
         assert counters.read(session, cid) == counters.from_rows(session, cid)
 
 
-async def test_funnel_of_a_campaign_without_recipients_and_of_none(system: httpx.AsyncClient) -> None:
+async def test_funnel_of_a_campaign_without_recipients_and_of_none(
+    system: httpx.AsyncClient,
+) -> None:
     api = system
     template = await make_template(api)
-    draft = await make_campaign(api, [{"subject": "One", "delay_hours": 1, "template_id": template}], activate=False)
+    draft = await make_campaign(
+        api, [{"subject": "One", "delay_hours": 1, "template_id": template}], activate=False
+    )
     funnel = (await api.get(f"/api/campaigns/{draft['id']}/funnel")).json()
     assert funnel["recipients"] == 0 and funnel["steps"][0]["reached"] == 0
     assert (await api.get("/api/campaigns/999999/funnel")).status_code == 404
@@ -123,10 +131,14 @@ async def test_an_erased_person_leaves_the_stats_but_not_the_funnel_totals(
 ) -> None:
     api = system
     template = await make_template(api)
-    campaign = await make_campaign(api, [{"subject": "One", "delay_hours": 0, "template_id": template}])
+    campaign = await make_campaign(
+        api, [{"subject": "One", "delay_hours": 0, "template_id": template}]
+    )
     cid, d = campaign["id"], unique_domain()
     ana, ben = f"ana@{d}", f"ben@{d}"
-    await api.post(f"/api/campaigns/{cid}/recipients", json={"recipients": [{"email": ana}, {"email": ben}]})
+    await api.post(
+        f"/api/campaigns/{cid}/recipients", json={"recipients": [{"email": ana}, {"email": ben}]}
+    )
 
     async def sent() -> bool:
         return bool(smtp.to(ana) and smtp.to(ben))

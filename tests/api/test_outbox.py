@@ -21,39 +21,60 @@ async def test_work_accepted_while_temporal_is_down_reaches_the_journeys(
     emails = [f"a@{domain}", f"b@{domain}"]
     async with serve_api(down, None) as api:  # its lazy client can never connect
         template = await make_template(api)
-        campaign = await make_campaign(api, [
-            {"subject": "one", "delay_hours": 0, "template_id": template},
-            {"subject": "two", "delay_hours": 1, "template_id": template},
-        ])
-        response = await api.post(f"/api/campaigns/{campaign['id']}/recipients",
-                                  json={"recipients": [{"email": e} for e in emails]})
+        campaign = await make_campaign(
+            api,
+            [
+                {"subject": "one", "delay_hours": 0, "template_id": template},
+                {"subject": "two", "delay_hours": 1, "template_id": template},
+            ],
+        )
+        response = await api.post(
+            f"/api/campaigns/{campaign['id']}/recipients",
+            json={"recipients": [{"email": e} for e in emails]},
+        )
         assert response.status_code == 200 and response.json()["enrolled"] == 2
-        stats = (await api.get("/api/campaigns/stats", params={"campaign_id": campaign["id"]})).json()
+        stats = (
+            await api.get("/api/campaigns/stats", params={"campaign_id": campaign["id"]})
+        ).json()
         assert stats["recipients"] == 2
     engine = make_engine(settings.database_url)
     with Session(engine) as session:
-        rows = session.exec(select(Enrollment).where(Enrollment.campaign_id == campaign["id"])).all()
+        rows = session.exec(
+            select(Enrollment).where(Enrollment.campaign_id == campaign["id"])
+        ).all()
         assert [r.workflow_started for r in rows] == [False, False]
 
     async with serve_api(settings, dev_env.client) as api, run_worker(settings, dev_env.client):
+
         async def first_sent(email: str) -> str | None:
             steps = (await journey(api, campaign["id"], email))["steps"]
-            return steps[0]["delivery_id"] if steps and steps[0]["delivery_status"] == "sent" else None
+            return (
+                steps[0]["delivery_id"] if steps and steps[0]["delivery_status"] == "sent" else None
+            )
 
-        delivery = await eventually(lambda: first_sent(emails[0]), timeout=60, what="the outbox to start the journeys")
+        delivery = await eventually(
+            lambda: first_sent(emails[0]), timeout=60, what="the outbox to start the journeys"
+        )
         await eventually(lambda: first_sent(emails[1]), timeout=30, what="the second journey")
         with Session(engine) as session:
-            assert all(r.workflow_started for r in session.exec(
-                select(Enrollment).where(Enrollment.campaign_id == campaign["id"])))
+            assert all(
+                r.workflow_started
+                for r in session.exec(
+                    select(Enrollment).where(Enrollment.campaign_id == campaign["id"])
+                )
+            )
 
     # An event accepted while Temporal is down is stored, answered 202, and signalled later.
     async with serve_api(down, None) as api:
-        response = await api.post("/api/events", json={"delivery_id": delivery, "type": "unsubscribe"})
+        response = await api.post(
+            "/api/events", json={"delivery_id": delivery, "type": "unsubscribe"}
+        )
         assert response.status_code == 202, response.text
     with Session(engine) as session:
         stored = session.exec(select(Event).where(Event.delivery_id == delivery)).one()
         assert stored.signalled is False
     async with serve_api(settings, dev_env.client) as api, run_worker(settings, dev_env.client):
+
         async def unsubscribed() -> bool:
             return (await journey(api, campaign["id"], emails[0]))["status"] == "unsubscribed"
 

@@ -15,22 +15,35 @@ from tests.smtp import SmtpSink
 
 
 @pytest.fixture
-async def strict(settings: Settings, dev_env: WorkflowEnvironment, smtp: SmtpSink) -> AsyncIterator[httpx.AsyncClient]:
-    configured = settings.model_copy(update={
-        "smtp_url": smtp.url, "reputation_min_sent": 4, "max_bounce_rate": 0.25, "max_complaint_rate": 0.25})
+async def strict(
+    settings: Settings, dev_env: WorkflowEnvironment, smtp: SmtpSink
+) -> AsyncIterator[httpx.AsyncClient]:
+    configured = settings.model_copy(
+        update={
+            "smtp_url": smtp.url,
+            "reputation_min_sent": 4,
+            "max_bounce_rate": 0.25,
+            "max_complaint_rate": 0.25,
+        }
+    )
     async with serve_api(configured, dev_env.client) as api, run_worker(configured, dev_env.client):
         yield api
 
 
 async def run_four(api: httpx.AsyncClient) -> tuple[int, list[str]]:
     template = await make_template(api)
-    campaign = await make_campaign(api, [
-        {"subject": "one", "delay_hours": 0, "template_id": template},
-        {"subject": "two", "delay_hours": 1, "template_id": template},
-    ])
+    campaign = await make_campaign(
+        api,
+        [
+            {"subject": "one", "delay_hours": 0, "template_id": template},
+            {"subject": "two", "delay_hours": 1, "template_id": template},
+        ],
+    )
     cid, domain = campaign["id"], unique_domain()
     emails = [f"r{n}@{domain}" for n in range(4)]
-    await api.post(f"/api/campaigns/{cid}/recipients", json={"recipients": [{"email": e} for e in emails]})
+    await api.post(
+        f"/api/campaigns/{cid}/recipients", json={"recipients": [{"email": e} for e in emails]}
+    )
 
     async def sent() -> list[str] | None:
         ids = []
@@ -45,7 +58,9 @@ async def run_four(api: httpx.AsyncClient) -> tuple[int, list[str]]:
 
 
 @pytest.mark.parametrize("kind", ["complaint", "bounce_hard"])
-async def test_rate_over_the_limit_pauses_the_campaign(strict: httpx.AsyncClient, kind: str) -> None:
+async def test_rate_over_the_limit_pauses_the_campaign(
+    strict: httpx.AsyncClient, kind: str
+) -> None:
     api = strict
     cid, deliveries = await run_four(api)
     await api.post("/api/events", json={"delivery_id": deliveries[0], "type": kind})

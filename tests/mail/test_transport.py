@@ -43,7 +43,12 @@ def test_smtp_replies_are_classified(code: int, message: str, kind: type[Excepti
 
 def test_smtp_url_settings() -> None:
     plain = SmtpTransport("smtp://user%40x:p%3Ass@mail.example.com:587")
-    assert (plain.hostname, plain.port, plain.username, plain.password) == ("mail.example.com", 587, "user@x", "p:ss")
+    assert (plain.hostname, plain.port, plain.username, plain.password) == (
+        "mail.example.com",
+        587,
+        "user@x",
+        "p:ss",
+    )
     assert plain.start_tls is None and plain.use_tls is False  # STARTTLS when the server offers it
     assert SmtpTransport("smtp://h?starttls=required").start_tls is True
     implicit = SmtpTransport("smtps://h")

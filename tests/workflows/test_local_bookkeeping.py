@@ -1,37 +1,81 @@
-"""Journeys started on today's code run their database bookkeeping (load_plan, record_skip,
-finish_journey) as local activities: no activity task goes through the server for them, only
-the sends do (docs/performance.md). Their histories replay; older histories, which scheduled
-the bookkeeping as activities, are covered by test_replay.py."""
+"""Journeys started with `local_bookkeeping` (every journey the API starts today) run their
+database bookkeeping (load_plan, record_skip, finish_journey) as local activities: no activity
+task goes through the server for them, only the sends do (docs/performance.md). Their histories
+replay; journeys started before, whose input lacks the flag, schedule them as activities (their
+recorded histories replay in test_replay.py)."""
 
 from __future__ import annotations
 
-from temporalio.api.enums.v1 import EventType
-from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer
+import uuid
 
-from domain.journey import ConditionPlan
-from tests.workflows.test_recipient import Fakes, journey, plan, step
+from temporalio.api.enums.v1 import EventType
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Replayer, Worker
+
+from domain.journey import ConditionPlan, RecipientInput
+from tests.workflows.test_recipient import HOUR, Fakes, plan, step
 from workflows.recipient import RecipientWorkflow
+
+
+async def run_journey(env: WorkflowEnvironment, fakes: Fakes, local: bool) -> WorkflowHistory:
+    queue, send_queue = f"j-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    async with (
+        Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[RecipientWorkflow],
+            activities=[fakes.load_plan, fakes.record_skip, fakes.finish_journey],
+        ),
+        Worker(env.client, task_queue=send_queue, activities=[fakes.send_step]),
+    ):
+        handle = await env.client.start_workflow(
+            RecipientWorkflow.run,
+            RecipientInput(
+                1, 1, "maya@example.net", 24 * HOUR, send_queue, local_bookkeeping=local
+            ),
+            id=f"drip-test-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+        assert await handle.result() == "completed"
+        return await handle.fetch_history()
+
+
+def scheduled_activities(history: WorkflowHistory) -> list[str]:
+    return [
+        e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
+    ]
+
+
+def markers(history: WorkflowHistory) -> list[str]:
+    return [
+        e.marker_recorded_event_attributes.marker_name
+        for e in history.events
+        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
+    ]
 
 
 async def test_only_sends_are_scheduled_activities_and_the_history_replays(
     time_env: WorkflowEnvironment,
 ) -> None:
     fakes = Fakes(plan(step(1, 0), step(2, 24, ConditionPlan("opened", 10))))  # 2 is skipped
-    async with journey(time_env, fakes) as handle:
-        assert await handle.result() == "completed"
+    history = await run_journey(time_env, fakes, local=True)
     assert fakes.decisions() == [(1, "sent"), (2, "skipped")]
-    history = await handle.fetch_history()
-    scheduled = [
-        e.activity_task_scheduled_event_attributes.activity_type.name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED
-    ]
-    assert scheduled == ["send_step"]
-    markers = [
-        e.marker_recorded_event_attributes.marker_name
-        for e in history.events
-        if e.event_type == EventType.EVENT_TYPE_MARKER_RECORDED
-    ]
-    assert markers.count("core_local_activity") == 3  # load_plan, record_skip, finish_journey
+    assert scheduled_activities(history) == ["send_step"]
+    # load_plan, record_skip, finish_journey; and no patch marker (nor its search attribute)
+    assert markers(history) == ["core_local_activity"] * 3
+    await Replayer(workflows=[RecipientWorkflow]).replay_workflow(history)
+
+
+async def test_a_journey_started_without_the_flag_schedules_its_bookkeeping(
+    time_env: WorkflowEnvironment,
+) -> None:
+    fakes = Fakes(plan(step(1, 0), step(2, 24, ConditionPlan("opened", 10))))
+    history = await run_journey(time_env, fakes, local=False)
+    assert scheduled_activities(history) == [
+        "load_plan", "send_step", "record_skip", "finish_journey"
+    ]  # fmt: skip
+    assert markers(history) == []
     await Replayer(workflows=[RecipientWorkflow]).replay_workflow(history)

@@ -49,14 +49,18 @@ class Fakes:
             return StepResult(StepOutcome.HELD, reason="campaign paused")
         if step.step_order == self.bounce_at_step:
             return StepResult(StepOutcome.ENDED, exit_status="bounced", reason="550 5.1.1")
-        self.actions.append((step.step_order, step.decision, step.condition_met, activity.info().scheduled_time))
+        self.actions.append(
+            (step.step_order, step.decision, step.condition_met, activity.info().scheduled_time)
+        )
         return StepResult(StepOutcome.DONE, delivery_id=f"d{step.step_order}")
 
     @activity.defn(name="record_skip")
     async def record_skip(self, step: StepInput) -> StepResult:
         if self.held:
             return StepResult(StepOutcome.HELD)
-        self.actions.append((step.step_order, step.decision, step.condition_met, activity.info().scheduled_time))
+        self.actions.append(
+            (step.step_order, step.decision, step.condition_met, activity.info().scheduled_time)
+        )
         return StepResult(StepOutcome.DONE, delivery_id=f"d{step.step_order}")
 
     @activity.defn(name="finish_journey")
@@ -71,30 +75,52 @@ def plan(*steps: StepPlan) -> JourneyPlan:
     return JourneyPlan(campaign_id=1, steps=list(steps))
 
 
-def step(order: int, hours: float, condition: ConditionPlan | None = None, alternative: bool = False) -> StepPlan:
-    return StepPlan(step_id=order * 10, step_order=order, delay_seconds=hours * HOUR,
-                    condition=condition, has_alternative=alternative)
+def step(
+    order: int, hours: float, condition: ConditionPlan | None = None, alternative: bool = False
+) -> StepPlan:
+    return StepPlan(
+        step_id=order * 10,
+        step_order=order,
+        delay_seconds=hours * HOUR,
+        condition=condition,
+        has_alternative=alternative,
+    )
 
 
 @asynccontextmanager
 async def journey(env: WorkflowEnvironment, fakes: Fakes) -> AsyncIterator[WorkflowHandle]:
     queue, send_queue = f"j-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
     async with (
-        Worker(env.client, task_queue=queue, workflows=[RecipientWorkflow],
-               activities=[fakes.load_plan, fakes.record_skip, fakes.finish_journey]),
+        Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[RecipientWorkflow],
+            activities=[fakes.load_plan, fakes.record_skip, fakes.finish_journey],
+        ),
         Worker(env.client, task_queue=send_queue, activities=[fakes.send_step]),
     ):
         handle = await env.client.start_workflow(
             RecipientWorkflow.run,
-            RecipientInput(1, 1, "maya@example.net", pause_recheck_seconds=24 * HOUR, send_task_queue=send_queue),
+            RecipientInput(
+                1,
+                1,
+                "maya@example.net",
+                pause_recheck_seconds=24 * HOUR,
+                send_task_queue=send_queue,
+            ),
             id=f"drip-test-{uuid.uuid4()}",
             task_queue=queue,
         )
         yield handle
 
 
-def event(kind: str, step_id: int | None = None, url: str | None = None, event_id: str | None = None,
-          machine: bool = False) -> EngagementSignal:
+def event(
+    kind: str,
+    step_id: int | None = None,
+    url: str | None = None,
+    event_id: str | None = None,
+    machine: bool = False,
+) -> EngagementSignal:
     return EngagementSignal(event_id or str(uuid.uuid4()), kind, step_id, url, machine)
 
 
@@ -109,7 +135,9 @@ async def test_every_step_goes_out_after_its_delay(time_env: WorkflowEnvironment
     assert fakes.finished[0][0] == "completed"
 
 
-async def test_still_interested_sent_when_step_2_was_not_opened(time_env: WorkflowEnvironment) -> None:
+async def test_still_interested_sent_when_step_2_was_not_opened(
+    time_env: WorkflowEnvironment,
+) -> None:
     fakes = Fakes(plan(step(1, 0), step(2, 24), step(3, 48, ConditionPlan("not_opened", 20))))
     async with journey(time_env, fakes) as handle:
         assert await handle.result() == "completed"
@@ -117,7 +145,9 @@ async def test_still_interested_sent_when_step_2_was_not_opened(time_env: Workfl
     assert fakes.actions[2][2] is True
 
 
-async def test_still_interested_skipped_when_step_2_was_opened(time_env: WorkflowEnvironment) -> None:
+async def test_still_interested_skipped_when_step_2_was_opened(
+    time_env: WorkflowEnvironment,
+) -> None:
     fakes = Fakes(plan(step(1, 0), step(2, 24), step(3, 48, ConditionPlan("not_opened", 20))))
     async with journey(time_env, fakes) as handle:
         await time_env.sleep(timedelta(hours=30))
@@ -130,17 +160,23 @@ async def test_still_interested_skipped_when_step_2_was_opened(time_env: Workflo
 
 async def test_click_on_another_link_sends_the_alternative(time_env: WorkflowEnvironment) -> None:
     wanted = "https://app.example.com/pricing"
-    fakes = Fakes(plan(step(1, 0), step(2, 24, ConditionPlan("clicked", 10, wanted), alternative=True)))
+    fakes = Fakes(
+        plan(step(1, 0), step(2, 24, ConditionPlan("clicked", 10, wanted), alternative=True))
+    )
     async with journey(time_env, fakes) as handle:
         await time_env.sleep(timedelta(hours=1))
-        await handle.signal(RecipientWorkflow.on_event, event("click", 10, "https://app.example.com/blog"))
+        await handle.signal(
+            RecipientWorkflow.on_event, event("click", 10, "https://app.example.com/blog")
+        )
         assert await handle.result() == "completed"
     assert fakes.decisions() == [(1, "sent"), (2, "alternative")]
 
 
 async def test_click_on_the_named_link_sends_the_step(time_env: WorkflowEnvironment) -> None:
     wanted = "https://app.example.com/pricing"
-    fakes = Fakes(plan(step(1, 0), step(2, 24, ConditionPlan("clicked", 10, wanted), alternative=True)))
+    fakes = Fakes(
+        plan(step(1, 0), step(2, 24, ConditionPlan("clicked", 10, wanted), alternative=True))
+    )
     async with journey(time_env, fakes) as handle:
         await time_env.sleep(timedelta(hours=1))
         await handle.signal(RecipientWorkflow.on_event, event("click", 10, wanted + "/"))
@@ -166,7 +202,9 @@ async def test_machine_opens_do_not_meet_an_opened_condition(time_env: WorkflowE
     assert fakes.decisions() == [(1, "sent"), (2, "skipped")]
 
 
-async def test_unsubscribe_mid_delay_ends_the_journey_at_once(time_env: WorkflowEnvironment) -> None:
+async def test_unsubscribe_mid_delay_ends_the_journey_at_once(
+    time_env: WorkflowEnvironment,
+) -> None:
     fakes = Fakes(plan(step(1, 0), step(2, 72), step(3, 72)))
     async with journey(time_env, fakes) as handle:
         await time_env.sleep(timedelta(hours=1))
@@ -204,7 +242,9 @@ async def test_bounce_reported_by_the_send_ends_the_journey(time_env: WorkflowEn
     assert fakes.decisions() == [(1, "sent")]
 
 
-async def test_pause_holds_past_the_due_time_and_resume_releases(time_env: WorkflowEnvironment) -> None:
+async def test_pause_holds_past_the_due_time_and_resume_releases(
+    time_env: WorkflowEnvironment,
+) -> None:
     fakes = Fakes(plan(step(1, 0), step(2, 24), step(3, 24)))
     async with journey(time_env, fakes) as handle:
         await time_env.sleep(timedelta(hours=1))
@@ -222,7 +262,9 @@ async def test_pause_holds_past_the_due_time_and_resume_releases(time_env: Workf
     assert step3 - step2 >= timedelta(hours=24), "the next delay counts from the actual send"
 
 
-async def test_pause_discovered_at_send_time_holds_until_the_status_recheck(time_env: WorkflowEnvironment) -> None:
+async def test_pause_discovered_at_send_time_holds_until_the_status_recheck(
+    time_env: WorkflowEnvironment,
+) -> None:
     # No signal at all (e.g. the batch signal missed this journey): the database says paused.
     fakes = Fakes(plan(step(1, 0), step(2, 24)))
     async with journey(time_env, fakes) as handle:
@@ -242,7 +284,9 @@ async def test_duplicate_event_id_counted_once(time_env: WorkflowEnvironment) ->
         same = event("open", 10, event_id="sg-evt-1")
         await handle.signal(RecipientWorkflow.on_event, same)
         await handle.signal(RecipientWorkflow.on_event, same)
-        await handle.signal(RecipientWorkflow.on_event, event("click", 10, "https://a.example/", "sg-evt-2"))
+        await handle.signal(
+            RecipientWorkflow.on_event, event("click", 10, "https://a.example/", "sg-evt-2")
+        )
         state = await handle.query(RecipientWorkflow.progress)
         assert state.events_counted == 2
         assert state.opened_steps == [10]
@@ -250,16 +294,24 @@ async def test_duplicate_event_id_counted_once(time_env: WorkflowEnvironment) ->
 
 
 async def test_condition_on_a_skipped_step(time_env: WorkflowEnvironment) -> None:
-    fakes = Fakes(plan(
-        step(1, 0),
-        step(2, 24, ConditionPlan("opened", 10)),  # never opened: skipped
-        step(3, 24, ConditionPlan("not_opened", 20)),  # on the skipped step: true
-        step(4, 24, ConditionPlan("opened", 20)),  # on the skipped step: false
-        step(5, 24, ConditionPlan("not_clicked", 20)),  # true
-    ))
+    fakes = Fakes(
+        plan(
+            step(1, 0),
+            step(2, 24, ConditionPlan("opened", 10)),  # never opened: skipped
+            step(3, 24, ConditionPlan("not_opened", 20)),  # on the skipped step: true
+            step(4, 24, ConditionPlan("opened", 20)),  # on the skipped step: false
+            step(5, 24, ConditionPlan("not_clicked", 20)),  # true
+        )
+    )
     async with journey(time_env, fakes) as handle:
         assert await handle.result() == "completed"
-    assert fakes.decisions() == [(1, "sent"), (2, "skipped"), (3, "sent"), (4, "skipped"), (5, "sent")]
+    assert fakes.decisions() == [
+        (1, "sent"),
+        (2, "skipped"),
+        (3, "sent"),
+        (4, "skipped"),
+        (5, "sent"),
+    ]
 
 
 async def test_archive_and_removal_end_the_journey(time_env: WorkflowEnvironment) -> None:
