@@ -24,8 +24,11 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 # Then the project itself (pyproject.toml lists its packages and modules).
 COPY . .
+# Bytecode now: the runtime user cannot write it, and the workflow sandbox re-imports the
+# workflow modules for every run (compiling them each time without it).
 RUN pip install --no-deps . \
     && rm -rf build ./*.egg-info \
+    && python -m compileall -q /app \
     && mkdir -p /app/var \
     && chown drip:drip /app/var
 

@@ -80,6 +80,7 @@ class Settings(BaseSettings):
     # Task queues of this deployment (tests give each test its own).
     task_queue: str = TASK_QUEUE
     send_task_queue: str = SEND_TASK_QUEUE
+    workflow_task_polls: int = Field(8, ge=2)  # journey worker's workflow task pollers
 
     # How often the API re-drives accepted work that has not reached Temporal yet.
     outbox_interval_seconds: float = 5.0

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import compileall
 import concurrent.futures
 import logging
 import signal
 from datetime import timedelta
+from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
-from temporalio.worker import Worker
+from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
 from activities.enrollment import EnrollmentActivities
 from activities.journey import JourneyActivities
@@ -30,6 +32,22 @@ from workflows.enrollment_batch import EnrollmentBatchWorkflow
 from workflows.recipient import RecipientWorkflow
 
 log = logging.getLogger("drip.worker")
+
+WORKFLOWS_DIR = Path(__file__).resolve().parent / "workflows"
+# Most journey workflow tasks come on the normal queue, not the sticky one: new journeys, and
+# journeys woken after a long sleep, long since evicted from the cache. The SDK's default 5
+# pollers at a 0.2 ratio leave one poller there, which bounded first tasks at ~50/s on a 2-core
+# machine; 8 at 1:1 doubled it (docs/performance.md).
+NONSTICKY_TO_STICKY_POLL_RATIO = 1.0
+
+
+def compile_workflow_modules(*directories: Path) -> None:
+    """Write the workflow modules' bytecode. The sandbox re-imports a workflow's module for every
+    run it creates; with no .pyc (PYTHONDONTWRITEBYTECODE, as in our Dockerfile) each of those
+    imports compiled the source again: a third of the cost of a journey's first task."""
+    for directory in directories:
+        if not compileall.compile_dir(directory, quiet=1):
+            log.warning("no bytecode written for %s: workflow runs will start slower", directory)
 
 
 def build_workers(
@@ -51,6 +69,8 @@ def build_workers(
             activities=[journey.load_plan, journey.record_skip, journey.finish_journey],
             activity_executor=executor,
             max_concurrent_activities=32,
+            workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(settings.workflow_task_polls),
+            nonsticky_to_sticky_poll_ratio=NONSTICKY_TO_STICKY_POLL_RATIO,
         ),
         Worker(
             client,
@@ -135,6 +155,7 @@ async def main() -> None:
     if settings.env == "development":
         # As in the API: a fresh checkout just works; production migrates as a deploy step.
         await asyncio.to_thread(upgrade, settings.database_url)
+    compile_workflow_modules(WORKFLOWS_DIR)
     engine = make_engine(settings.database_url)
     client = await connect_temporal(settings, runtime=runtime)
     await register_search_attributes(client)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
+
 from sqlalchemy.engine import Engine
 from sqlmodel import select
 from temporalio import activity
@@ -24,13 +27,32 @@ from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
 from storage.models import Delivery, Enrollment, Step, utcnow
 
+# Campaigns whose plans this worker keeps. A plan never changes once its campaign has left
+# draft, and journeys start only in active campaigns (api/routes/campaigns.py), so a kept plan
+# cannot go stale: a 10,000-recipient enrollment reads it once, not 10,000 times.
+PLAN_CACHE_CAMPAIGNS = 256
+
 
 class JourneyActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
+        self._plans: OrderedDict[int, JourneyPlan] = OrderedDict()
+        self._plans_lock = threading.Lock()  # sync activities run on several threads
 
     @activity.defn(name="load_plan")
     def load_plan(self, campaign_id: int) -> JourneyPlan:
+        with self._plans_lock:
+            if campaign_id in self._plans:
+                self._plans.move_to_end(campaign_id)
+                return self._plans[campaign_id]
+        plan = self._read_plan(campaign_id)
+        with self._plans_lock:
+            self._plans[campaign_id] = plan
+            if len(self._plans) > PLAN_CACHE_CAMPAIGNS:
+                self._plans.popitem(last=False)
+        return plan
+
+    def _read_plan(self, campaign_id: int) -> JourneyPlan:
         with session_scope(self.engine) as session:
             steps = session.exec(
                 select(Step).where(Step.campaign_id == campaign_id).order_by(Step.step_order)

@@ -14,6 +14,9 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from sqlalchemy import case, func, insert, select, text
 from sqlalchemy.engine import Engine
+from temporalio.api.enums.v1 import TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 
@@ -21,6 +24,7 @@ from bench.load import load_campaign
 from bench.measure import Table, ms, percentile, rss_mb, until, wait_quiet
 from bench.raw_workflows import RAW_TASK_QUEUE, RawSleep, RawSteps
 from bench.stack import Stack, create_postgres
+from domain.journey import TASK_QUEUE
 from storage.db import make_engine
 from storage.models import Delivery, Enrollment, Event
 from workflows.recipient import RecipientWorkflow
@@ -76,6 +80,26 @@ async def make_campaign(http: httpx.AsyncClient, delays_hours: list[float], name
 
 async def count(client: Client, query: str) -> int:
     return (await client.count_workflows(query)).count
+
+
+async def drained(client: Client, queue: str) -> float:
+    """The monotonic time a workflow task queue's backlog was first seen empty twice running:
+    every workflow started on it has had its first task."""
+    request = DescribeTaskQueueRequest(
+        namespace=client.namespace,
+        task_queue=TaskQueue(name=queue),
+        task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW,
+        report_stats=True,
+    )
+    empty = 0
+
+    async def twice_empty() -> bool:
+        nonlocal empty
+        stats = (await client.workflow_service.describe_task_queue(request)).stats
+        empty = empty + 1 if stats.approximate_backlog_count == 0 else 0
+        return empty >= 2
+
+    return await until(twice_empty, limit=1800, what=f"{queue} to drain", every=0.25)
 
 
 async def gather_limited(limit: int, calls: list[Any]) -> list[Any]:
@@ -135,6 +159,7 @@ async def enrollment(stack: Stack, table: Table, sizes: Sizes, state: State) -> 
         every=0.25,
     )
     raw_seconds = raw_done - begun
+    raw_drained = await drained(client, RAW_TASK_QUEUE) - begun
     state.raw_sleepers = [f"raw-sleep-{i}" for i in range(n)]
     await wait_quiet(drip_pids(stack))
 
@@ -153,6 +178,7 @@ async def enrollment(stack: Stack, table: Table, sizes: Sizes, state: State) -> 
         every=0.25,
     )
     ours_seconds = ours_done - begun
+    ours_drained = await drained(client, TASK_QUEUE) - begun
     await http.aclose()
     ratio = ours_seconds / raw_seconds
     table.add(
@@ -162,6 +188,12 @@ async def enrollment(stack: Stack, table: Table, sizes: Sizes, state: State) -> 
         f"{ratio:.2f}x time",
         "<= 1.25x",
         ratio <= 1.25,
+    )
+    table.add(
+        f"enrollment of {n:,}: until every journey ran its first task",
+        f"{ours_drained:.1f} s ({n / ours_drained:.0f}/s; plan loaded, first timer set)",
+        f"{raw_drained:.1f} s ({n / raw_drained:.0f}/s; first timer set)",
+        f"{ours_drained / raw_drained:.2f}x time",
     )
     table.notes.append(
         "start rates by concurrency (raw, sample of "
