@@ -55,9 +55,9 @@ async def _heartbeating() -> AsyncIterator[None]:
     heartbeat timeout (not the whole activity timeout), while a slow but alive one is not."""
 
     async def beat() -> None:
-        while True:
+        while True:  # none at once: the heartbeat timeout runs from the attempt's start anyway,
+            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)  # and each costs a server write
             activity.heartbeat()
-            await asyncio.sleep(HEARTBEAT_EVERY_SECONDS)
 
     task = asyncio.create_task(beat())
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
@@ -76,6 +77,9 @@ class SmtpTransport:
         if self.use_tls:
             self.start_tls = False
         self.timeout = timeout
+        # Our EHLO name, looked up once: left unset, aiosmtplib resolves it on every connection
+        # (a DNS round trip per message).
+        self.local_hostname = socket.getfqdn()
 
     async def send(self, message: EmailMessage, envelope: Envelope) -> None:
         try:
@@ -90,6 +94,7 @@ class SmtpTransport:
                 use_tls=self.use_tls,
                 start_tls=self.start_tls,
                 timeout=self.timeout,
+                local_hostname=self.local_hostname,
             )
         except aiosmtplib.SMTPRecipientsRefused as exc:
             refused = exc.recipients[0]

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 from sqlalchemy import event
@@ -36,10 +37,22 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
+# One SQLite writer at a time per process and database file. SQLite takes one writer anyway;
+# left to its busy handler, 64 concurrent sends polled for the lock with sleeps of up to 100 ms
+# and spent most of their time asleep (docs/performance.md). A lock hands over at once.
+_SQLITE_WRITERS: dict[str, threading.RLock] = {}
+
+
+def _one_writer(engine: Engine) -> AbstractContextManager[object]:
+    if engine.dialect.name != "sqlite":
+        return nullcontext()
+    return _SQLITE_WRITERS.setdefault(str(engine.url), threading.RLock())
+
+
 @contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on any error: no half-written state."""
-    with Session(engine, expire_on_commit=False) as session:
+    with _one_writer(engine), Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
