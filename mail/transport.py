@@ -8,9 +8,12 @@ wrong (nobody is blamed: retried and reported loudly), or anything else (retried
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import socket
+import time
+from dataclasses import dataclass
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Protocol
@@ -62,9 +65,22 @@ class OutboxTransport:
 
 class SmtpTransport:
     """`smtp://user:pass@host:587` (STARTTLS when offered), `smtps://...:465` (implicit TLS),
-    `?starttls=required` to refuse plain text."""
+    `?starttls=required` to refuse plain text.
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    Connections are kept and reused, as mail senders do: a connection costs a TCP (and TLS)
+    handshake, EHLO and AUTH, several times the cost of the message on it. A kept connection is
+    checked with NOOP before use and never reused after any error, so no message ever goes out
+    on a connection in an unknown state."""
+
+    def __init__(
+        self,
+        url: str,
+        timeout: float = 30.0,
+        *,
+        keep: int = 16,
+        idle_seconds: float = 30.0,
+        messages_per_connection: int = 100,
+    ) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps"):
             raise ValueError("DRIP_SMTP_URL must start with smtp:// or smtps://")
@@ -80,33 +96,87 @@ class SmtpTransport:
         # Our EHLO name, looked up once: left unset, aiosmtplib resolves it on every connection
         # (a DNS round trip per message).
         self.local_hostname = socket.getfqdn()
+        self.keep = keep  # idle connections kept at most
+        self.idle_seconds = idle_seconds  # servers drop idle clients (often after 60 s or so)
+        self.messages_per_connection = messages_per_connection  # providers cap it (SES: 50+)
+        self._idle: list[_Kept] = []
+        self.connections_opened = 0
 
     async def send(self, message: EmailMessage, envelope: Envelope) -> None:
+        kept = None
         try:
-            await aiosmtplib.send(
-                message,
-                sender=envelope.sender,
-                recipients=[envelope.recipient],
-                hostname=self.hostname,
-                port=self.port,
-                username=self.username,
-                password=self.password,
-                use_tls=self.use_tls,
-                start_tls=self.start_tls,
-                timeout=self.timeout,
-                local_hostname=self.local_hostname,
+            kept = await self._checkout()
+            await kept.client.send_message(
+                message, sender=envelope.sender, recipients=[envelope.recipient]
             )
-        except aiosmtplib.SMTPRecipientsRefused as exc:
-            refused = exc.recipients[0]
-            raise _classify(refused.code, refused.message) from exc
-        except aiosmtplib.SMTPAuthenticationError as exc:
-            raise SenderMisconfigured(f"authentication failed: {exc.code} {exc.message}") from exc
-        except aiosmtplib.SMTPSenderRefused as exc:
-            raise SenderMisconfigured(f"sender refused: {exc.code} {exc.message}") from exc
-        except aiosmtplib.SMTPResponseException as exc:  # e.g. DATA refused
-            raise _classify(exc.code, exc.message) from exc
-        except (aiosmtplib.SMTPException, OSError) as exc:
-            raise TransportError(f"{type(exc).__name__}: {exc}") from exc
+        except BaseException as exc:
+            if kept is not None:
+                _close(kept.client)
+            translated = _translate(exc)
+            if translated is exc:
+                raise
+            raise translated from exc
+        kept.sent += 1
+        self._checkin(kept)
+
+    async def _checkout(self) -> _Kept:
+        while self._idle:
+            kept = self._idle.pop()
+            if time.monotonic() - kept.idle_since < self.idle_seconds:
+                try:
+                    await kept.client.noop()
+                    return kept
+                except Exception:  # dropped by the server, or made on a loop now closed
+                    pass
+            _close(kept.client)
+        client = aiosmtplib.SMTP(
+            hostname=self.hostname,
+            port=self.port,
+            username=self.username,
+            password=self.password,
+            use_tls=self.use_tls,
+            start_tls=self.start_tls,
+            timeout=self.timeout,
+            local_hostname=self.local_hostname,
+        )
+        await client.connect()
+        self.connections_opened += 1
+        return _Kept(client)
+
+    def _checkin(self, kept: _Kept) -> None:
+        if kept.sent >= self.messages_per_connection or len(self._idle) >= self.keep:
+            _close(kept.client)
+            return
+        kept.idle_since = time.monotonic()
+        self._idle.append(kept)
+
+
+@dataclass
+class _Kept:
+    client: aiosmtplib.SMTP
+    sent: int = 0
+    idle_since: float = 0.0
+
+
+def _close(client: aiosmtplib.SMTP) -> None:
+    with contextlib.suppress(Exception):  # closing is best effort: the socket may be gone
+        client.close()
+
+
+def _translate(exc: BaseException) -> BaseException:
+    """An aiosmtplib failure as the send activity handles it; anything else unchanged."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused):
+        refused = exc.recipients[0]
+        return _classify(refused.code, refused.message)
+    if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
+        return SenderMisconfigured(f"authentication failed: {exc.code} {exc.message}")
+    if isinstance(exc, aiosmtplib.SMTPSenderRefused):
+        return SenderMisconfigured(f"sender refused: {exc.code} {exc.message}")
+    if isinstance(exc, aiosmtplib.SMTPResponseException):  # e.g. DATA refused
+        return _classify(exc.code, exc.message)
+    if isinstance(exc, (aiosmtplib.SMTPException, OSError)):
+        return TransportError(f"{type(exc).__name__}: {exc}")
+    return exc
 
 
 _ENHANCED = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")

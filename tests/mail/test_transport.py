@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from mail.transport import (
     TransportError,
     _classify,
 )
+from tests.conftest import free_port
+from tests.smtp import SmtpSink
 
 
 @pytest.mark.parametrize(
@@ -75,3 +78,72 @@ async def test_connection_refused_is_transient() -> None:
     message.set_content("x")
     with pytest.raises(TransportError):
         await transport.send(message, Envelope("s@example.com", "a@example.com"))
+
+
+class CountingSink(SmtpSink):
+    """Counts the SMTP sessions (connections) the server saw."""
+
+    def __init__(self, port: int) -> None:
+        super().__init__(port)
+        self.sessions = 0
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # type: ignore[no-untyped-def]  # noqa: N802
+        self.sessions += 1
+        session.host_name = hostname
+        return responses
+
+
+def plain(to: str) -> tuple[EmailMessage, Envelope]:
+    message = EmailMessage()
+    message["To"] = to
+    message["Subject"] = "hi"
+    message.set_content("hello")
+    return message, Envelope("s@example.com", to)
+
+
+@pytest.fixture
+def counting_sink() -> Iterator[CountingSink]:
+    sink = CountingSink(free_port())
+    sink.start()
+    yield sink
+    sink.stop()
+
+
+async def test_one_connection_carries_many_messages(counting_sink: CountingSink) -> None:
+    transport = SmtpTransport(counting_sink.url, timeout=5)
+    for i in range(5):
+        await transport.send(*plain(f"r{i}@example.com"))
+    assert len(counting_sink.messages) == 5
+    assert counting_sink.sessions == 1 and transport.connections_opened == 1
+
+
+async def test_a_connection_is_never_reused_after_an_error(counting_sink: CountingSink) -> None:
+    counting_sink.rcpt_replies["gone@example.com"] = "550 5.1.1 User unknown"
+    transport = SmtpTransport(counting_sink.url, timeout=5)
+    await transport.send(*plain("a@example.com"))
+    with pytest.raises(RecipientRejected):
+        await transport.send(*plain("gone@example.com"))
+    await transport.send(*plain("b@example.com"))
+    assert transport.connections_opened == 2  # the refused one's connection was dropped
+    assert [str(m["To"]) for m in counting_sink.messages] == ["a@example.com", "b@example.com"]
+
+
+async def test_a_connection_the_server_dropped_is_replaced(counting_sink: CountingSink) -> None:
+    transport = SmtpTransport(counting_sink.url, timeout=5)
+    await transport.send(*plain("a@example.com"))
+    kept = transport._idle[0].client
+    await kept.quit()  # as a server that timed the idle client out would have
+    await transport.send(*plain("b@example.com"))
+    assert transport.connections_opened == 2
+    assert len(counting_sink.messages) == 2
+
+
+async def test_idle_and_used_up_connections_are_not_reused(counting_sink: CountingSink) -> None:
+    transport = SmtpTransport(counting_sink.url, timeout=5, messages_per_connection=2)
+    for i in range(4):
+        await transport.send(*plain(f"r{i}@example.com"))
+    assert transport.connections_opened == 2
+    stale = SmtpTransport(counting_sink.url, timeout=5, idle_seconds=0)
+    await stale.send(*plain("x@example.com"))
+    await stale.send(*plain("y@example.com"))
+    assert stale.connections_opened == 2
