@@ -39,6 +39,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--send", type=int, help="recipients x 3 steps sent (1,000)")
     parser.add_argument("--events", type=int, help="events ingested (10,000)")
     parser.add_argument("--stats-sizes", help="comma-separated campaign sizes (1000,10000,100000)")
+    parser.add_argument("--workers", type=int, default=1, help="drip worker processes (1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--out", type=Path, help="also write the table (markdown) here")
     parser.add_argument(
@@ -84,6 +85,8 @@ async def run(args: argparse.Namespace) -> int:
     failed = False
     try:
         await stack.start_worker()
+        for n in range(2, args.workers + 1):
+            await stack.start_worker(f"worker-{n}")
         await stack.start_raw_worker()
         await stack.start_api("sqlite", stack.sqlite_url)
         if args.profile:

@@ -131,7 +131,8 @@ async def raw_starts(client: Client, prefix: str, n: int, concurrency: int) -> f
 
 
 def drip_pids(stack: Stack) -> list[int]:
-    return [stack.processes[n].pid for n in ("temporal", "worker", "raw-worker")]
+    names = ["temporal", "raw-worker", *(n for n in stack.processes if n.startswith("worker"))]
+    return [stack.processes[n].pid for n in names]
 
 
 # --- enrollment --------------------------------------------------------------------------------

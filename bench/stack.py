@@ -172,9 +172,9 @@ class Stack:
                 await asyncio.sleep(0.1)
         raise RuntimeError(f"API ({label}) did not start: see {self.tmp}/api-{label}.log")
 
-    async def start_worker(self) -> Process:
+    async def start_worker(self, name: str = "worker") -> Process:
         process = self.spawn(
-            "worker", [sys.executable, "worker.py"], self.env(self.sqlite_url, free_port())
+            name, [sys.executable, "worker.py"], self.env(self.sqlite_url, free_port())
         )
         await self.wait_for_poller(TASK_QUEUE)
         return process
