@@ -28,6 +28,7 @@ from domain.journey import CampaignStatus, workflow_id
 from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
 from storage.models import Campaign, Enrollment, EnrollmentBatch, EnrollmentBatchRow, utcnow
+from storage.plans import read_plan
 from storage.suppression import suppressed_among
 
 SLICE_ROWS = 250  # rows written, then started, per step (and per heartbeat)
@@ -151,8 +152,10 @@ def stage_slice(engine: Engine, batch_id: int, after_row_id: int) -> Slice:
         bump(session, batch.campaign_id, CAMPAIGN, Metric.RECIPIENTS, counts[RowState.ENROLLED])
         to_start = [r.enrollment_id for r in rows if r.state == RowState.ENROLLED]
         enrollments = session.exec(select(Enrollment).where(col(Enrollment.id).in_(to_start)))
+        plan = read_plan(session, batch.campaign_id) if to_start else None
         starts = [
-            JourneyStart(e.id or 0, e.campaign_id, e.email, e.workflow_id) for e in enrollments
+            JourneyStart(e.id or 0, e.campaign_id, e.email, e.workflow_id, plan)
+            for e in enrollments
         ]
         return Slice(rows[-1].id or 0, len(rows), starts)
 

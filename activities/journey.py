@@ -13,19 +13,18 @@ from temporalio.exceptions import ApplicationError
 from activities.guards import gate
 from activities.ids import new_delivery_id
 from domain.journey import (
-    ConditionPlan,
     Decision,
     FinishInput,
     JourneyPlan,
     JourneyStatus,
     StepInput,
     StepOutcome,
-    StepPlan,
     StepResult,
 )
 from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
-from storage.models import Delivery, Enrollment, Step, utcnow
+from storage.models import Delivery, Enrollment, utcnow
+from storage.plans import read_plan
 
 # Campaigns whose plans this worker keeps. A plan never changes once its campaign has left
 # draft, and journeys start only in active campaigns (api/routes/campaigns.py), so a kept plan
@@ -54,30 +53,12 @@ class JourneyActivities:
 
     def _read_plan(self, campaign_id: int) -> JourneyPlan:
         with session_scope(self.engine) as session:
-            steps = session.exec(
-                select(Step).where(Step.campaign_id == campaign_id).order_by(Step.step_order)
-            ).all()
-            if not steps:
-                raise ApplicationError(
-                    f"campaign {campaign_id} has no steps", non_retryable=True, type="EmptyCampaign"
-                )
-            return JourneyPlan(
-                campaign_id=campaign_id,
-                steps=[
-                    StepPlan(
-                        step_id=s.id or 0,
-                        step_order=s.step_order,
-                        delay_seconds=s.delay_hours * 3600,
-                        condition=ConditionPlan(
-                            s.condition_type, s.condition_step_id or 0, s.condition_url
-                        )
-                        if s.condition_type
-                        else None,
-                        has_alternative=s.alt_template_id is not None,
-                    )
-                    for s in steps
-                ],
+            plan = read_plan(session, campaign_id)
+        if plan is None:
+            raise ApplicationError(
+                f"campaign {campaign_id} has no steps", non_retryable=True, type="EmptyCampaign"
             )
+        return plan
 
     @activity.defn(name="record_skip")
     def record_skip(self, step: StepInput) -> StepResult:

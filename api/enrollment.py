@@ -17,6 +17,7 @@ from observability.metrics import count_enrollments
 from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
 from storage.models import Enrollment, EnrollmentBatchRow, utcnow
+from storage.plans import plans_of, read_plan
 from storage.suppression import suppressed_among
 from storage.upsert import insert_ignoring_conflicts
 
@@ -60,8 +61,9 @@ def write_enrollments(
         ]
         inserted = set(insert_ignoring_conflicts(session, Enrollment, rows))
         bump(session, campaign_id, CAMPAIGN, Metric.RECIPIENTS, len(inserted))
+        plan = read_plan(session, campaign_id) if inserted else None
         starts = [
-            JourneyStart(e.id or 0, campaign_id, e.email, e.workflow_id)
+            JourneyStart(e.id or 0, campaign_id, e.email, e.workflow_id, plan)
             for e in session.exec(select(Enrollment).where(col(Enrollment.id).in_(inserted)))
         ]
     result = EnrollResult(
@@ -110,4 +112,8 @@ def unstarted(engine: Engine, created_before: datetime, limit: int = 1000) -> li
             .order_by(col(Enrollment.id))
             .limit(limit)
         ).all()
-        return [JourneyStart(e.id or 0, e.campaign_id, e.email, e.workflow_id) for e in rows]
+        plans = plans_of(session, {e.campaign_id for e in rows})
+        return [
+            JourneyStart(e.id or 0, e.campaign_id, e.email, e.workflow_id, plans[e.campaign_id])
+            for e in rows
+        ]

@@ -25,6 +25,7 @@ from domain.journey import (
     SEND_TASK_QUEUE,
     TASK_QUEUE,
     EngagementSignal,
+    JourneyPlan,
     JourneyState,
     JourneyStatus,
     RecipientInput,
@@ -52,6 +53,7 @@ class JourneyStart:
     campaign_id: int
     email: str
     workflow_id: str
+    plan: JourneyPlan | None = None  # None: the journey loads it
 
 
 class Journeys:
@@ -88,6 +90,7 @@ class Journeys:
                             self.pause_recheck_seconds,
                             self.send_task_queue,
                             local_bookkeeping=True,
+                            plan=item.plan,
                         ),
                         id=item.workflow_id,
                         task_queue=self.task_queue,

@@ -109,6 +109,9 @@ class RecipientInput:
     # True for journeys started since their database bookkeeping became local activities
     # (docs/performance.md); the histories of older ones, started without it, say False.
     local_bookkeeping: bool = False
+    # The campaign's plan, pinned at the start (steps never change once a campaign is active).
+    # None: the journey loads it itself, as journeys started before it was carried here did.
+    plan: JourneyPlan | None = None
 
 
 @dataclass

@@ -61,8 +61,10 @@ class RecipientWorkflow:
 
     @workflow.run
     async def run(self, input: RecipientInput) -> str:
-        plan: JourneyPlan = await self._bookkeeping(
-            "load_plan", input.campaign_id, DB_TIMEOUT, JourneyPlan
+        plan: JourneyPlan = (
+            input.plan
+            if input.plan is not None
+            else await self._bookkeeping("load_plan", input.campaign_id, DB_TIMEOUT, JourneyPlan)
         )
         mark = workflow.now()
         for step in plan.steps:

@@ -23,6 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 import activities.enrollment
+from domain.journey import RecipientInput, workflow_id
 from settings import Settings
 from storage.db import make_engine
 from storage.models import Enrollment
@@ -60,6 +61,20 @@ async def batch_worker(settings: Settings, client: Client) -> AsyncIterator[None
 async def journeys_of(client: Client, campaign_id: int, prefix: str) -> int:
     query = f'CampaignId = {campaign_id} AND RecipientEmail STARTS_WITH "{prefix}"'
     return (await client.count_workflows(query)).count
+
+
+async def pinned_step_ids(client: Client, campaign_id: int, email: str) -> list[int] | None:
+    """The step ids of the plan a journey was started with (None: it loads its plan itself)."""
+    handle = client.get_workflow_handle(workflow_id(campaign_id, email))
+    started = (await handle.fetch_history()).events[0]
+    [payload] = started.workflow_execution_started_event_attributes.input.payloads
+    journey = client.data_converter.payload_converter.from_payload(payload, RecipientInput)
+    return [s.step_id for s in journey.plan.steps] if journey.plan else None
+
+
+async def step_ids(api: httpx.AsyncClient, campaign_id: int) -> list[int]:
+    steps = (await api.get("/api/campaigns/steps", params={"campaign_id": campaign_id})).json()
+    return [s["id"] for s in steps]
 
 
 async def finished_batch(api: httpx.AsyncClient, batch_id: int, timeout: float) -> dict[str, Any]:
@@ -119,10 +134,14 @@ async def test_enroll_call_over_the_limit_is_answered_202_and_run_as_a_batch(
     await eventually(all_started, timeout=30, what="every journey on the server")
     stats = (await api.get("/api/campaigns/stats", params={"campaign_id": cid})).json()
     assert stats["recipients"] == LARGE - 1
+    # Started with the campaign's plan in their input: no plan to load when they first run.
+    assert await pinned_step_ids(dev_env.client, cid, f"{prefix}0@example.com") == await step_ids(
+        api, cid
+    )
 
 
 async def test_the_synchronous_limit_is_the_boundary(
-    api: httpx.AsyncClient, settings: Settings, worker: None
+    api: httpx.AsyncClient, settings: Settings, worker: None, dev_env: WorkflowEnvironment
 ) -> None:
     settings.sync_enroll_limit = 3  # the app reads its settings object per request
     cid, domain = await sleeping_campaign(api), unique_domain()
@@ -130,6 +149,7 @@ async def test_the_synchronous_limit_is_the_boundary(
     small = await api.post(f"/api/campaigns/{cid}/recipients", json={"recipients": three})
     assert small.status_code == 200
     assert small.json() == {"enrolled": 3, "already_enrolled": 0, "rejected": []}
+    assert await pinned_step_ids(dev_env.client, cid, f"s0@{domain}") == await step_ids(api, cid)
     four = [*three, {"email": f"s3@{domain}"}]
     large = await api.post(f"/api/campaigns/{cid}/recipients", json={"recipients": four})
     assert large.status_code == 202

@@ -13,12 +13,14 @@ from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
 
-from domain.journey import ConditionPlan, RecipientInput
+from domain.journey import ConditionPlan, JourneyPlan, RecipientInput
 from tests.workflows.test_recipient import HOUR, Fakes, plan, step
 from workflows.recipient import RecipientWorkflow
 
 
-async def run_journey(env: WorkflowEnvironment, fakes: Fakes, local: bool) -> WorkflowHistory:
+async def run_journey(
+    env: WorkflowEnvironment, fakes: Fakes, local: bool, plan: JourneyPlan | None = None
+) -> WorkflowHistory:
     queue, send_queue = f"j-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
     async with (
         Worker(
@@ -32,7 +34,7 @@ async def run_journey(env: WorkflowEnvironment, fakes: Fakes, local: bool) -> Wo
         handle = await env.client.start_workflow(
             RecipientWorkflow.run,
             RecipientInput(
-                1, 1, "maya@example.net", 24 * HOUR, send_queue, local_bookkeeping=local
+                1, 1, "maya@example.net", 24 * HOUR, send_queue, local_bookkeeping=local, plan=plan
             ),
             id=f"drip-test-{uuid.uuid4()}",
             task_queue=queue,
@@ -78,4 +80,16 @@ async def test_a_journey_started_without_the_flag_schedules_its_bookkeeping(
         "load_plan", "send_step", "record_skip", "finish_journey"
     ]  # fmt: skip
     assert markers(history) == []
+    await Replayer(workflows=[RecipientWorkflow]).replay_workflow(history)
+
+
+async def test_a_journey_started_with_its_plan_does_not_load_it(
+    time_env: WorkflowEnvironment,
+) -> None:
+    pinned = plan(step(1, 0), step(2, 24, ConditionPlan("opened", 10)))
+    fakes = Fakes(plan(step(7, 0)))  # what load_plan would answer: must not be asked
+    history = await run_journey(time_env, fakes, local=True, plan=pinned)
+    assert fakes.decisions() == [(1, "sent"), (2, "skipped")]
+    assert scheduled_activities(history) == ["send_step"]
+    assert markers(history) == ["core_local_activity"] * 2  # record_skip, finish_journey
     await Replayer(workflows=[RecipientWorkflow]).replay_workflow(history)
