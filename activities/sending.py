@@ -211,7 +211,8 @@ class SendingActivities:
         return composed.message, composed.envelope, composed.links
 
     def _mark_sent(self, delivery_id: str) -> None:
-        with session_scope(self.engine) as session:
+        # Urgent: until this commits, a crash would send the message again.
+        with session_scope(self.engine, urgent=True) as session:
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
             assert delivery is not None
             if delivery.status != "sent":  # a retried attempt counts nothing twice

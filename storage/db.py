@@ -40,19 +40,53 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
 # One SQLite writer at a time per process and database file. SQLite takes one writer anyway;
 # left to its busy handler, 64 concurrent sends polled for the lock with sleeps of up to 100 ms
 # and spent most of their time asleep (docs/performance.md). A lock hands over at once.
-_SQLITE_WRITERS: dict[str, threading.RLock] = {}
+class WriterQueue:
+    """A reentrant lock whose urgent holders go before ordinary waiters: recording a message as
+    sent must not queue behind the next sends' preparation, since a crash before that commit is
+    the one moment a message can go out twice."""
+
+    def __init__(self) -> None:
+        self._changed = threading.Condition()
+        self._owner: int | None = None
+        self._depth = 0
+        self._urgent_waiting = 0
+
+    @contextmanager
+    def hold(self, urgent: bool = False) -> Iterator[None]:
+        me = threading.get_ident()
+        with self._changed:
+            if self._owner == me:
+                self._depth += 1
+            else:
+                self._urgent_waiting += urgent
+                while self._owner is not None or (not urgent and self._urgent_waiting):
+                    self._changed.wait()
+                self._urgent_waiting -= urgent
+                self._owner, self._depth = me, 1
+        try:
+            yield
+        finally:
+            with self._changed:
+                self._depth -= 1
+                if self._depth == 0:
+                    self._owner = None
+                    self._changed.notify_all()
 
 
-def _one_writer(engine: Engine) -> AbstractContextManager[object]:
+_SQLITE_WRITERS: dict[str, WriterQueue] = {}
+
+
+def _one_writer(engine: Engine, urgent: bool) -> AbstractContextManager[None]:
     if engine.dialect.name != "sqlite":
         return nullcontext()
-    return _SQLITE_WRITERS.setdefault(str(engine.url), threading.RLock())
+    return _SQLITE_WRITERS.setdefault(str(engine.url), WriterQueue()).hold(urgent)
 
 
 @contextmanager
-def session_scope(engine: Engine) -> Iterator[Session]:
-    """A session that commits on success and rolls back on any error: no half-written state."""
-    with _one_writer(engine), Session(engine, expire_on_commit=False) as session:
+def session_scope(engine: Engine, *, urgent: bool = False) -> Iterator[Session]:
+    """A session that commits on success and rolls back on any error: no half-written state.
+    `urgent`: on SQLite, go before the writers already waiting in this process."""
+    with _one_writer(engine, urgent), Session(engine, expire_on_commit=False) as session:
         try:
             yield session
             session.commit()
