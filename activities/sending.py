@@ -8,6 +8,7 @@ for a duplicate is between the SMTP server accepting DATA and that row being com
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -81,6 +82,10 @@ class SendingActivities:
         self.engine = engine
         self.transport = transport
         self.tokens = Tokens(settings.secret_key)
+        # Its own threads for recording sends: on the shared default executor that commit
+        # queued behind the next sends' preparation, and until it commits, a crash would send
+        # the message again.
+        self._recorder = concurrent.futures.ThreadPoolExecutor(4, "record-sent")
 
     @activity.defn(name="send_step")
     async def send_step(self, step: StepInput) -> StepResult:
@@ -112,7 +117,9 @@ class SendingActivities:
             # Our own setup is wrong: blame nobody, keep retrying, and say so loudly.
             log.error("SMTP refused our sender configuration (retrying): %s", exc)
             raise ApplicationError(str(exc), type="SenderMisconfigured") from exc
-        await asyncio.to_thread(self._mark_sent, prepared.delivery_id)
+        await asyncio.get_running_loop().run_in_executor(
+            self._recorder, self._mark_sent, prepared.delivery_id
+        )
         report_send("sent", prepared.delivery_id)
         return StepResult(StepOutcome.DONE, delivery_id=prepared.delivery_id)
 
