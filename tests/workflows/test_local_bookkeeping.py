@@ -6,39 +6,20 @@ recorded histories replay in test_replay.py)."""
 
 from __future__ import annotations
 
-import uuid
-
 from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Replayer, Worker
+from temporalio.worker import Replayer
 
-from domain.journey import ConditionPlan, JourneyPlan, RecipientInput
-from tests.workflows.test_recipient import HOUR, Fakes, plan, step
+from domain.journey import ConditionPlan, JourneyPlan
+from tests.workflows.test_recipient import Fakes, journey, plan, step
 from workflows.recipient import RecipientWorkflow
 
 
 async def run_journey(
     env: WorkflowEnvironment, fakes: Fakes, local: bool, plan: JourneyPlan | None = None
 ) -> WorkflowHistory:
-    queue, send_queue = f"j-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
-    async with (
-        Worker(
-            env.client,
-            task_queue=queue,
-            workflows=[RecipientWorkflow],
-            activities=[fakes.load_plan, fakes.record_skip, fakes.finish_journey],
-        ),
-        Worker(env.client, task_queue=send_queue, activities=[fakes.send_step]),
-    ):
-        handle = await env.client.start_workflow(
-            RecipientWorkflow.run,
-            RecipientInput(
-                1, 1, "maya@example.net", 24 * HOUR, send_queue, local_bookkeeping=local, plan=plan
-            ),
-            id=f"drip-test-{uuid.uuid4()}",
-            task_queue=queue,
-        )
+    async with journey(env, fakes, local_bookkeeping=local, plan=plan) as handle:
         assert await handle.result() == "completed"
         return await handle.fetch_history()
 

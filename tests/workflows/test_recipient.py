@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from temporalio import activity
 from temporalio.client import WorkflowHandle
@@ -88,7 +89,10 @@ def step(
 
 
 @asynccontextmanager
-async def journey(env: WorkflowEnvironment, fakes: Fakes) -> AsyncIterator[WorkflowHandle]:
+async def journey(
+    env: WorkflowEnvironment, fakes: Fakes, **options: Any
+) -> AsyncIterator[WorkflowHandle]:
+    """A journey on its own task queues; `options`: more RecipientInput fields."""
     queue, send_queue = f"j-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
     async with (
         Worker(
@@ -107,6 +111,7 @@ async def journey(env: WorkflowEnvironment, fakes: Fakes) -> AsyncIterator[Workf
                 "maya@example.net",
                 pause_recheck_seconds=24 * HOUR,
                 send_task_queue=send_queue,
+                **options,
             ),
             id=f"drip-test-{uuid.uuid4()}",
             task_queue=queue,
