@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -52,6 +52,9 @@ class Settings(BaseSettings):
     from_email: str = "drip@localhost"
     smtp_url: str | None = None  # e.g. smtp://user:pass@host:587 ; unset: .eml files in var/outbox
     smtp_timeout_seconds: float = 30.0
+    # The provider the SMTP relay is, for its correlation header (mail/message.py); unset: from
+    # the relay's host name (smtp.sendgrid.net...), "none" for a plain relay.
+    smtp_provider: Literal["sendgrid", "mailgun", "postmark", "ses", "resend", "none"] | None = None
     send_rate: float | None = None  # messages/second across all workers
     # Hard limit on one SMTP hand-off; below the send activity's 2-minute timeout (workflows/).
     send_deadline_seconds: float = 60.0
@@ -96,7 +99,7 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("send_rate", "worker_metrics_port", mode="before")
+    @field_validator("send_rate", "worker_metrics_port", "smtp_provider", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value

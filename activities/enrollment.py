@@ -25,6 +25,7 @@ from api.enrollment import normalise_email
 from api.journeys import Journeys, JourneyStart
 from domain.enrollment import BatchStatus, ChunkInput, ChunkResult, RowState
 from domain.journey import CampaignStatus, workflow_id
+from mail.headers import field_problem
 from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
 from storage.models import Campaign, Enrollment, EnrollmentBatch, EnrollmentBatchRow, utcnow
@@ -171,6 +172,9 @@ def _decide(
             email = normalise_email(row.email)
         except EmailNotValidError as exc:
             _set(row, RowState.REJECTED, f"invalid email: {exc}")
+            continue
+        if problem := field_problem(row.fields):
+            _set(row, RowState.REJECTED, problem)
             continue
         first = wanted.setdefault(email, row)
         if first is not row:

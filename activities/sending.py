@@ -24,7 +24,7 @@ from activities.guards import gate
 from activities.ids import new_delivery_id
 from domain.journey import Decision, JourneyStatus, StepInput, StepOutcome, StepResult
 from mail.compose import Draft, RenderFailed, compose
-from mail.message import Envelope
+from mail.message import Envelope, relay_provider
 from mail.tokens import Tokens
 from mail.transport import RecipientRejected, SenderMisconfigured, Transport, TransportError
 from observability.sends import report_send, stopped_outcome
@@ -211,6 +211,7 @@ class SendingActivities:
                 self.settings.public_url,
                 tracking=self.settings.tracking,
                 unsubscribe_mailto=self.settings.unsubscribe_mailto,
+                provider=relay_provider(self.settings.smtp_provider, self.settings.smtp_url),
             )
         except RenderFailed as exc:  # a template error an operator can fix: retried, not lost
             log.error("template %s failed to render: %s", template.id, exc)

@@ -13,6 +13,7 @@ from api.journeys import JourneyStart
 from api.schemas import EnrollResult, RecipientIn, Rejected
 from domain.enrollment import RowState
 from domain.journey import workflow_id
+from mail.headers import field_problem
 from observability.metrics import count_enrollments
 from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
@@ -38,6 +39,9 @@ def write_enrollments(
             email = normalise_email(recipient.email)
         except EmailNotValidError as exc:
             rejected.append(Rejected(email=recipient.email, reason=f"invalid email: {exc}"))
+            continue
+        if problem := field_problem(recipient.fields):
+            rejected.append(Rejected(email=recipient.email, reason=problem))
             continue
         wanted.setdefault(email, recipient)
     duplicates_in_request = len(recipients) - len(rejected) - len(wanted)

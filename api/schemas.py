@@ -5,9 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from domain.journey import ConditionType, EventType
+from mail.headers import check_address, check_display_name
 
 
 def _spec_time(value: datetime) -> str:
@@ -33,6 +42,9 @@ Hours = Annotated[
     PlainSerializer(_whole_as_int, return_type=int | float),
 ]
 Text = Annotated[str, Field(min_length=1, max_length=1000)]
+# Sender fields go into every message's headers: checked here, or each send would fail for good.
+SenderAddress = Annotated[str, Field(max_length=320), AfterValidator(check_address)]
+DisplayName = Annotated[str, Field(max_length=200), AfterValidator(check_display_name)]
 
 
 class Strict(BaseModel):
@@ -151,18 +163,18 @@ class StepPublic(BaseModel):
 
 class CampaignCreate(Strict):
     name: Text
-    from_email: Annotated[str, Field(max_length=320)] | None = None
-    from_name: Annotated[str, Field(max_length=200)] | None = None
-    reply_to: Annotated[str, Field(max_length=320)] | None = None
+    from_email: SenderAddress | None = None
+    from_name: DisplayName | None = None
+    reply_to: SenderAddress | None = None
     steps: list[StepCreate] = Field(default_factory=list, max_length=100)
 
 
 class CampaignUpdate(Strict):
     name: Text | None = None
     status: Literal["draft", "active", "paused", "archived"] | None = None
-    from_email: Annotated[str, Field(max_length=320)] | None = None
-    from_name: Annotated[str, Field(max_length=200)] | None = None
-    reply_to: Annotated[str, Field(max_length=320)] | None = None
+    from_email: SenderAddress | None = None
+    from_name: DisplayName | None = None
+    reply_to: SenderAddress | None = None
 
 
 class CampaignSummary(BaseModel):

@@ -51,6 +51,7 @@ def compose(
     *,
     tracking: bool,
     unsubscribe_mailto: str | None = None,
+    provider: str | None = None,
 ) -> Composed:
     unsubscribe_url = f"{public_url}/u/{tokens.unsubscribe_token(draft.delivery_id)}"
     context = build_context(
@@ -84,6 +85,7 @@ def compose(
             campaign_id=draft.campaign_id,
             campaign_name=draft.campaign_name,
             unsubscribe_mailto=unsubscribe_mailto,
+            provider=provider,
             test=draft.test,
         )
     )

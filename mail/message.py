@@ -1,19 +1,51 @@
 """Assemble one campaign message: multipart text + HTML, and the headers that make it mail a
-sender can put their domain behind (RFC 8058 one-click unsubscribe, List-Id, correlation ids)."""
+sender can put their domain behind (RFC 8058 one-click unsubscribe, List-Id, correlation ids).
+
+Every header value that comes from data (rendered subject, names, addresses) goes through
+mail/headers.clean_header. Provider-specific correlation headers go only to the provider the
+relay is: elsewhere they are noise that spam filters score (and Mailgun's stays visible)."""
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
+from urllib.parse import urlsplit
+
+from mail.headers import clean_header
 
 # Long headers stay on one line (RFC 5322 allows 998): a folded or encoded List-Unsubscribe
 # breaks one-click unsubscribe with some receivers.
 MAIL_POLICY = policy.SMTP.clone(max_line_length=998)
+
+# Our correlation header. Older messages (and recorded histories) carry the former name,
+# which spam filters score as a randomized marketing-tracking header: inbound paths read both.
+DELIVERY_HEADER = "X-Drip-Delivery"
+LEGACY_DELIVERY_HEADER = "X-Drip-Delivery-Id"
+DELIVERY_HEADERS = (DELIVERY_HEADER, LEGACY_DELIVERY_HEADER)
+
+# The relays whose provider reads a correlation header of its own (reference §7).
+_RELAY_HOSTS = (
+    ("sendgrid", re.compile(r"(^|\.)sendgrid\.net$")),
+    ("mailgun", re.compile(r"(^|\.)mailgun\.org$")),
+    ("postmark", re.compile(r"(^|\.)postmarkapp\.com$")),
+    ("ses", re.compile(r"^email-smtp(-fips)?\.[a-z0-9-]+\.amazonaws\.com$")),
+    ("resend", re.compile(r"(^|\.)resend\.com$")),
+)
+
+
+def relay_provider(configured: str | None, smtp_url: str | None) -> str | None:
+    """The provider behind the SMTP relay: the one configured ("none": no provider), else the
+    one its host name says, else None (a plain relay, or the outbox folder)."""
+    if configured:
+        return None if configured == "none" else configured
+    host = (urlsplit(smtp_url).hostname or "").lower() if smtp_url else ""
+    return next((name for name, pattern in _RELAY_HOSTS if pattern.search(host)), None)
 
 
 @dataclass
@@ -37,6 +69,7 @@ class MessageParts:
     reply_to: str | None = None
     unsubscribe_mailto: str | None = None
     ses_configuration_set: str | None = None
+    provider: str | None = None  # relay_provider(): which provider's correlation header to add
     test: bool = False
 
 
@@ -47,15 +80,16 @@ def sender_domain(from_email: str) -> str:
 def build_message(parts: MessageParts) -> tuple[EmailMessage, Envelope]:
     domain = sender_domain(parts.from_email)
     msg = EmailMessage(policy=MAIL_POLICY)
-    msg["From"] = formataddr((parts.from_name or "", parts.from_email))
-    msg["To"] = parts.to
+    from_email, to = clean_header(parts.from_email), clean_header(parts.to)
+    msg["From"] = formataddr((clean_header(parts.from_name or ""), from_email))
+    msg["To"] = to
     if parts.reply_to:
-        msg["Reply-To"] = parts.reply_to
-    msg["Subject"] = parts.subject
+        msg["Reply-To"] = clean_header(parts.reply_to)
+    msg["Subject"] = clean_header(parts.subject)
     msg["Date"] = format_datetime(datetime.now(UTC))
     # The delivery id rides in the Message-ID too: providers echo it back as a fallback handle.
     msg["Message-ID"] = f"<{parts.delivery_id}@{domain}>"
-    msg["X-Drip-Delivery-Id"] = parts.delivery_id
+    msg[DELIVERY_HEADER] = parts.delivery_id
     unsubscribe = f"<{parts.unsubscribe_url}>"
     if parts.unsubscribe_mailto:
         unsubscribe += (
@@ -64,21 +98,30 @@ def build_message(parts: MessageParts) -> tuple[EmailMessage, Envelope]:
     msg["List-Unsubscribe"] = unsubscribe
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg["List-Id"] = f"{_list_name(parts.campaign_name)} <campaign-{parts.campaign_id}.{domain}>"
-    # Where each provider echoes our id back in its webhooks (reference §7).
-    tag = {"drip_delivery_id": parts.delivery_id}
-    msg["X-SMTPAPI"] = json.dumps({"unique_args": tag, "category": ["drip"]})
-    msg["X-Mailgun-Variables"] = json.dumps(tag)
-    msg["X-PM-Metadata-drip_delivery_id"] = parts.delivery_id
-    msg["X-SES-MESSAGE-TAGS"] = f"drip_delivery_id={parts.delivery_id}"
-    if parts.ses_configuration_set:
-        msg["X-SES-CONFIGURATION-SET"] = parts.ses_configuration_set
+    _add_provider_headers(msg, parts)
     if parts.test:
         msg["X-Drip-Test"] = "true"
     msg.set_content(parts.text)
     msg.add_alternative(parts.html, subtype="html")
-    return msg, Envelope(sender=Address(addr_spec=parts.from_email).addr_spec, recipient=parts.to)
+    return msg, Envelope(sender=Address(addr_spec=from_email).addr_spec, recipient=to)
+
+
+def _add_provider_headers(msg: EmailMessage, parts: MessageParts) -> None:
+    """Where the relay's provider echoes our id back in its webhooks (reference §7)."""
+    tag = {"drip_delivery_id": parts.delivery_id}
+    if parts.provider == "sendgrid":
+        msg["X-SMTPAPI"] = json.dumps({"unique_args": tag, "category": ["drip"]})
+    elif parts.provider == "mailgun":
+        msg["X-Mailgun-Variables"] = json.dumps(tag)
+    elif parts.provider == "postmark":
+        msg["X-PM-Metadata-drip_delivery_id"] = parts.delivery_id
+    elif parts.provider == "ses":
+        msg["X-SES-MESSAGE-TAGS"] = f"drip_delivery_id={parts.delivery_id}"
+        if parts.ses_configuration_set:
+            msg["X-SES-CONFIGURATION-SET"] = clean_header(parts.ses_configuration_set)
+    # Resend documents no tag header: it echoes our own DELIVERY_HEADER, if anything.
 
 
 def _list_name(name: str) -> str:
-    cleaned = "".join(ch for ch in name if ch.isprintable() and ch not in '"\\<>')
+    cleaned = "".join(ch for ch in clean_header(name) if ch.isprintable() and ch not in '"\\<>')
     return f'"{cleaned}"' if cleaned else '"drip"'

@@ -21,7 +21,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-from mail.message import Envelope
+from mail.message import DELIVERY_HEADER, Envelope
 
 
 class TransportError(Exception):
@@ -56,7 +56,7 @@ class OutboxTransport:
 
     def _write(self, message: EmailMessage) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = str(message["X-Drip-Delivery-Id"])
+        name = str(message[DELIVERY_HEADER])
         target = self.directory / f"{name}.eml"
         tmp = target.with_suffix(".tmp")
         tmp.write_bytes(message.as_bytes())

@@ -122,7 +122,7 @@ async def test_campaign_runs_end_to_end(system: httpx.AsyncClient, smtp: SmtpSin
     }
 
     message = smtp.to(ana)[0]
-    delivery_id = str(message["X-Drip-Delivery-Id"])
+    delivery_id = str(message["X-Drip-Delivery"])
     assert str(message["Message-ID"]) == f"<{delivery_id}@drip.example.com>"
     assert message.get_body(("plain",)) is not None and message.get_body(("html",)) is not None
     events = (await api.get("/api/events", params={"delivery_id": ana_step2})).json()

@@ -12,6 +12,7 @@ from typing import Any
 
 from domain.events import IncomingEvent
 from domain.journey import EventType
+from mail.message import DELIVERY_HEADERS
 from webhooks._common import (
     bounce_info,
     check_fresh,
@@ -130,7 +131,7 @@ class ResendProvider:
             type=kind,
             raw_type=raw_type,
             delivery_id=text(_named(data.get("tags"), "drip_delivery_id"))
-            or text(_named(headers, "X-Drip-Delivery-Id")),
+            or next(filter(None, (text(_named(headers, h)) for h in DELIVERY_HEADERS)), None),
             message_id=message_id(_named(headers, "Message-ID")),
             recipient=email(recipient),
             occurred_at=from_iso(payload.get("created_at")),

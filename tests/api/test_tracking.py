@@ -61,7 +61,7 @@ async def one_step_campaign(api: httpx.AsyncClient) -> dict:
 
 
 def delivery_id_of(message: EmailMessage) -> str:
-    return str(message["X-Drip-Delivery-Id"])
+    return str(message["X-Drip-Delivery"])
 
 
 def is_pixel(body: bytes) -> bool:

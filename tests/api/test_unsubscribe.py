@@ -93,7 +93,7 @@ async def test_one_click_unsubscribe_ends_every_journey_of_the_address(
     assert not response.is_redirect and "set-cookie" not in response.headers
     entry = await suppression(api, leaver)
     assert entry and (entry["reason"], entry["source"]) == ("unsubscribe", "self")
-    delivery = str(from_news["X-Drip-Delivery-Id"])
+    delivery = str(from_news["X-Drip-Delivery"])
     [event] = await events_of(api, delivery)
     assert (event["provider"], event["type"], event["raw_type"]) == (
         "self",

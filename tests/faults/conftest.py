@@ -193,7 +193,7 @@ class RecordingSink(SmtpSink):
         with self._lock:  # one event loop: no other session ran since the parent appended
             message: EmailMessage = self.messages[-1]
             self.arrivals.append(
-                Arrival(time.time(), str(message["X-Drip-Delivery-Id"]), str(message["To"]).lower(),
+                Arrival(time.time(), str(message["X-Drip-Delivery"]), str(message["To"]).lower(),
                         str(message["Subject"]))
             )  # fmt: skip
         return reply
@@ -431,7 +431,7 @@ def utc(value: datetime) -> datetime:
 def tally(
     stack_engine: Engine, sink: RecordingSink, campaign: Campaign, kills: list[float]
 ) -> Tally:
-    """Count what arrived per (recipient, step) and per X-Drip-Delivery-Id. A duplicate is
+    """Count what arrived per (recipient, step) and per X-Drip-Delivery. A duplicate is
     explained only by the documented window: its delivery row was started (send_started_at),
     the worker was killed just as the first copy was accepted (within NOTE_LAG_SECONDS before
     it, as the sink notes it late) or after it but before the `sent` commit that normally

@@ -9,7 +9,7 @@ import email.policy
 import json
 import re
 
-from mail.message import MessageParts, build_message
+from mail.message import MessageParts, build_message, relay_provider
 from mail.tokens import Tokens
 from mail.tracking import add_open_pixel, add_unsubscribe_footer, rewrite_links
 
@@ -74,17 +74,56 @@ def test_mailto_is_added_when_configured() -> None:
     assert mailto == f"<mailto:unsub@sender.example?subject=unsubscribe%20{DELIVERY}>"
 
 
-def test_correlation_ids_for_every_provider() -> None:
+PROVIDER_HEADERS = {
+    "sendgrid": "X-SMTPAPI",
+    "mailgun": "X-Mailgun-Variables",
+    "postmark": "X-PM-Metadata-drip_delivery_id",
+    "ses": "X-SES-MESSAGE-TAGS",
+}
+
+
+def test_correlation_id_in_our_header_and_the_message_id() -> None:
     got = reparse(build_message(parts(ses_configuration_set="drip-events"))[0])
     assert got["Message-ID"] == f"<{DELIVERY}@sender.example>"
-    assert got["X-Drip-Delivery-Id"] == DELIVERY
+    assert got["X-Drip-Delivery"] == DELIVERY
+    # The former name matches SpamAssassin's RAND_MKTG_HEADER; no provider header on a plain relay.
+    assert "X-Drip-Delivery-Id" not in got
+    assert not [h for h in [*PROVIDER_HEADERS.values(), "X-SES-CONFIGURATION-SET"] if h in got]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", DELIVERY)
+
+
+def test_each_provider_gets_only_its_own_correlation_header() -> None:
+    for provider, name in PROVIDER_HEADERS.items():
+        got = reparse(build_message(parts(provider=provider, ses_configuration_set="drip-ev"))[0])
+        assert [h for h in PROVIDER_HEADERS.values() if h in got] == [name], provider
+        assert ("X-SES-CONFIGURATION-SET" in got) == (provider == "ses")
+    got = reparse(build_message(parts(provider="sendgrid"))[0])
     assert json.loads(got["X-SMTPAPI"])["unique_args"] == {"drip_delivery_id": DELIVERY}
+    got = reparse(build_message(parts(provider="mailgun"))[0])
     assert json.loads(got["X-Mailgun-Variables"]) == {"drip_delivery_id": DELIVERY}
+    got = reparse(build_message(parts(provider="postmark"))[0])
     assert got["X-PM-Metadata-drip_delivery_id"] == DELIVERY
+    got = reparse(build_message(parts(provider="ses", ses_configuration_set="drip-events"))[0])
     assert got["X-SES-MESSAGE-TAGS"] == f"drip_delivery_id={DELIVERY}"
     assert got["X-SES-CONFIGURATION-SET"] == "drip-events"
-    assert "X-SES-CONFIGURATION-SET" not in reparse(build_message(parts())[0])
-    assert re.fullmatch(r"[A-Za-z0-9_-]{1,64}", DELIVERY)
+    assert not [
+        h
+        for h in PROVIDER_HEADERS.values()
+        if h in reparse(build_message(parts(provider="resend"))[0])
+    ]
+
+
+def test_the_relay_provider_is_configured_or_inferred_from_the_relay_host() -> None:
+    assert relay_provider(None, "smtp://apikey:k@smtp.sendgrid.net:587") == "sendgrid"
+    assert relay_provider(None, "smtps://u:p@smtp.eu.mailgun.org:465") == "mailgun"
+    assert relay_provider(None, "smtp://t:t@smtp.postmarkapp.com:587") == "postmark"
+    assert relay_provider(None, "smtp://u:p@email-smtp.eu-west-1.amazonaws.com:587") == "ses"
+    assert relay_provider(None, "smtp://resend:k@smtp.resend.com:465") == "resend"
+    assert relay_provider(None, "smtp://mail.example.com:25") is None
+    assert relay_provider(None, "smtp://smtp.sendgrid.net.evil.example") is None
+    assert relay_provider(None, None) is None  # the outbox folder
+    assert relay_provider("postmark", "smtp://mail.example.com") == "postmark"
+    assert relay_provider("none", "smtp://smtp.sendgrid.net") is None
 
 
 def test_test_sends_are_marked() -> None:

@@ -62,7 +62,7 @@ def test_smtp_url_settings() -> None:
 
 async def test_outbox_writes_one_file_per_delivery_idempotently(tmp_path: Path) -> None:
     message = EmailMessage()
-    message["X-Drip-Delivery-Id"] = "snd_1"
+    message["X-Drip-Delivery"] = "snd_1"
     message["To"] = "a@example.com"
     message.set_content("hello")
     outbox = OutboxTransport(tmp_path / "outbox")

@@ -142,12 +142,14 @@ async def test_tags_as_a_flat_object():
     assert result.delivery_id == SND
 
 
-async def test_headers_are_the_fallback_for_the_delivery_id_and_message_id():
+@pytest.mark.parametrize("name", ["X-Drip-Delivery", "x-drip-delivery-id"])
+async def test_headers_are_the_fallback_for_the_delivery_id_and_message_id(name):
+    # X-Drip-Delivery now; messages sent before the rename carry X-Drip-Delivery-Id.
     event = payload(
         "email.delivered",
         tags=[],
         headers=[
-            {"name": "x-drip-delivery-id", "value": SND},
+            {"name": name, "value": SND},
             {"name": "Message-ID", "value": f"<{SND}@mail.drip.example.com>"},
         ],
     )
