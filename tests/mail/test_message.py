@@ -167,3 +167,16 @@ def test_template_showing_its_own_unsubscribe_link_gets_no_second_one() -> None:
     html = f'<body><a href="{UNSUB}">Leave</a></body>'
     text = f"Leave: {UNSUB}\n"
     assert add_unsubscribe_footer(html, text, UNSUB) == (html, text)
+
+
+def test_bodies_are_encoded_at_76_columns_while_headers_stay_whole() -> None:
+    # RFC 2045 caps quoted-printable lines at 76; the 998-column header policy made them 998
+    # (SpamAssassin's MIME_QP_LONG_LINE).
+    long_url = f"{BASE}/u/{'x' * 150}"
+    words = "Équipe — a long paragraph of words " * 80
+    message = build_message(parts(html=f"<p>{words}</p>", text=words, unsubscribe_url=long_url))[0]
+    raw = message.as_bytes()
+    head, body = raw.split(b"\r\n\r\n", 1)
+    assert max(len(line) for line in body.split(b"\r\n")) <= 76
+    assert f"List-Unsubscribe: <{long_url}>".encode() in head.split(b"\r\n")
+    assert words in reparse(message).get_body(("plain",)).get_content()  # type: ignore[union-attr]
