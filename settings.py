@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from functools import lru_cache
 from pathlib import Path
@@ -131,6 +132,20 @@ class Settings(BaseSettings):
     @property
     def outbox_dir(self) -> Path:
         return self.var_dir / "outbox"
+
+
+def is_loopback(host: str | None) -> bool:
+    """A name or address that only ever means this machine (`localhost`, `*.localhost`: RFC
+    6761, resolved by browsers themselves, so no DNS can point them elsewhere)."""
+    if not host:
+        return False
+    name = host.lower().rstrip(".")
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 @lru_cache

@@ -28,7 +28,7 @@ from api.routes import (
     tracking,
     webhooks,
 )
-from api.security import check_bind, install_security
+from api.security import API_KEY, check_bind, install_security
 from observability.logs import configure_logging
 from settings import Settings, get_settings
 from storage.db import make_engine
@@ -81,18 +81,23 @@ def create_app(
             engine.dispose()
 
     app = FastAPI(title="drip", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
-    app.include_router(templates.router)
-    app.include_router(campaigns.router)
-    app.include_router(test_send.router)
-    app.include_router(recipients.router)
-    app.include_router(enrollment_batches.router)
-    app.include_router(funnel.router)
-    app.include_router(events.router)
+    # The API proper: the key is checked again on every route of these (api/security.py).
+    for protected in (
+        templates,
+        campaigns,
+        test_send,
+        recipients,
+        enrollment_batches,
+        funnel,
+        events,
+        suppressions,
+        erasure,
+    ):
+        app.include_router(protected.router, dependencies=[API_KEY])
+    # Open by design (security.OPEN_PREFIXES / OPEN_PATHS): signed links, signed webhooks, ops.
     app.include_router(webhooks.router)
-    app.include_router(suppressions.router)
     app.include_router(tracking.router)
     app.include_router(health.router)
-    app.include_router(erasure.router)
     # Before security: inside it, so a key is claimed only by an authorised request.
     idempotency.install(app)
     out_of_range.install(app)  # huge ids and offsets: 422, not a database error

@@ -1,5 +1,7 @@
-"""API keys: `/api/*` needs `Authorization: Bearer <key>` except the signed webhooks; tracking,
-unsubscribe and ops endpoints are open; without keys the API is for this machine only."""
+"""API keys: everything needs `Authorization: Bearer <key>` except an allow-list (the signed
+webhooks, tracking and unsubscribe links, ops endpoints and docs), whatever root path the API is
+served under; without keys the API is for this machine only: loopback addresses, loopback host
+names (no DNS rebinding), and no cross-site state-changing requests (no CSRF)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -19,7 +22,7 @@ import uvicorn
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from api.security import InsecureBindError, check_bind
+from api.security import ApiKeyMiddleware, InsecureBindError, check_bind, is_open
 from settings import Settings
 from tests.conftest import free_port, serve_api
 
@@ -130,7 +133,7 @@ def test_check_bind() -> None:
         check_bind(Settings(api_host="::"))
     with pytest.raises(InsecureBindError):
         check_bind(Settings(api_host="192.0.2.10"))
-    check_bind(Settings(api_host="0.0.0.0", api_keys="k1,k2"))
+    check_bind(Settings(api_host="0.0.0.0", api_keys="k1,k2", secret_key="s" * 32))
     for host in ("127.0.0.1", "::1", "localhost"):
         check_bind(Settings(api_host=host))
 
@@ -226,3 +229,173 @@ async def test_without_keys_requests_on_a_network_address_are_refused(
             assert health.status_code == 403
             inside = await http.get(f"http://127.0.0.1:{settings.api_port}/api/campaigns")
             assert inside.status_code == 200, inside.text
+
+
+@contextlib.asynccontextmanager
+async def serve(  # type: ignore[no-untyped-def]
+    settings: Settings, dev_env: WorkflowEnvironment, app=None, **config: object
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app under uvicorn with the given options (e.g. `root_path`), on loopback."""
+    server = uvicorn.Server(
+        uvicorn.Config(
+            app or create_app(settings, temporal=dev_env.client),
+            host="127.0.0.1",
+            port=settings.api_port,
+            log_level="warning",
+            **config,  # type: ignore[arg-type]
+        )
+    )
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done(), "server did not start"
+        await asyncio.sleep(0.02)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.api_port}", timeout=30
+        ) as http:
+            yield http
+    finally:
+        server.should_exit = True
+        await task
+
+
+async def test_a_root_path_does_not_skip_the_key(
+    settings: Settings, dev_env: WorkflowEnvironment
+) -> None:
+    # `uvicorn --root-path /drip` behind a proxy that forwards /drip/... with the prefix
+    # stripped: uvicorn puts it back into the ASGI path (/drip/api/campaigns), routing takes it
+    # off again, and the key check must look at what routing sees.
+    keyed = settings.model_copy(update={"api_keys": KEYS})
+    async with serve(keyed, dev_env, root_path="/drip") as http:
+        for path in ("/api/campaigns", "/api/templates", "/drip/api/campaigns", "/api/nothing"):
+            assert_refused(await http.get(path))
+        assert_refused(await http.post("/api/templates", json={"name": "t", "html": "x"}))
+        assert_refused(await http.post("/api/events", json={}))
+        listed = await http.get("/api/templates", headers=bearer(KEYS[0]))
+        assert listed.status_code == 200 and listed.json() == [], listed.text
+        assert (await http.get("/healthz")).status_code == 200
+        webhook = await http.post("/api/webhooks/sendgrid", content=b"[]")
+        assert webhook.status_code == 404 and "not configured" in webhook.text
+        # The schema the docs page loads under the prefix marks the same operations.
+        schema = (await http.get("/openapi.json")).json()
+        assert schema["paths"]["/api/templates"]["get"]["security"] == [{"bearerAuth": []}]
+
+
+async def test_everything_not_allow_listed_needs_the_key(keyed_api: httpx.AsyncClient) -> None:
+    # Fail closed: unknown paths, near misses of the open prefixes, the bare /api.
+    for path in (
+        "/",
+        "/no-such-page",
+        "/api",
+        "/api/webhooks",
+        "/api/webhook-subscriptions",
+        "/api/webhooksx/sendgrid",
+        "/apix/campaigns",
+        "/healthz/x",
+        "/docsx",
+    ):
+        assert_refused(await keyed_api.get(path))
+    assert_refused(await keyed_api.delete("/api/suppressions/a@example.com"))
+    assert_refused(await keyed_api.delete("/api/recipients/a@example.com"))
+    assert is_open("/api/webhooks/sendgrid") and is_open("/t/o/x.gif") and is_open("/u/x")
+    assert not is_open("/api/webhook-subscriptions") and not is_open("/api/webhooks")
+
+
+async def test_every_protected_operation_checks_the_key_itself(
+    settings: Settings, dev_env: WorkflowEnvironment
+) -> None:
+    # The second layer: with the middleware gone, every operation outside the allow-list still
+    # refuses a request without a key (the router-level dependency), before its body is parsed.
+    app = create_app(settings.model_copy(update={"api_keys": KEYS}), temporal=dev_env.client)
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not ApiKeyMiddleware]
+    async with serve(settings, dev_env, app=app) as http:
+        schema = (await http.get("/openapi.json")).json()
+        operations = [
+            (method, re.sub(r"\{[^}]+\}", "1", path))
+            for path, methods in schema["paths"].items()
+            if not is_open(path)
+            for method in methods
+        ]
+        assert len(operations) >= 25, operations
+        for method, path in operations:
+            refused = await http.request(method, path, content=b"{not json")
+            assert refused.status_code == 401, (method, path, refused.text)
+            assert refused.headers["www-authenticate"] == "Bearer"
+        assert (await http.get("/api/templates", headers=bearer(KEYS[1]))).json() == []
+
+
+# --- keyless local mode -------------------------------------------------------------------------
+
+
+async def test_without_keys_a_foreign_host_name_is_misdirected(api: httpx.AsyncClient) -> None:
+    # DNS rebinding: a page on evil.example re-points its name at 127.0.0.1; the browser then
+    # sends `Host: evil.example` to this API.
+    port = api.base_url.port
+    for host in ("evil.example", f"evil.example:{port}", "192.168.1.5", "127.0.0.1.evil.example"):
+        response = await api.get("/api/campaigns", headers={"Host": host})
+        assert response.status_code == 421, (host, response.text)
+        assert "loopback host names" in response.json()["detail"]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", "LOCALHOST", f"[::1]:{port}"):
+        response = await api.get("/api/campaigns", headers={"Host": host})
+        assert response.status_code == 200, (host, response.text)
+    # Links and health answer whatever the name: they are public by design.
+    assert (await api.get("/healthz", headers={"Host": "evil.example"})).status_code == 200
+
+
+CSV = b"email,first_name\nvictim@example.com,Ann\n"
+
+
+async def test_without_keys_cross_site_writes_are_refused(api: httpx.AsyncClient) -> None:
+    template = await api.post("/api/templates", json={"name": "t", "html": "<p>hi</p>"})
+    assert template.status_code == 201, template.text
+    campaign = await api.post(
+        "/api/campaigns",
+        json={
+            "name": "c",
+            "steps": [{"subject": "s", "delay_hours": 0, "template_id": template.json()["id"]}],
+        },
+    )
+    campaign_id = campaign.json()["id"]
+    assert (await api.patch(f"/api/campaigns/{campaign_id}", json={"status": "active"})).is_success
+    own = f"http://127.0.0.1:{api.base_url.port}"
+    for headers in (
+        {"Origin": "https://evil.example"},
+        {"Origin": "null"},
+        {"Origin": f"http://localhost:{api.base_url.port}"},  # another origin, same machine
+        {"Sec-Fetch-Site": "cross-site"},
+        {"Sec-Fetch-Site": "same-site", "Origin": own},
+    ):
+        # A form on another site posting a CSV import: nothing is staged.
+        response = await api.post(
+            f"/api/campaigns/{campaign_id}/recipients/import",
+            files={"file": ("list.csv", CSV, "text/csv")},
+            headers=headers,
+        )
+        assert response.status_code == 403, (headers, response.text)
+        assert "cross-site" in response.json()["detail"]
+        deleted = await api.delete(f"/api/campaigns/{campaign_id}", headers=headers)
+        assert deleted.status_code == 403
+    assert (await api.get("/api/enrollment-batches/1")).status_code == 404
+    # Reading cross-site is harmless (the browser keeps the answer from the page), and this
+    # origin's own pages and non-browser clients may write.
+    read = await api.get("/api/campaigns", headers={"Origin": "https://evil.example"})
+    assert read.status_code == 200
+    same = await api.post(
+        f"/api/campaigns/{campaign_id}/recipients/import",
+        files={"file": ("list.csv", CSV, "text/csv")},
+        headers={"Origin": own, "Sec-Fetch-Site": "same-origin"},
+    )
+    assert same.status_code == 202, same.text
+
+
+async def test_in_process_clients_work_on_a_loopback_base_url(settings: Settings) -> None:
+    app = create_app(settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://127.0.0.1") as http:
+            assert (await http.get("/api/campaigns")).status_code == 200
+            created = await http.post("/api/templates", json={"name": "t", "html": "<p>x</p>"})
+            assert created.status_code == 201, created.text
+        async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as http:
+            assert (await http.get("/api/campaigns")).status_code == 421
