@@ -50,6 +50,8 @@ SECRETS = {
     "APP_DB_PASSWORD": "appdbtestpassword0123",
     "TEMPORAL_DB_PASSWORD": "temporaldbtestpassword0123",
 }
+# Not secret, but just as required: every link in every message starts with it.
+REQUIRED = {**SECRETS, "DRIP_PUBLIC_URL": "https://drip.example.com"}
 
 VERSION_VARS = (
     "TEMPORAL_VERSION",
@@ -80,6 +82,7 @@ APP_ENV_NAMES = {
     "TEMPORAL_NAMESPACE",
     "DRIP_SMTP_URL",
     "DRIP_SECRET_KEY",
+    "DRIP_OLD_SECRET_KEYS",
     "DRIP_API_KEYS",
     "DRIP_PUBLIC_URL",
     "DRIP_API_HOST",
@@ -239,7 +242,7 @@ def raw_compose() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def compose(raw_compose: dict[str, Any], dotenv: dict[str, str]) -> dict[str, Any]:
-    return interpolate(raw_compose, {**dotenv, **SECRETS})
+    return interpolate(raw_compose, {**dotenv, **REQUIRED})
 
 
 @pytest.fixture(scope="module")
@@ -418,9 +421,21 @@ def check_ui(compose: Mapping[str, Any]) -> Problems:
     address = env_of(ui).get("TEMPORAL_ADDRESS") or ""
     if host_port(address) != ("temporal", 7233) or "temporal" not in compose["services"]:
         return [f"temporal-ui: TEMPORAL_ADDRESS={address!r}"]
-    if ("", "8233", "8080") not in published_ports(ui):
-        return ["temporal-ui: not published as 8233:8080"]
-    return []
+    if published_ports(ui) != [("127.0.0.1", "8233", "8080")]:
+        return ["temporal-ui: not published as 127.0.0.1:8233:8080 (it has no authentication)"]
+    env = env_of(ui)
+    switches = ("TEMPORAL_DISABLE_WRITE_ACTIONS", "TEMPORAL_BATCH_ACTIONS_DISABLED")
+    return [f"temporal-ui: {name} is not true" for name in switches if env.get(name) != "true"]
+
+
+def check_admin_surfaces(compose: Mapping[str, Any]) -> Problems:
+    """Unauthenticated admin UIs (Mailpit shows every message) only on the host's loopback."""
+    problems = []
+    for name in ("temporal-ui", "mailpit", "temporal"):
+        for host_ip, published, target in published_ports(compose["services"].get(name, {})):
+            if host_ip not in {"127.0.0.1", "[::1]"}:
+                problems.append(f"{name}: {published}:{target} published on all interfaces")
+    return problems
 
 
 def check_temporal_server(compose: Mapping[str, Any]) -> Problems:
@@ -523,6 +538,7 @@ COMPOSE_CHECKS: dict[str, Callable[[Mapping[str, Any]], Problems]] = {
     "no_auto_setup": check_no_auto_setup,
     "app_env": check_app_env,
     "ui": check_ui,
+    "admin_surfaces": check_admin_surfaces,
     "temporal_server": check_temporal_server,
     "dependencies": check_dependencies,
     "healthchecks": check_healthchecks,
@@ -619,11 +635,11 @@ def test_interpolation_helper(text: str, env: dict[str, str], expected: str) -> 
 
 
 @pytest.mark.parametrize("value", [None, ""], ids=["unset", "empty"])
-@pytest.mark.parametrize("secret", sorted(SECRETS))
+@pytest.mark.parametrize("secret", sorted(REQUIRED))
 def test_secrets_have_no_production_default(
     raw_compose: dict[str, Any], dotenv: dict[str, str], secret: str, value: str | None
 ) -> None:
-    env = {**dotenv, **SECRETS}
+    env = {**dotenv, **REQUIRED}
     if value is None:
         del env[secret]
     else:
@@ -635,7 +651,7 @@ def test_secrets_have_no_production_default(
 
 def test_every_secret_reference_is_required() -> None:
     text = COMPOSE_FILE.read_text()
-    for secret in SECRETS:
+    for secret in REQUIRED:
         references = re.findall(r"\$\{?" + secret + r"\b([^}]{0,2})", text)
         assert references, f"{secret} is never used"
         bad = [ref for ref in references if not ref.startswith(":?")]
@@ -720,6 +736,16 @@ MUTATIONS = {
     "missing-app-env": (_drop_env("migrate", "DRIP_SECRET_KEY"), ["app_env"]),
     "worker-without-metrics": (_drop_env("worker", "DRIP_WORKER_METRICS_PORT"), ["app_env"]),
     "ui-wrong-address": (_set_env("temporal-ui", "TEMPORAL_ADDRESS", "temporal:7234"), ["ui"]),
+    "ui-published-publicly": (
+        _set("temporal-ui", "ports", ["8233:8080"]),
+        ["ui", "admin_surfaces"],
+    ),
+    "ui-write-actions-on": (
+        _set_env("temporal-ui", "TEMPORAL_DISABLE_WRITE_ACTIONS", "false"),
+        ["ui"],
+    ),
+    "ui-batch-actions-on": (_drop_env("temporal-ui", "TEMPORAL_BATCH_ACTIONS_DISABLED"), ["ui"]),
+    "mailpit-published-publicly": (_set("mailpit", "ports", ["8025:8025"]), ["admin_surfaces"]),
     "server-wrong-seeds": (
         _set_env("temporal", "POSTGRES_SEEDS", "postgresql"),
         ["temporal_server"],
@@ -843,7 +869,8 @@ def test_app_env_values(services: dict[str, Any]) -> None:
     assert api["DRIP_ENV"] == "production"
     assert api["DRIP_SECRET_KEY"] == SECRETS["DRIP_SECRET_KEY"]
     assert api["DRIP_API_KEYS"] == SECRETS["DRIP_API_KEYS"]
-    assert api["DRIP_PUBLIC_URL"] == "http://localhost:8000"
+    assert api["DRIP_PUBLIC_URL"] == REQUIRED["DRIP_PUBLIC_URL"]
+    assert api["DRIP_OLD_SECRET_KEYS"] == ""
     assert (api["DRIP_API_HOST"], api["DRIP_API_PORT"]) == ("0.0.0.0", "8000")
     assert api["DRIP_SEND_RATE"] == ""
     assert api["DRIP_FROM_EMAIL"] == "drip@localhost"
@@ -855,9 +882,27 @@ def test_app_env_values(services: dict[str, Any]) -> None:
 def test_app_env_optional_values_can_be_overridden(
     raw_compose: dict[str, Any], dotenv: dict[str, str]
 ) -> None:
-    overrides = {"DRIP_PUBLIC_URL": "https://drip.example.com", "DRIP_SEND_RATE": "5"}
-    env = env_of(interpolate(raw_compose, {**dotenv, **SECRETS, **overrides})["services"]["api"])
+    overrides = {"DRIP_OLD_SECRET_KEYS": "o" * 32, "DRIP_SEND_RATE": "5"}
+    env = env_of(interpolate(raw_compose, {**dotenv, **REQUIRED, **overrides})["services"]["api"])
     assert {key: env[key] for key in overrides} == overrides
+
+
+def test_app_env_passes_the_apps_own_production_checks(
+    services: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What compose hands the containers is what settings.py accepts in production; without
+    DRIP_PUBLIC_URL (which compose refuses too) the app refuses to start."""
+    from settings import Settings
+
+    for key in [k for k in os.environ if k.startswith(("DRIP_", "TEMPORAL_"))]:
+        monkeypatch.delenv(key)
+    for key, value in env_of(services["api"]).items():
+        monkeypatch.setenv(key, value or "")
+    settings = Settings()
+    assert (settings.env, settings.public_url) == ("production", REQUIRED["DRIP_PUBLIC_URL"])
+    monkeypatch.delenv("DRIP_PUBLIC_URL")
+    with pytest.raises(ValueError, match="DRIP_PUBLIC_URL must be set in production"):
+        Settings()
 
 
 def test_api_healthcheck_probes_healthz_without_curl(services: dict[str, Any]) -> None:
@@ -871,8 +916,8 @@ def test_api_healthcheck_probes_healthz_without_curl(services: dict[str, Any]) -
     ("service", "mapping"),
     [
         ("api", ("", "8000", "8000")),
-        ("temporal-ui", ("", "8233", "8080")),
-        ("mailpit", ("", "8025", "8025")),
+        ("temporal-ui", ("127.0.0.1", "8233", "8080")),
+        ("mailpit", ("127.0.0.1", "8025", "8025")),
     ],
 )
 def test_published_ports(services: dict[str, Any], service: str, mapping: tuple) -> None:
