@@ -7,6 +7,7 @@ import logging
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -17,6 +18,7 @@ from storage.reputation import ReputationLimits
 log = logging.getLogger(__name__)
 
 DEV_SECRET_KEY = "dev-insecure-secret-change-me"
+MIN_SECRET_KEY_LENGTH = 32  # `openssl rand -hex 32` gives 64
 ROOT = Path(__file__).resolve().parent
 
 CommaList = Annotated[list[str], NoDecode]
@@ -49,7 +51,10 @@ class Settings(BaseSettings):
     temporal_dev_port: int = 7233
     worker_metrics_port: int | None = None
 
+    # Signs tracking and unsubscribe links (mail/tokens.py). To rotate: the new key here, the
+    # previous ones in DRIP_OLD_SECRET_KEYS, which still verify links already sent (never sign).
     secret_key: str = DEV_SECRET_KEY
+    old_secret_keys: CommaList = Field(default_factory=list)
     from_email: str = "drip@localhost"
     smtp_url: str | None = None  # e.g. smtp://user:pass@host:587 ; unset: .eml files in var/outbox
     smtp_timeout_seconds: float = 30.0
@@ -93,7 +98,7 @@ class Settings(BaseSettings):
     # How long a paused journey waits before re-reading the campaign status itself.
     pause_recheck_seconds: float = 3600.0
 
-    @field_validator("api_keys", "ses_topic_arns", mode="before")
+    @field_validator("api_keys", "ses_topic_arns", "old_secret_keys", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -104,6 +109,39 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _secrets_and_production(self) -> Settings:
+        """Before the defaults below: an unset DRIP_PUBLIC_URL must still look unset here."""
+        # Anyone but this machine may reach the API or its links: no placeholder secret. (A
+        # keyless API on a non-loopback DRIP_API_HOST refuses to start: api/security.py.)
+        public_host = urlsplit(self.public_url).hostname if self.public_url else None
+        exposed = (
+            self.env == "production"
+            or bool(self.api_keys)
+            or (public_host is not None and not is_loopback(public_host))
+        )
+        for name, key in [("DRIP_SECRET_KEY", self.secret_key)] + [
+            ("DRIP_OLD_SECRET_KEYS", old) for old in self.old_secret_keys
+        ]:
+            if key == DEV_SECRET_KEY:
+                if exposed:
+                    raise ValueError(
+                        f"{name} is the development placeholder: set a random secret (openssl "
+                        "rand -hex 32) whenever DRIP_API_KEYS is set, DRIP_PUBLIC_URL is not "
+                        "loopback or DRIP_ENV=production"
+                    )
+            elif len(key) < MIN_SECRET_KEY_LENGTH:
+                raise ValueError(
+                    f"{name} is too short: at least {MIN_SECRET_KEY_LENGTH} characters "
+                    "(openssl rand -hex 32)"
+                )
+        if self.env == "production" and not self.public_url:
+            raise ValueError(
+                "DRIP_PUBLIC_URL must be set in production: the public https base of tracking "
+                "and unsubscribe links (the API's own address is not reachable by recipients)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _defaults_and_guards(self) -> Settings:
@@ -119,8 +157,6 @@ class Settings(BaseSettings):
             host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
             self.api_url = f"http://{host}:{self.api_port}"
         self.api_url = self.api_url.rstrip("/")
-        if self.env == "production" and self.secret_key == DEV_SECRET_KEY:
-            raise ValueError("DRIP_SECRET_KEY must be set in production")
         return self
 
     @property

@@ -1,5 +1,9 @@
 """Signed tokens for tracking and unsubscribe links: HMAC-SHA256 with DRIP_SECRET_KEY.
 
+Rotation: links are signed with the current key only; the old keys (DRIP_OLD_SECRET_KEYS) still
+verify the links already in people's mailboxes, so an unsubscribe link keeps working after the key
+changes. Drop an old key once its messages no longer matter (the last send with it plus a while).
+
 A token names a delivery (and a link index); what it resolves to is looked up server-side, so a
 token can never redirect anywhere that was not in the message we sent.
 """
@@ -7,6 +11,7 @@ token can never redirect anywhere that was not in the message we sent.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from itsdangerous import BadSignature, Signer
@@ -21,9 +26,11 @@ class LinkRef:
 
 
 class Tokens:
-    def __init__(self, secret_key: str) -> None:
+    def __init__(self, secret_key: str, old_keys: Sequence[str] = ()) -> None:
+        # itsdangerous signs with the last key of the list and verifies with any of them.
+        keys = [*old_keys, secret_key]
         self._signers = {
-            kind: Signer(secret_key, salt=salt, digest_method=hashlib.sha256)
+            kind: Signer(keys, salt=salt, digest_method=hashlib.sha256)
             for kind, salt in _SALTS.items()
         }
 

@@ -51,9 +51,14 @@ REDIRECT_HEADERS = {**PRIVATE, "Referrer-Policy": "no-referrer"}
 ONE_CLICK = b"List-Unsubscribe=One-Click"
 
 
+def _tokens(settings: Settings) -> Tokens:
+    # Verifying: the old keys too (DRIP_OLD_SECRET_KEYS), for links sent before a rotation.
+    return _tokens_of(settings.secret_key, tuple(settings.old_secret_keys))
+
+
 @lru_cache(maxsize=4)
-def _tokens(secret_key: str) -> Tokens:
-    return Tokens(secret_key)
+def _tokens_of(secret_key: str, old_keys: tuple[str, ...]) -> Tokens:
+    return Tokens(secret_key, old_keys)
 
 
 def _thresholds(settings: Settings) -> Thresholds:
@@ -170,7 +175,7 @@ async def open_pixel(
 ) -> Response:
     """The open pixel. Always the image: a bad token, or a failure to record, is no reason to
     show a broken image in someone's inbox."""
-    delivery_id = _tokens(settings.secret_key).read_open(token)
+    delivery_id = _tokens(settings).read_open(token)
     if request.method == "GET" and delivery_id is not None:
         try:
             target = await run_in_threadpool(_lookup, engine, delivery_id, None)
@@ -199,7 +204,7 @@ async def click(
 ) -> Response:
     """Redirect (307) to the link the message carried. The token names only a delivery and a
     link index; a forged, tampered or out-of-range one gets a neutral 404 and records nothing."""
-    ref = _tokens(settings.secret_key).read_click(token)
+    ref = _tokens(settings).read_click(token)
     if ref is None:
         return _not_found()
     target = await run_in_threadpool(_lookup, engine, ref.delivery_id, ref.link_index)
@@ -286,7 +291,7 @@ async def _read_some(request: Request, limit: int = 4096) -> bytes:
 async def unsubscribe_page(token: str, engine: EngineDep, settings: SettingsDep) -> HTMLResponse:
     """A page with a confirm button, and nothing else: mail software and scanners fetch the URLs
     in a message, so a GET must never unsubscribe anyone."""
-    delivery_id = _tokens(settings.secret_key).read_unsubscribe(token)
+    delivery_id = _tokens(settings).read_unsubscribe(token)
     if delivery_id is None or not await run_in_threadpool(_delivery_exists, engine, delivery_id):
         return _not_found()
     # No action attribute: the form posts back to this very URL, whatever proxy is in front.
@@ -311,7 +316,7 @@ async def unsubscribe(
     """RFC 8058 one-click: no cookies, auth or CSRF check (a mailbox provider POSTs with no
     context); any body is accepted. The suppression is written before answering, the answer is
     200 and never a redirect, and repeating it changes nothing."""
-    delivery_id = _tokens(settings.secret_key).read_unsubscribe(token)
+    delivery_id = _tokens(settings).read_unsubscribe(token)
     if delivery_id is None:
         return _not_found()
     body = await _read_some(request)
