@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -51,6 +51,32 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# --- PATCH bodies ------------------------------------------------------------------------------
+# An omitted field keeps its value. `null` clears a field that may be empty (a template's text,
+# a campaign's from_name, a step's condition); on a required one (a name, a subject) it is a 422
+# naming the field, never a NOT NULL error from the database.
+
+T = TypeVar("T")
+
+
+def _not_null(value: T | None) -> T:
+    if value is None:
+        raise ValueError("cannot be null: omit the field to keep its current value")
+    return value
+
+
+def _without_null(schema: dict[str, Any]) -> None:
+    """Document the field as what it accepts: the value's own type, no `null`."""
+    options = [s for s in schema.pop("anyOf", []) if s.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    schema.pop("default", None)
+
+
+# `field: Required[Text] = None`: may be omitted, may not be null.
+Required = Annotated[T | None, AfterValidator(_not_null), Field(json_schema_extra=_without_null)]
+
+
 # --- templates -------------------------------------------------------------------------------
 
 
@@ -61,8 +87,8 @@ class TemplateCreate(Strict):
 
 
 class TemplateUpdate(Strict):
-    name: Text | None = None
-    html: Annotated[str, Field(min_length=1, max_length=1_000_000)] | None = None
+    name: Required[Text] = None
+    html: Required[Annotated[str, Field(min_length=1, max_length=1_000_000)]] = None
     text: Annotated[str, Field(max_length=1_000_000)] | None = None
 
 
@@ -124,9 +150,9 @@ class StepCreate(Strict):
 
 
 class StepUpdate(Strict):
-    subject: Text | None = None
-    delay_hours: Hours | None = None
-    template_id: int | None = None
+    subject: Required[Text] = None
+    delay_hours: Required[Hours] = None
+    template_id: Required[int] = None
     condition: ConditionIn | None = None
     alternative: AlternativeIn | None = None
 
@@ -170,8 +196,8 @@ class CampaignCreate(Strict):
 
 
 class CampaignUpdate(Strict):
-    name: Text | None = None
-    status: Literal["draft", "active", "paused", "archived"] | None = None
+    name: Required[Text] = None
+    status: Required[Literal["draft", "active", "paused", "archived"]] = None
     from_email: SenderAddress | None = None
     from_name: DisplayName | None = None
     reply_to: SenderAddress | None = None
