@@ -16,6 +16,7 @@ from api.enrollment import mark_started, unstarted
 from api.enrollment_batches import start_batch, unstarted_batches
 from api.ingest import deliver_signals, pending_signals
 from api.journeys import Journeys
+from observability.backlog import measure_now_and_then
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ async def redrive_once(engine: Engine, journeys: Journeys, grace: timedelta) -> 
     signalled = await deliver_signals(engine, journeys, pending)
     if started or signalled:
         log.info("outbox: started %d journeys, signalled %d events", len(started), signalled)
+    await run_in_threadpool(measure_now_and_then, engine)  # the backlog gauges for alerts
     return len(started), signalled
 
 

@@ -7,7 +7,7 @@ beside the SDK's own metrics, with the task queue and activity type as extra lab
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from temporalio import activity
 
 HTTP_REQUESTS = Counter(
@@ -30,6 +30,27 @@ SIGNAL_FAILURES = Counter(
     "drip_signal_failures",
     "Signals to journeys that failed and are left to the outbox, by gRPC status",
     ["status"],
+)
+
+WEBHOOK_VERIFICATION_FAILURES = Counter(
+    "drip_webhook_verification_failures",
+    "Provider webhook requests refused because the signature or credentials did not verify",
+    ["provider"],
+)
+# Gauges set by the outbox round from cheap COUNTs (observability/backlog.py): every API replica
+# reports the same database-wide value, so alert on max(), not sum().
+OUTBOX_BACKLOG = Gauge(
+    "drip_outbox_backlog",
+    "Accepted work not handed to Temporal yet: unstarted enrollments and unsignalled events",
+    ["kind"],
+)
+UNCERTAIN_DELIVERIES = Gauge(
+    "drip_uncertain_deliveries",
+    "Deliveries recorded uncertain: maybe accepted by the SMTP server, not resent",
+)
+REPUTATION_PAUSED_CAMPAIGNS = Gauge(
+    "drip_reputation_paused_campaigns",
+    "Campaigns paused by the reputation guard (bounce or complaint rate) and not resumed",
 )
 
 MESSAGES_SENT = "drip_messages_sent_total"

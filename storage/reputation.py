@@ -14,6 +14,9 @@ from storage.models import Campaign, Delivery, Event, utcnow
 
 log = logging.getLogger(__name__)
 
+# Starts every reason the guard records, so its pauses can be told from an operator's.
+AUTO_PAUSE = "paused automatically"
+
 
 @dataclass(frozen=True)
 class ReputationLimits:
@@ -47,7 +50,7 @@ def guard_campaign(session: Session, campaign_id: int, limits: ReputationLimits)
         rate = affected / sent
         if rate >= limit:
             reason = (
-                f"paused automatically: {kind} rate {rate:.2%} reached the {limit:.2%} limit "
+                f"{AUTO_PAUSE}: {kind} rate {rate:.2%} reached the {limit:.2%} limit "
                 f"({affected} of {sent} sent)"
             )
             campaign.status = CampaignStatus.PAUSED
@@ -57,3 +60,15 @@ def guard_campaign(session: Session, campaign_id: int, limits: ReputationLimits)
             log.warning("campaign %s %s", campaign_id, reason)
             return reason
     return None
+
+
+def auto_paused_campaigns(session: Session) -> int:
+    """Campaigns the guard paused and nobody has resumed (observability/backlog.py)."""
+    return session.exec(
+        select(func.count())
+        .select_from(Campaign)
+        .where(
+            Campaign.status == CampaignStatus.PAUSED,
+            col(Campaign.status_reason).startswith(AUTO_PAUSE),
+        )
+    ).one()

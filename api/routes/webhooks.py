@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 from api.deps import EngineDep, JourneysDep
 from api.ingest import deliver_signals, pending_signals, store_events
 from api.journeys import Journeys
-from webhooks import WebhookError, WebhookProvider
+from observability.metrics import WEBHOOK_VERIFICATION_FAILURES
+from webhooks import WebhookAuthError, WebhookError, WebhookProvider
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,8 @@ async def receive(
     try:
         events = await handler.handle(request.headers, body)
     except WebhookError as exc:
+        if isinstance(exc, WebhookAuthError):  # the signature or credentials did not verify
+            WEBHOOK_VERIFICATION_FAILURES.labels(provider).inc()
         raise HTTPException(exc.status_code, str(exc)) from exc
     except Exception as exc:  # e.g. the SNS certificate could not be fetched: worth a retry
         log.exception("%s webhook could not be verified", provider)
