@@ -7,6 +7,7 @@ everything cleanly. With TEMPORAL_ADDRESS set, an existing Temporal server is us
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import socket
@@ -18,8 +19,11 @@ from pathlib import Path
 
 from api.security import InsecureBindError, check_bind
 from domain import search
+from observability.logs import configure_logging
 from settings import Settings, get_settings
 from storage.migrate import upgrade
+
+log = logging.getLogger("drip.devstack")
 
 BIN = Path(sys.executable).parent
 RESTART_BACKOFF_SECONDS = 2.0
@@ -96,11 +100,12 @@ class Child:
 
 def main() -> int:
     settings = get_settings()
+    configure_logging(settings.log_level)  # first: alembic's lines below are JSON too
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     try:
         check_bind(settings)  # fail here, not in an API restart loop
     except InsecureBindError as exc:
-        print(f"drip: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     upgrade(settings.database_url)  # the schema first: the worker and API start on it
     children: list[Child] = []
@@ -139,28 +144,30 @@ def main() -> int:
         for child in children:
             child.start()
             if child.name == "temporal" and not wait_for_port(settings.temporal_address):
-                print("Temporal dev server did not come up", file=sys.stderr)
+                log.error("Temporal dev server did not come up")
                 return 1
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         wait_for_port(f"{settings.api_host}:{settings.api_port}", timeout=30)
-        print(
-            "\n  drip is running\n"
-            f"  API:               {api_url}  (docs: {api_url}/docs)\n"
-            + (
-                f"  Temporal Web UI:   http://127.0.0.1:{settings.temporal_ui_port}\n"
-                if own_server
-                else f"  Temporal:          {settings.temporal_address} (existing server)\n"
+        log.info("drip is running: API %s, Temporal %s", api_url, settings.temporal_address)
+        if sys.stdout.isatty():  # the banner is for a person at a terminal; logs stay JSON
+            print(
+                "\n  drip is running\n"
+                f"  API:               {api_url}  (docs: {api_url}/docs)\n"
+                + (
+                    f"  Temporal Web UI:   http://127.0.0.1:{settings.temporal_ui_port}\n"
+                    if own_server
+                    else f"  Temporal:          {settings.temporal_address} (existing server)\n"
+                )
+                + f"  Database:          {settings.database_url}\n"
+                f"  Mail:              {settings.smtp_url or settings.outbox_dir}\n"
+                "  Ctrl-C stops everything; running it again resumes every journey.\n",
+                flush=True,
             )
-            + f"  Database:          {settings.database_url}\n"
-            f"  Mail:              {settings.smtp_url or settings.outbox_dir}\n"
-            "  Ctrl-C stops everything; running it again resumes every journey.\n",
-            flush=True,
-        )
         while not stopping:
             for child in children:
                 if not stopping and not child.alive():
                     code = child.process.returncode if child.process else None
-                    print(f"drip: {child.name} exited ({code}); starting it again", file=sys.stderr)
+                    log.warning("%s exited (%s); starting it again", child.name, code)
                     time.sleep(RESTART_BACKOFF_SECONDS)
                     child.restarts += 1
                     child.start()

@@ -23,7 +23,8 @@ from api.journeys import Journeys
 from domain import search
 from domain.enrollment import BATCH_TASK_QUEUE
 from mail.transport import build_transport
-from observability.logs import configure_logging
+from observability.logs import configure_logging, temporal_core_logging
+from observability.tracing import configure_tracing, traced_transport, with_interceptors
 from settings import Settings, get_settings
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -55,11 +56,14 @@ def build_workers(
 ) -> list[Worker]:
     """Three workers on one client: journeys (workflows + bookkeeping), sends, whose queue
     carries the cluster-wide DRIP_SEND_RATE limit, and enrollment batches."""
+    client = with_interceptors(client)  # request ids and tracing, on every worker
     journey = JourneyActivities(engine)
     sending = SendingActivities(
         settings,
         engine,
-        build_transport(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout_seconds),
+        traced_transport(  # the SMTP span, when tracing is on
+            build_transport(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout_seconds)
+        ),
     )
     return [
         Worker(
@@ -91,6 +95,7 @@ def build_batch_worker(
     client: Client, settings: Settings, engine: Engine, executor: concurrent.futures.Executor
 ) -> Worker:
     """Enrollment batches: a few at a time, each starting journeys as fast as the server takes."""
+    client = with_interceptors(client)
     journeys = Journeys(
         client, settings.pause_recheck_seconds, settings.task_queue, settings.send_task_queue
     )
@@ -144,14 +149,13 @@ async def register_search_attributes(client: Client) -> None:
 async def main() -> None:
     settings = get_settings()
     configure_logging(settings.log_level)
-    runtime = None
+    configure_tracing("drip-worker")
+    metrics = None
     if settings.worker_metrics_port:
         # Serves the SDK's metrics and the app's send counter (observability/metrics.py).
-        runtime = Runtime(
-            telemetry=TelemetryConfig(
-                metrics=PrometheusConfig(bind_address=f"0.0.0.0:{settings.worker_metrics_port}")
-            )
-        )
+        metrics = PrometheusConfig(bind_address=f"0.0.0.0:{settings.worker_metrics_port}")
+    # The SDK core's own log lines through ours, so they are JSON too.
+    runtime = Runtime(telemetry=TelemetryConfig(logging=temporal_core_logging(), metrics=metrics))
     if settings.env == "development":
         # As in the API: a fresh checkout just works; production migrates as a deploy step.
         await asyncio.to_thread(upgrade, settings.database_url)

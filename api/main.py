@@ -30,6 +30,8 @@ from api.routes import (
 )
 from api.security import API_KEY, check_bind, install_security
 from observability.logs import configure_logging
+from observability.request_ids import RequestIdMiddleware
+from observability.tracing import configure_tracing, instrument_app, with_interceptors
 from settings import Settings, get_settings
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -49,6 +51,9 @@ def create_app(
     webhook_providers: Mapping[str, WebhookProvider] | None = None,
 ) -> FastAPI:
     settings = settings or get_settings()
+    # Before uvicorn's first line ("Started server process"): every line is JSON.
+    configure_logging(settings.log_level)
+    configure_tracing("drip-api")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -63,7 +68,7 @@ def create_app(
             webhook_providers if webhook_providers is not None else build_providers(settings)
         )
         engine = make_engine(settings.database_url)
-        client = temporal or await connect_temporal(settings, lazy=True)
+        client = with_interceptors(temporal or await connect_temporal(settings, lazy=True))
         journeys = Journeys(
             client, settings.pause_recheck_seconds, settings.task_queue, settings.send_task_queue
         )
@@ -103,6 +108,8 @@ def create_app(
     out_of_range.install(app)  # huge ids and offsets: 422, not a database error
     install_security(app, settings)  # every /api/* route, including routers added later
     install_monitoring(app)  # after security: outermost, so it counts the 401s too
+    app.add_middleware(RequestIdMiddleware)  # outermost: every line of every request has one
+    instrument_app(app)  # request spans, when OTEL_TRACES_EXPORTER turns tracing on
 
     return app
 

@@ -13,9 +13,12 @@ import sys
 from datetime import UTC, datetime
 from typing import Any, TextIO
 
+from opentelemetry import trace
 from temporalio import activity, workflow
+from temporalio.runtime import LogForwardingConfig, LoggingConfig
 
 from domain.journey import parse_workflow_id
+from observability.request_ids import REQUEST_ID
 
 # Record attributes (set with `extra=`) copied into the JSON object when present.
 FIELDS = ("workflow_id", "run_id", "campaign_id", "recipient", "delivery_id", "outcome")
@@ -53,6 +56,11 @@ class JsonFormatter(logging.Formatter):
             value = getattr(record, name, None)
             if value is not None:
                 entry[name] = value
+        entry.setdefault("request_id", REQUEST_ID.get())  # the API request, or the one that
+        # started this activity's journey (observability/request_ids.py)
+        span = trace.get_current_span().get_span_context()
+        if span.is_valid:  # tracing on: the line joins its trace
+            entry["trace_id"] = format(span.trace_id, "032x")
         journey = parse_workflow_id(entry["workflow_id"]) if entry.get("workflow_id") else None
         if journey is not None:  # the id names its campaign and recipient
             entry.setdefault("campaign_id", journey[0])
@@ -89,3 +97,12 @@ def configure_logging(level: str = "INFO") -> None:
     # The JSON carries the ids as fields: no need to append them to every message too.
     activity.logger.activity_info_on_message = False
     workflow.logger.workflow_info_on_message = False
+
+
+def temporal_core_logging() -> LoggingConfig:
+    """For a Temporal Runtime: the SDK core's lines (its default levels) forwarded to Python
+    logging as `temporalio.core.*`, instead of written to stderr in its own format."""
+    return LoggingConfig(
+        filter=LoggingConfig.default.filter,
+        forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+    )
