@@ -50,7 +50,9 @@ async def running(
     settings: Settings, env: WorkflowEnvironment, smtp: SmtpSink
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The `system` fixture's stack, built inside the test: after tracing is switched on."""
-    configured = settings.model_copy(update={"smtp_url": smtp.url, "from_email": "a@drip.test"})
+    configured = settings.model_copy(
+        update={"smtp_url": smtp.url, "from_email": "hello@drip.example.com"}
+    )
     async with serve_api(configured, env.client) as api, run_worker(configured, env.client):
         yield api
 
@@ -58,7 +60,7 @@ async def running(
 async def enroll_one(api: httpx.AsyncClient, email: str, **headers: str) -> httpx.Response:
     template = await make_template(api)
     steps = [{"subject": "Hi", "delay_hours": 0, "template_id": template}]
-    campaign = await make_campaign(api, steps, from_email="a@drip.test")
+    campaign = await make_campaign(api, steps, from_email="hello@drip.example.com")
     response = await api.post(
         f"/api/campaigns/{campaign['id']}/recipients",
         json={"recipients": [{"email": email}]},

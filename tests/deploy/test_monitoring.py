@@ -337,14 +337,16 @@ async def test_every_metric_in_alerts_and_dashboard_is_exported(
     runtime = Runtime(
         telemetry=TelemetryConfig(metrics=PrometheusConfig(bind_address=f"127.0.0.1:{worker_port}"))
     )
-    configured = settings.model_copy(update={"smtp_url": smtp.url, "from_email": "a@drip.test"})
+    configured = settings.model_copy(
+        update={"smtp_url": smtp.url, "from_email": "hello@drip.example.com"}
+    )
     email = f"metrics@{unique_domain()}"
     smtp.rcpt_replies[email] = "451 4.3.0 try again later"
     worker_client = await connect_temporal(configured, runtime=runtime)
     async with serve_api(configured, dev_env.client) as api, run_worker(configured, worker_client):
         template = await make_template(api)
         steps = [{"subject": "Hi", "delay_hours": 0, "template_id": template}]
-        campaign = await make_campaign(api, steps, from_email="a@drip.test")
+        campaign = await make_campaign(api, steps, from_email="hello@drip.example.com")
         enrolled = await api.post(
             f"/api/campaigns/{campaign['id']}/recipients", json={"recipients": [{"email": email}]}
         )
