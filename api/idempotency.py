@@ -130,11 +130,20 @@ class Fingerprint:
     def __init__(self, scope: Scope, key: str, body: bytes) -> None:
         headers = dict(scope["headers"])
         self.key = key
-        self.scope = hashlib.sha256(headers.get(b"authorization", b"")).hexdigest()
+        self.scope = caller_scope(headers.get(b"authorization", b""))
         self.method = scope["method"]
         query = scope.get("query_string", b"").decode("latin-1")
         self.path = scope["path"] + (f"?{query}" if query else "")
         self.body_hash = hashlib.sha256(_canonical(body)).hexdigest()
+
+
+def caller_scope(authorization: bytes) -> str:
+    """One caller, one scope: the key check accepts `bearer  KEY` as `Bearer KEY`, so both must
+    name the same records, or a retry spelled differently would act twice."""
+    scheme, _, token = authorization.strip().partition(b" ")
+    if scheme.lower() == b"bearer" and token.strip():
+        authorization = b"Bearer " + token.strip()
+    return hashlib.sha256(authorization).hexdigest()
 
 
 def _canonical(body: bytes) -> bytes:

@@ -12,11 +12,13 @@ import httpx
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from temporalio.testing import WorkflowEnvironment
 
 from api import idempotency
+from settings import Settings
 from storage.models import Delivery, Enrollment, IdempotencyRecord, utcnow
 from tests.api.helpers import make_campaign, make_template
-from tests.conftest import unique_domain
+from tests.conftest import serve_api, unique_domain
 
 NO_AUTH_SCOPE = hashlib.sha256(b"").hexdigest()
 
@@ -97,6 +99,33 @@ async def test_keys_are_scoped_to_the_caller(api: httpx.AsyncClient) -> None:
     )
     assert a.status_code == b.status_code == 201
     assert a.json()["id"] != b.json()["id"]
+
+
+async def test_the_same_key_spelled_differently_is_the_same_caller(
+    settings: Settings, dev_env: WorkflowEnvironment
+) -> None:
+    """The key check reads `bearer   KEY` as `Bearer KEY`: a retry spelled so replays too."""
+    keyed = settings.model_copy(update={"api_keys": ["caller-key-5e1d"]})
+    async with serve_api(keyed, dev_env.client) as api:
+        headers = key()
+        body = {"name": "Welcome"}
+        first = await api.post(
+            "/api/campaigns",
+            json=body,
+            headers={**headers, "Authorization": "Bearer caller-key-5e1d"},
+        )
+        retry = await api.post(
+            "/api/campaigns",
+            json=body,
+            headers={**headers, "Authorization": "bearer   caller-key-5e1d"},
+        )
+        assert first.status_code == retry.status_code == 201
+        assert retry.headers.get("idempotent-replayed") == "true"
+        assert retry.json()["id"] == first.json()["id"]
+        listed = await api.get(
+            "/api/campaigns", headers={"Authorization": "Bearer caller-key-5e1d"}
+        )
+        assert len(listed.json()) == 1
 
 
 async def test_concurrent_duplicates_act_once(api: httpx.AsyncClient) -> None:
