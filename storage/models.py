@@ -151,6 +151,16 @@ class IdempotencyRecord(SQLModel, table=True):
     )
 
 
+class Lease(SQLModel, table=True):
+    """Who runs a job that must run in one process at a time (storage/leases.py)."""
+
+    __tablename__ = "lease"  # type: ignore[assignment]
+
+    name: str = Field(primary_key=True, max_length=64)
+    holder: str = Field(max_length=64)
+    expires_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
 class EnrollmentBatch(SQLModel, table=True):
     """A large enrollment (JSON or CSV) accepted at once and worked through by its batch
     workflow (workflows/enrollment_batch.py). The counters are kept by the batch activities."""
