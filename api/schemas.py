@@ -17,6 +17,7 @@ from pydantic import (
 
 from domain.journey import ConditionType, EventType
 from mail.headers import check_address, check_display_name
+from mail.render import check_template
 
 
 def _spec_time(value: datetime) -> str:
@@ -42,6 +43,17 @@ Hours = Annotated[
     PlainSerializer(_whole_as_int, return_type=int | float),
 ]
 Text = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+def _subject_template(value: str | None) -> str | None:
+    # A subject is a template too: refused at save when it does not compile or overruns the
+    # render budget (mail/sandbox.py), like a template's HTML and text.
+    if value is not None:
+        check_template(value)
+    return value
+
+
+SubjectTemplate = Annotated[Text, AfterValidator(_subject_template)]
 # Sender fields go into every message's headers: checked here, or each send would fail for good.
 SenderAddress = Annotated[str, Field(max_length=320), AfterValidator(check_address)]
 DisplayName = Annotated[str, Field(max_length=200), AfterValidator(check_display_name)]
@@ -131,12 +143,12 @@ class ConditionIn(Strict):
 
 
 class AlternativeIn(Strict):
-    subject: Text
+    subject: SubjectTemplate
     template_id: int
 
 
 class StepCreate(Strict):
-    subject: Text
+    subject: SubjectTemplate
     delay_hours: Hours
     template_id: int
     condition: ConditionIn | None = None
@@ -150,7 +162,7 @@ class StepCreate(Strict):
 
 
 class StepUpdate(Strict):
-    subject: Required[Text] = None
+    subject: Required[SubjectTemplate] = None
     delay_hours: Required[Hours] = None
     template_id: Required[int] = None
     condition: ConditionIn | None = None

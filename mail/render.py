@@ -1,5 +1,6 @@
-"""Templates: Jinja2 in a sandbox. A missing field renders empty (or its `default(...)`), so a
-render never fails a journey at send time; a template that does not compile is refused at save."""
+"""Templates: Jinja2 in a sandbox with a work budget (mail/sandbox.py). A missing field renders
+empty (or its `default(...)`), so a render never fails a journey at send time; a template that
+does not compile, or that overruns the budget even without fields, is refused at save."""
 
 from __future__ import annotations
 
@@ -8,22 +9,33 @@ from functools import lru_cache
 from typing import Any
 
 import html2text
-from jinja2 import ChainableUndefined, Template, TemplateSyntaxError
-from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2 import Template, TemplateSyntaxError
 
-_html_env = ImmutableSandboxedEnvironment(autoescape=True, undefined=ChainableUndefined)
-_text_env = ImmutableSandboxedEnvironment(autoescape=False, undefined=ChainableUndefined)
+from mail.sandbox import BudgetedEnvironment, BudgetExceeded, budgeted, render_budgeted
+
+_html_env = BudgetedEnvironment(autoescape=True)
+_text_env = BudgetedEnvironment(autoescape=False)
 
 
 class TemplateError(ValueError):
-    """A template that does not compile: message says where."""
+    """A template refused at save: it does not compile (the message says where), or it
+    overruns the render budget."""
 
 
 def check_template(source: str) -> None:
     try:
-        _text_env.parse(source)
+        template = _compiled(source, False)
     except TemplateSyntaxError as exc:
-        raise TemplateError(f"line {exc.lineno}: {exc.message}") from exc
+        raise TemplateError(f"does not compile: line {exc.lineno}: {exc.message}") from exc
+    # A trial render without fields: what overruns the budget now overruns it at every send.
+    # Other errors may depend on the fields (a division by a field): the send's business.
+    try:
+        with budgeted():
+            render_budgeted(template, build_context("jane.doe@example.com", {}))
+    except BudgetExceeded as exc:
+        raise TemplateError(f"too costly to render: {exc}") from exc
+    except Exception:  # noqa: BLE001, S110
+        pass
 
 
 @dataclass
@@ -63,12 +75,14 @@ def _compiled(source: str, html: bool) -> Template:
 
 
 def render(subject: str, html: str, text: str | None, context: dict[str, Any]) -> Rendered:
-    rendered_html = _compiled(html, True).render(context)
-    if text:
-        rendered_text = _compiled(text, False).render(context)
-    else:
-        rendered_text = html_to_text(rendered_html)
-    rendered_subject = " ".join(_compiled(subject, False).render(context).split())
+    """Raises `BudgetExceeded` (a ValueError) when the three parts together overrun the budget."""
+    with budgeted():
+        rendered_html = render_budgeted(_compiled(html, True), context)
+        if text:
+            rendered_text = render_budgeted(_compiled(text, False), context)
+        else:
+            rendered_text = html_to_text(rendered_html)
+        rendered_subject = " ".join(render_budgeted(_compiled(subject, False), context).split())
     return Rendered(subject=rendered_subject, html=rendered_html, text=rendered_text)
 
 

@@ -27,7 +27,7 @@ def _check(field: str, source: str | None) -> None:
     try:
         check_template(source)
     except TemplateError as exc:
-        raise invalid(["body", field], f"template does not compile: {exc}") from exc
+        raise invalid(["body", field], f"template {exc}") from exc
 
 
 def _load(session: SessionDep, template_id: int) -> Template:
