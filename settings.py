@@ -91,6 +91,10 @@ class Settings(BaseSettings):
     send_task_queue: str = SEND_TASK_QUEUE
     workflow_task_polls: int = Field(8, ge=2)  # journey worker's workflow task pollers
 
+    # Request bodies, counted while they stream in (chunked ones too): a 413 past the limit.
+    max_body_bytes: int = Field(32 * 2**20, ge=1024)  # JSON calls: 10,000 recipients fit
+    max_upload_bytes: int = Field(512 * 2**20, ge=1024)  # CSV imports: 1,000,000 rows fit
+
     # How often the API re-drives accepted work that has not reached Temporal yet.
     outbox_interval_seconds: float = 5.0
     # Enroll calls with more recipients than this are stored and run as a batch job (202).

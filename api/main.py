@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from temporalio.client import Client
 
 from api import idempotency, out_of_range
+from api.body_limit import BodyLimitMiddleware
 from api.journeys import Journeys
 from api.monitoring import install_monitoring
 from api.outbox import run_outbox
@@ -106,6 +107,13 @@ def create_app(
     # Before security: inside it, so a key is claimed only by an authorised request.
     idempotency.install(app)
     out_of_range.install(app)  # huge ids and offsets: 422, not a database error
+    # Bodies counted as they stream (chunked too); inside security, so a refused caller's body
+    # is never read at all. CSV imports have their own, larger limit.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        default=settings.max_body_bytes,
+        routes={r"/api/campaigns/[^/]+/recipients/import": settings.max_upload_bytes},
+    )
     install_security(app, settings)  # every /api/* route, including routers added later
     install_monitoring(app)  # after security: outermost, so it counts the 401s too
     app.add_middleware(RequestIdMiddleware)  # outermost: every line of every request has one
