@@ -16,6 +16,7 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.x509.oid import NameOID
 
 from domain.events import IncomingEvent
 from domain.journey import EventType
@@ -34,7 +35,12 @@ from webhooks.errors import WebhookAuthError, WebhookDisabled, WebhookPayloadErr
 CertFetcher = Callable[[str], Awaitable[bytes]]
 Confirmer = Callable[[str], Awaitable[None]]
 
-SNS_HOST = re.compile(r"^sns\.[a-z0-9-]+\.amazonaws\.com(\.cn)?$")
+# sns.<region>.amazonaws.com[.cn], the region spelled as AWS spells regions (eu-west-1,
+# us-gov-west-1): a looser label also matched S3 bucket hosts such as sns.s3.amazonaws.com,
+# where anyone can publish a "certificate" of their own.
+SNS_HOST = re.compile(r"^sns\.[a-z]{2}(?:-[a-z]+)+-\d{1,2}\.amazonaws\.com(?:\.cn)?$")
+# The subject SNS's signing certificates are issued to.
+SNS_CERT_SUBJECT = "sns.amazonaws.com"
 
 # Fields covered by the SNS signature, in the order AWS concatenates them; absent ones are skipped.
 _SIGNED_FIELDS = {
@@ -85,6 +91,14 @@ def is_sns_url(url: Any) -> TypeGuard[str]:
         return False
     # The whole netloc must match, so userinfo ("x@") and ports cannot slip past the pattern.
     return parts.scheme == "https" and SNS_HOST.fullmatch(parts.netloc) is not None
+
+
+def _issued_to_sns(cert: x509.Certificate) -> bool:
+    """The certificate's subject is SNS (CN sns.amazonaws.com, or a regional SNS host)."""
+    names = [a.value for a in cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return len(names) == 1 and (
+        names[0] == SNS_CERT_SUBJECT or bool(SNS_HOST.fullmatch(str(names[0])))
+    )
 
 
 async def fetch_url(url: str) -> bytes:
@@ -201,6 +215,8 @@ class SesProvider:
                 raise WebhookAuthError("SigningCertURL does not hold a certificate") from exc
             if not isinstance(cert.public_key(), rsa.RSAPublicKey):
                 raise WebhookAuthError("SNS signing certificate is not an RSA certificate")
+            if not _issued_to_sns(cert):
+                raise WebhookAuthError("SNS signing certificate is not issued to SNS")
             self._certs[url] = cert
         # Checked on every use: a cached certificate can expire while the process runs.
         if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:

@@ -107,10 +107,12 @@ SNS_CERT_URL = (
 )
 
 
-def make_sns_certificate() -> tuple[rsa.RSAPrivateKey, bytes]:
+def make_sns_certificate(
+    common_name: str = "sns.amazonaws.com",
+) -> tuple[rsa.RSAPrivateKey, bytes]:
     """A self-signed certificate standing in for SNS's signing certificate: (key, PEM)."""
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sns.amazonaws.com")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.now(UTC)
     cert = (
         x509.CertificateBuilder()

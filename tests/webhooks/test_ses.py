@@ -321,6 +321,13 @@ async def test_wrong_topic_is_rejected_before_fetching_a_certificate():
         "https://sns.amazonaws.com/x.pem",
         "https://sns.us-east-1.amazonaws.com/x.txt",
         "https://sns.us_east-1.amazonaws.com/x.pem",
+        # S3 bucket hosts: anyone can create bucket "sns" and put a certificate of theirs there.
+        "https://sns.s3.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.s3.amazonaws.com.cn/SimpleNotificationService-1.pem",
+        "https://sns.s3-us-west-2.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.s3-website-us-east-1.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.s3.us-east-1.amazonaws.com/SimpleNotificationService-1.pem",
+        "https://sns.execute-api.us-east-1.amazonaws.com/SimpleNotificationService-1.pem",
         "//sns.us-east-1.amazonaws.com/x.pem",
         "",
     ],
@@ -341,6 +348,9 @@ async def test_china_region_cert_url_is_allowed():
 
 def test_is_sns_url():
     assert is_sns_url(SNS_CERT_URL)
+    assert is_sns_url("https://sns.us-gov-west-1.amazonaws.com/x.pem")
+    assert is_sns_url("https://sns.ap-southeast-2.amazonaws.com/x.pem")
+    assert not is_sns_url("https://sns.s3.amazonaws.com/x.pem")
     assert is_sns_url("https://sns.eu-west-1.amazonaws.com/?Action=ConfirmSubscription&Token=x")
     assert not is_sns_url("https://sns.eu-west-1.amazonaws.com.evil.com/")
     assert not is_sns_url(None)
@@ -421,6 +431,15 @@ async def test_expired_certificate_is_rejected():
     ses = SesProvider([TOPIC], cert_fetcher=FakeFetcher(), clock=lambda: later)
     with pytest.raises(WebhookAuthError, match="certificate"):
         await deliver(ses, CLICK, timestamp=later)
+
+
+@pytest.mark.parametrize("subject", ["evil.example", "sns.s3.amazonaws.com", "sns.amazonaws.co"])
+async def test_a_certificate_not_issued_to_sns_is_rejected(subject):
+    key, pem = make_sns_certificate(subject)
+    ses = SesProvider([TOPIC], cert_fetcher=FakeFetcher(pem))
+    envelope = sign_sns(sns_envelope(CLICK, topic_arn=TOPIC), key, "1")
+    with pytest.raises(WebhookAuthError, match="issued to SNS"):
+        await ses.handle({}, json.dumps(envelope).encode())
 
 
 async def test_certificate_url_without_a_certificate_is_rejected():
