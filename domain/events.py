@@ -22,3 +22,6 @@ class IncomingEvent:
     machine_reason: str | None = None
     bounce: dict[str, Any] | None = None  # {kind, smtp_status, diagnostic}
     raw: Any = field(default=None)  # the provider's event, as received
+    # A value the provider's signature makes single-use (Mailgun's token, which the signature
+    # covers while the event does not): refused when it comes back with another event.
+    nonce: str | None = None

@@ -161,6 +161,18 @@ class Lease(SQLModel, table=True):
     expires_at: datetime = Field(sa_type=DateTime(timezone=True))
 
 
+class WebhookNonce(SQLModel, table=True):
+    """A provider signature's single-use value and the payload it first came with
+    (storage/webhook_nonces.py): a replay of the signature on another payload is refused."""
+
+    __tablename__ = "webhook_nonce"  # type: ignore[assignment]
+
+    provider: str = Field(primary_key=True, max_length=32)
+    nonce: str = Field(primary_key=True, max_length=255)
+    payload_sha256: str = Field(max_length=64)
+    seen_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
+
+
 class EnrollmentBatch(SQLModel, table=True):
     """A large enrollment (JSON or CSV) accepted at once and worked through by its batch
     workflow (workflows/enrollment_batch.py). The counters are kept by the batch activities."""

@@ -55,14 +55,20 @@ class MailgunProvider:
             payload = json.loads(body)
         except (UnicodeDecodeError, ValueError):
             payload = None  # no readable signature block: the same answer as a wrong signature
-        token = self._verify(dig(payload, "signature"))
+        token, signed_at = self._verify(dig(payload, "signature"))
         data = dig(payload, "event-data")
         if not isinstance(data, dict) or not isinstance(data.get("event"), str):
             raise WebhookPayloadError("mailgun body has no 'event-data' object with an 'event'")
+        # The signature does not cover the event; what binds them: a signature is never older
+        # than its event, and its token is single-use (IncomingEvent.nonce, refused when it
+        # comes back with another event, whatever its type).
+        occurred = from_unix(data.get("timestamp"))
+        if occurred is not None and occurred > signed_at + self._max_future:
+            raise WebhookAuthError("the signature predates the event it came with")
         return [self._event(data, token)]
 
-    def _verify(self, block: Any) -> str:
-        """Check the signature block and return its token."""
+    def _verify(self, block: Any) -> tuple[str, datetime]:
+        """Check the signature block; return its token and signing time."""
         assert self._key is not None
         timestamp, token, signature = (dig(block, f) for f in ("timestamp", "token", "signature"))
         if isinstance(timestamp, int) and not isinstance(timestamp, bool):
@@ -74,14 +80,14 @@ class MailgunProvider:
         expected = hmac.new(self._key, (timestamp + token).encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected.encode(), signature.lower().encode()):
             raise WebhookAuthError("invalid signature")
-        # The signature covers only timestamp+token, never event-data: freshness plus dedupe on the
-        # token (our dedupe key) is what stops a captured signature block being replayed.
+        # The signature covers only timestamp+token, never event-data: freshness plus the
+        # single-use token is what stops a captured signature block being replayed.
         try:
             signed_at = datetime.fromtimestamp(int(timestamp), tz=UTC)
         except (ValueError, OverflowError, OSError) as exc:
             raise WebhookAuthError("invalid signature") from exc
         check_fresh(signed_at, self._clock(), max_age=self._max_age, max_future=self._max_future)
-        return token
+        return token, signed_at
 
     def _event(self, data: dict[str, Any], token: str) -> IncomingEvent:
         raw_type: str = data["event"]
@@ -109,4 +115,5 @@ class MailgunProvider:
             url=text(data.get("url")) if kind == EventType.CLICK else None,
             bounce=bounce,
             raw=data,
+            nonce=token,
         )

@@ -23,6 +23,7 @@ from api.deps import EngineDep, JourneysDep
 from api.ingest import deliver_signals, pending_signals, store_events
 from api.journeys import Journeys
 from observability.metrics import WEBHOOK_VERIFICATION_FAILURES
+from storage import webhook_nonces
 from webhooks import WebhookAuthError, WebhookError, WebhookProvider
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,10 @@ async def receive(
         log.exception("%s webhook could not be verified", provider)
         raise HTTPException(503, "could not verify the request now; retry later") from exc
     try:
+        nonces = {e.nonce: e.raw for e in events if e.nonce}
+        if not await run_in_threadpool(webhook_nonces.claim, engine, provider, nonces):
+            WEBHOOK_VERIFICATION_FAILURES.labels(provider).inc()  # a replayed signature
+            raise HTTPException(401, "signature already used for another event")
         stored = await run_in_threadpool(store_events, engine, events)
     except SQLAlchemyError as exc:
         log.exception("%s webhook: storing %d events failed", provider, len(events))

@@ -186,7 +186,7 @@ async def test_journey_reacts_to_mailgun_open_and_permanent_failure(system: Hook
     await assert_journey_reactions(system, post_open, post_bounce)
 
 
-async def test_a_replayed_token_is_acknowledged_and_counts_nothing(system: Hooks) -> None:
+async def test_a_retried_token_is_acknowledged_and_a_replayed_one_refused(system: Hooks) -> None:
     [email] = addresses("replay")
     campaign = await long_campaign(system)
     await system.enroll(campaign, email)
@@ -198,13 +198,15 @@ async def test_a_replayed_token_is_acknowledged_and_counts_nothing(system: Hooks
     assert first.json() == {"received": 1, "stored": 1, "duplicates": 0}
     await system.wait_signalled(delivery_id=sent.delivery_id)
 
-    # Mailgun's own retry (same body), then the captured signature block on a forged body:
-    # both acknowledged as retries (200: Mailgun stops), neither stores or signals anything.
+    # Mailgun's own retry (same body) is acknowledged (200: Mailgun stops) and counts nothing.
     retry = await system.mailgun(original, token=token, timestamp=timestamp)
-    forged = await system.mailgun(failed(sent, "permanent"), token=token, timestamp=timestamp)
-    for response in (retry, forged):
-        assert response.status_code == 200, response.text
-        assert response.json() == {"received": 1, "stored": 0, "duplicates": 1}
+    assert retry.status_code == 200, retry.text
+    assert retry.json() == {"received": 1, "stored": 0, "duplicates": 1}
+    # The captured signature block on any other event, of any type, is refused.
+    for forged_data in (failed(sent, "permanent"), {**original, "id": "another-event-id"}):
+        forged = await system.mailgun(forged_data, token=token, timestamp=timestamp)
+        assert forged.status_code == 401, forged.text
+        assert forged.json() == {"detail": "signature already used for another event"}
 
     [event] = await system.events(delivery_id=sent.delivery_id)
     assert event["type"] == "open"
@@ -237,5 +239,7 @@ async def test_forged_stale_or_unsigned_requests_are_401_and_store_nothing(hooks
     assert await hooks.events() == []
 
     # Within the window Mailgun's retries need (hours, not seconds), a signature is accepted.
-    hours_late = await hooks.mailgun(data, timestamp=now_unix() - 7 * 3600)
+    # (The event happened before it was signed.)
+    old_event = {**data, "timestamp": time.time() - 8 * 3600}
+    hours_late = await hooks.mailgun(old_event, timestamp=now_unix() - 7 * 3600)
     assert hours_late.status_code == 200 and hours_late.json()["stored"] == 1

@@ -247,3 +247,16 @@ async def test_missing_event_data_after_auth_is_a_payload_error(event_data_value
 async def test_unconfigured_provider_is_disabled(key):
     with pytest.raises(WebhookDisabled):
         await provider(key).handle({}, mailgun_body(KEY, CLICKED))
+
+
+async def test_the_token_is_the_events_nonce_and_the_signature_cannot_predate_the_event():
+    body = mailgun_body(KEY, CLICKED, token="t" * 50)
+    [event] = await provider().handle({}, body)
+    assert event.nonce == "t" * 50 and event.dedupe_key == "t" * 50
+    # A signature made before the event happened was made for another event.
+    signed_at = int(time.time()) - 3600
+    later = {**CLICKED, "timestamp": signed_at + 1800}
+    with pytest.raises(WebhookAuthError, match="predates"):
+        await provider().handle({}, mailgun_body(KEY, later, timestamp=signed_at))
+    earlier = {**CLICKED, "timestamp": signed_at - 60}
+    assert len(await provider().handle({}, mailgun_body(KEY, earlier, timestamp=signed_at))) == 1
