@@ -55,6 +55,9 @@ class Settings(BaseSettings):
     # previous ones in DRIP_OLD_SECRET_KEYS, which still verify links already sent (never sign).
     secret_key: str = DEV_SECRET_KEY
     old_secret_keys: CommaList = Field(default_factory=list)
+    # Keys the hash an erased address's suppression is kept as (storage/suppression.py); unset:
+    # the secret key. Set it to the current secret key before rotating that one.
+    suppression_hash_key: str | None = None
     from_email: str = "drip@localhost"
     smtp_url: str | None = None  # e.g. smtp://user:pass@host:587 ; unset: .eml files in var/outbox
     smtp_timeout_seconds: float = 30.0
@@ -168,6 +171,10 @@ class Settings(BaseSettings):
         return ReputationLimits(
             self.max_complaint_rate, self.max_bounce_rate, self.reputation_min_sent
         )
+
+    @property
+    def suppression_key(self) -> str:
+        return self.suppression_hash_key or self.secret_key
 
     @property
     def outbox_dir(self) -> Path:

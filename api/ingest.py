@@ -19,8 +19,9 @@ from domain.journey import TERMINAL_EVENTS, EngagementSignal, EventType, Journey
 from observability.metrics import EVENTS_RECEIVED
 from storage.counters import CAMPAIGN, Metric, bump, event_milestones, reach_milestones
 from storage.db import session_scope
-from storage.models import Delivery, Enrollment, Event, Suppression, utcnow
+from storage.models import Delivery, Enrollment, ErasedDelivery, Event, Suppression, utcnow
 from storage.reputation import ReputationLimits, guard_campaign
+from storage.suppression import hashed, is_hashed, suppressed_among
 from storage.upsert import insert_ignoring_conflicts
 
 
@@ -56,10 +57,12 @@ def store_events(
                 )
             )
         }
+        erased = _erased(session, events, deliveries)
         rows = []
         for event in events:
             delivery = _match(deliveries, event)
             enrollment = enrollments.get(delivery.enrollment_id) if delivery else None
+            forget = id(event) in erased  # stored without the person: type and time only
             rows.append(
                 dict(
                     provider=event.provider,
@@ -70,17 +73,18 @@ def store_events(
                     enrollment_id=enrollment.id if enrollment else None,
                     campaign_id=delivery.campaign_id if delivery else None,
                     step_id=delivery.step_id if delivery else None,
-                    email=(enrollment.email if enrollment else event.recipient),
-                    url=event.url,
+                    email=None if forget else (enrollment.email if enrollment else event.recipient),
+                    url=None if forget else event.url,
                     machine=event.machine,
                     machine_reason=event.machine_reason,
                     occurred_at=event.occurred_at or utcnow(),
                     received_at=utcnow(),
                     # Nothing to tell a journey about an unmatched or stored-only event.
                     signalled=enrollment is None or event.type is None,
-                    raw=event.raw,
+                    raw=None if forget else event.raw,
                 )
             )
+        _suppress_erased(session, [e for e in events if id(e) in erased])
         inserted = set(insert_ignoring_conflicts(session, Event, rows))
         ids = {
             (e.provider, e.dedupe_key): e.id or 0
@@ -116,6 +120,42 @@ def _deliveries_for(session, events: list[IncomingEvent]) -> dict[str, Delivery]
         for d in session.exec(select(Delivery).where(col(Delivery.message_id).in_(message_ids))):
             found[f"mid:{d.message_id}"] = d
     return found
+
+
+def _erased(session, events: list[IncomingEvent], deliveries: dict[str, Delivery]) -> set[int]:  # type: ignore[no-untyped-def]
+    """The events (by id()) about an erased person: about a delivery an erasure deleted, or
+    naming an address suppressed only in its hashed form."""
+    unmatched = [e for e in events if _match(deliveries, e) is None]
+    refs = {ref: e for e in unmatched if (ref := _delivery_ref(e))}
+    gone = set(
+        session.exec(select(ErasedDelivery.id).where(col(ErasedDelivery.id).in_(refs))).all()
+        if refs
+        else []
+    )
+    recipients = {e.recipient.strip().lower() for e in unmatched if e.recipient}
+    hidden = {a for a, s in suppressed_among(session, recipients).items() if is_hashed(s.email)}
+    return {
+        id(e)
+        for e in unmatched
+        if _delivery_ref(e) in gone or (e.recipient and e.recipient.strip().lower() in hidden)
+    }
+
+
+def _delivery_ref(event: IncomingEvent) -> str | None:
+    """The delivery id an event names: its own, or the one our Message-ID carries."""
+    return event.delivery_id or (event.message_id or "").partition("@")[0] or None
+
+
+def _suppress_erased(session, events: list[IncomingEvent]) -> None:  # type: ignore[no-untyped-def]
+    """A terminal event about an erased address suppresses it, in the hashed form only."""
+    rows = {
+        hashed(e.recipient): dict(
+            email=hashed(e.recipient), reason=e.type, source=e.provider, created_at=utcnow()
+        )
+        for e in events
+        if e.type in TERMINAL_EVENTS and e.recipient
+    }
+    insert_ignoring_conflicts(session, Suppression, list(rows.values()), returning="email")
 
 
 def _match(deliveries: dict[str, Delivery], event: IncomingEvent) -> Delivery | None:

@@ -173,6 +173,16 @@ class WebhookNonce(SQLModel, table=True):
     seen_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True), index=True)
 
 
+class ErasedDelivery(SQLModel, table=True):
+    """A delivery an erasure deleted: only its opaque id, which names nobody once the rows are
+    gone. A provider event about it arriving later is stored without its address."""
+
+    __tablename__ = "erased_delivery"  # type: ignore[assignment]
+
+    id: str = Field(primary_key=True)
+    erased_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
 class EnrollmentBatch(SQLModel, table=True):
     """A large enrollment (JSON or CSV) accepted at once and worked through by its batch
     workflow (workflows/enrollment_batch.py). The counters are kept by the batch activities."""

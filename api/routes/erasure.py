@@ -11,8 +11,9 @@ In this order, so nothing is sent or recreated half-way:
    address. Per-person stats (recipients, rates) lose that person as if never enrolled; running
    totals that hold only numbers (stat counters) keep counting them, anonymously;
 5. a suppression (unsubscribed, bounced, complained, or added by an operator) is kept only as
-   `sha256:<hash of the address>` (storage/suppression.py), so the address is never mailed or
-   enrolled again while the database no longer holds it.
+   `hmac-sha256:<keyed hash of the address>` (storage/suppression.py), so the address is never
+   mailed or enrolled again while the database no longer holds it. A provider event about it
+   arriving later is stored without the address and still suppresses it (api/ingest.py).
 
 An address nothing is known about answers 200 with `found: false` and zero counts: erasure is
 idempotent, so a client retrying a request whose answer it lost gets a success, not an error."""
@@ -46,11 +47,13 @@ from storage.models import (
     DeliveryMilestone,
     Enrollment,
     EnrollmentBatchRow,
+    ErasedDelivery,
     Event,
     IdempotencyRecord,
     Suppression,
+    utcnow,
 )
-from storage.suppression import hashed
+from storage.suppression import hashed, legacy_hashed
 from storage.upsert import insert_ignoring_conflicts
 
 router = APIRouter(prefix="/api/recipients", tags=["erasure"])
@@ -74,7 +77,8 @@ class ErasureSummary(BaseModel):
     )
 
 
-@router.delete("/{email}", response_model=ErasureSummary)
+# `:path`: an address may hold a "/" (RFC 5322 allows it), which a plain parameter refuses.
+@router.delete("/{email:path}", response_model=ErasureSummary)
 async def erase_recipient(
     email: Annotated[str, Path(min_length=1, max_length=320)],
     engine: EngineDep,
@@ -163,6 +167,8 @@ def _forget(engine: Engine, address: str) -> tuple[dict[str, int], str | None]:
             delete(DeliveryMilestone).where(col(DeliveryMilestone.delivery_id).in_(delivery_ids))
         )
         session.execute(delete(Delivery).where(col(Delivery.id).in_(delivery_ids)))
+        tombstones = [dict(id=d, erased_at=utcnow()) for d in delivery_ids]
+        insert_ignoring_conflicts(session, ErasedDelivery, tombstones, returning="id")
         # Staged rows of a batch enrollment (kept for rejected ones) hold the address and fields.
         batch_rows = session.execute(
             delete(EnrollmentBatchRow).where(
@@ -181,9 +187,12 @@ def _forget(engine: Engine, address: str) -> tuple[dict[str, int], str | None]:
                 col(IdempotencyRecord.response_body).contains(address, autoescape=True)
             )
         )
-        plain = session.exec(
-            select(Suppression).where(func.lower(Suppression.email) == address)
-        ).all()
+        plain = list(
+            session.exec(select(Suppression).where(func.lower(Suppression.email) == address))
+        )
+        # An entry erased before suppressions were keyed is rewritten in the keyed form.
+        legacy = session.get(Suppression, legacy_hashed(address))
+        plain += [legacy] if legacy is not None else []
         reason = plain[0].reason if plain else terminal
         if reason is not None:
             keep = dict(email=hashed(address), reason=reason, source=ERASED)

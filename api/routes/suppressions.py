@@ -22,7 +22,7 @@ from api.schemas import SpecTime, Strict
 from domain.journey import TERMINAL_EVENTS, EngagementSignal, JourneyStatus
 from storage.db import session_scope
 from storage.models import Enrollment, Suppression, utcnow
-from storage.suppression import find_suppression, hashed
+from storage.suppression import find_suppression, stored_forms
 from storage.upsert import insert_ignoring_conflicts
 
 router = APIRouter(prefix="/api/suppressions", tags=["suppressions"])
@@ -72,11 +72,11 @@ def list_suppressions(
     offset: int = Query(0, ge=0),
 ) -> SuppressionPage:
     """Suppressed addresses, newest first; `email` and `reason` filter exactly. An erased
-    person's entry is kept (and listed) only as `sha256:<hash>`; `email` finds it too."""
+    person's entry is kept (and listed) only as `hmac-sha256:<hash>`; `email` finds it too."""
     where = []
     if email is not None:
         address = _lenient(email)
-        where.append(col(Suppression.email).in_([address, hashed(address)]))
+        where.append(col(Suppression.email).in_(stored_forms(address)))
     if reason is not None:
         where.append(col(Suppression.reason) == reason)
     total = session.exec(select(func.count()).select_from(Suppression).where(*where)).one()
@@ -157,7 +157,7 @@ def unsuppress(email: str, session: SessionDep) -> Response:
     """Lift a suppression: sends to the address resume for journeys still running and new
     enrollments; journeys it already ended stay ended."""
     address = _lenient(email)
-    rows = [r for r in (session.get(Suppression, k) for k in (address, hashed(address))) if r]
+    rows = [r for r in (session.get(Suppression, k) for k in stored_forms(address)) if r]
     if not rows:
         raise not_found("suppression", email)
     for row in rows:

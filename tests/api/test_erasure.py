@@ -4,6 +4,8 @@ that had unsubscribed stays unmailable through a hashed suppression."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -14,16 +16,18 @@ import httpx
 import pytest
 from sqlalchemy import inspect
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, SQLModel, select
+from sqlmodel import Session, SQLModel, col, select
 from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.guards import gate
+from api.ingest import store_events
 from domain import search
+from domain.events import IncomingEvent
 from domain.journey import JourneyStatus, StepOutcome
 from settings import Settings
-from storage.models import Campaign, Enrollment, Suppression
+from storage.models import Campaign, Delivery, Enrollment, Suppression
 from storage.suppression import hashed, is_suppressed
 from tests.api.helpers import eventually, journey, make_campaign, make_template
 from tests.conftest import run_worker, serve_api, unique_domain
@@ -231,6 +235,110 @@ async def test_an_unknown_address_is_an_empty_summary(api: httpx.AsyncClient) ->
         "events_deleted": 0,
         "suppression": None,
     }
+
+
+async def test_an_address_with_a_slash_is_erased_and_a_late_event_stores_no_address(
+    system: httpx.AsyncClient, engine: Engine, deleting_server: WorkflowEnvironment
+) -> None:
+    """`/` is legal in an address (it used to route nowhere: 404). After the erasure a
+    provider's complaint about the message arrives: it must suppress the address without
+    writing it down again."""
+    api, client = system, deleting_server.client
+    erin = f"erin/sales@{unique_domain()}"
+    template = await make_template(api)
+    steps = [{"subject": "Welcome", "delay_hours": 0, "template_id": template}]
+    campaign = await make_campaign(api, [*steps, {**steps[0], "delay_hours": DAY}])
+    enrolled = await api.post(
+        f"/api/campaigns/{campaign['id']}/recipients", json={"recipients": [{"email": erin}]}
+    )
+    assert enrolled.json()["enrolled"] == 1
+
+    def sent() -> tuple[str, str] | None:  # the journey view's path cannot hold a "/" either
+        with Session(engine) as session:
+            row = session.exec(
+                select(Delivery.id, Enrollment.workflow_id)
+                .join(Enrollment, col(Enrollment.id) == Delivery.enrollment_id)
+                .where(Enrollment.email == erin, Delivery.status == "sent")
+            ).first()
+            return (row[0], row[1]) if row else None
+
+    async def sent_async() -> tuple[str, str] | None:
+        return sent()
+
+    delivery, workflow_id = await eventually(sent_async, what="the first send")
+
+    for path in (f"/api/recipients/{erin}", f"/api/recipients/{erin.replace('/', '%2F')}"):
+        erased = await api.delete(path)
+        assert erased.status_code == 200, erased.text
+        assert erased.json()["email"] == erin
+    await eventually(lambda: gone(client, workflow_id), what="the workflow to be deleted")
+    assert rows_mentioning(engine, erin) == []
+
+    late = IncomingEvent(
+        provider="mailgun",
+        dedupe_key=f"late-{uuid.uuid4().hex}",
+        type="complaint",
+        raw_type="complained",
+        delivery_id=delivery,
+        recipient=erin,
+        raw={"recipient": erin, "event": "complained"},
+    )
+    store_events(engine, [late])
+    store_events(engine, [late])  # the provider's retry changes nothing
+    assert rows_mentioning(engine, erin) == []
+    with Session(engine) as session:
+        assert is_suppressed(session, erin)
+        [kept] = session.exec(select(Suppression)).all()
+        assert kept.email == hashed(erin) and kept.reason == "complaint"
+    # And so she is never enrolled again.
+    again = await api.post(
+        f"/api/campaigns/{campaign['id']}/recipients", json={"recipients": [{"email": erin}]}
+    )
+    assert again.json()["rejected"] == [{"email": erin, "reason": "suppressed: complaint"}]
+
+
+def test_a_late_event_naming_only_an_erased_address_stores_no_address(engine: Engine) -> None:
+    """No delivery id to go by (some events carry only the recipient): the hashed suppression
+    says the address was erased."""
+    frank = f"frank@{unique_domain()}"
+    with Session(engine) as session:
+        session.add(Suppression(email=hashed(frank), reason="unsubscribe", source="erased"))
+        session.commit()
+    bounce = IncomingEvent(
+        provider="postmark", dedupe_key="b-1", type="bounce_hard", raw_type="HardBounce",
+        recipient=frank, raw={"Email": frank},
+    )  # fmt: skip
+    store_events(engine, [bounce])
+    assert rows_mentioning(engine, frank) == []
+
+
+def test_the_kept_hash_is_keyed_and_old_unkeyed_ones_still_match(engine: Engine) -> None:
+    grace = f"grace@{unique_domain()}"
+    bare = "sha256:" + hashlib.sha256(grace.encode()).hexdigest()
+    assert hashed(grace).startswith("hmac-sha256:") and hashed(grace) != bare
+    assert (
+        hashed(grace)
+        == "hmac-sha256:"
+        + hmac.new(Settings().suppression_key.encode(), grace.encode(), hashlib.sha256).hexdigest()
+    )
+    with Session(engine) as session:
+        session.add(Suppression(email=bare, reason="complaint", source="erased"))
+        session.commit()
+        assert is_suppressed(session, grace.upper())
+
+
+async def test_erasing_again_rewrites_an_unkeyed_hash_in_the_keyed_form(
+    api: httpx.AsyncClient, engine: Engine
+) -> None:
+    heidi = f"heidi@{unique_domain()}"
+    bare = "sha256:" + hashlib.sha256(heidi.encode()).hexdigest()
+    with Session(engine) as session:
+        session.add(Suppression(email=bare, reason="complaint", source="erased"))
+        session.commit()
+    erased = await api.delete(f"/api/recipients/{heidi}")
+    assert erased.status_code == 200 and erased.json()["suppression"] == "complaint"
+    with Session(engine) as session:
+        assert [s.email for s in session.exec(select(Suppression))] == [hashed(heidi)]
 
 
 @pytest.mark.parametrize("stored", ["plain", "hashed"])
