@@ -56,7 +56,7 @@ class Settings(BaseSettings):
     secret_key: str = DEV_SECRET_KEY
     old_secret_keys: CommaList = Field(default_factory=list)
     # Keys the hash an erased address's suppression is kept as (storage/suppression.py); unset:
-    # the secret key. Set it to the current secret key before rotating that one.
+    # the secret key (and the old ones, whose hashes keep matching).
     suppression_hash_key: str | None = None
     from_email: str = "drip@localhost"
     smtp_url: str | None = None  # e.g. smtp://user:pass@host:587 ; unset: .eml files in var/outbox
@@ -173,8 +173,10 @@ class Settings(BaseSettings):
         )
 
     @property
-    def suppression_key(self) -> str:
-        return self.suppression_hash_key or self.secret_key
+    def suppression_keys(self) -> list[str]:
+        if self.suppression_hash_key:
+            return [self.suppression_hash_key]
+        return [self.secret_key, *self.old_secret_keys]
 
     @property
     def outbox_dir(self) -> Path:

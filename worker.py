@@ -28,7 +28,7 @@ from observability.tracing import configure_tracing, traced_transport, with_inte
 from settings import Settings, get_settings
 from storage.db import make_engine
 from storage.migrate import upgrade
-from storage.suppression import use_hash_key
+from storage.suppression import use_hash_keys
 from temporal_client import connect_temporal
 from workflows.enrollment_batch import EnrollmentBatchWorkflow
 from workflows.recipient import RecipientWorkflow
@@ -58,7 +58,7 @@ def build_workers(
     """Three workers on one client: journeys (workflows + bookkeeping), sends, whose queue
     carries the cluster-wide DRIP_SEND_RATE limit, and enrollment batches."""
     client = with_interceptors(client)  # request ids and tracing, on every worker
-    use_hash_key(settings.suppression_key)
+    use_hash_keys(settings.suppression_keys)
     journey = JourneyActivities(engine)
     sending = SendingActivities(
         settings,
@@ -98,7 +98,7 @@ def build_batch_worker(
 ) -> Worker:
     """Enrollment batches: a few at a time, each starting journeys as fast as the server takes."""
     client = with_interceptors(client)
-    use_hash_key(settings.suppression_key)
+    use_hash_keys(settings.suppression_keys)
     journeys = Journeys(
         client, settings.pause_recheck_seconds, settings.task_queue, settings.send_task_queue
     )

@@ -36,7 +36,7 @@ from observability.tracing import configure_tracing, instrument_app, with_interc
 from settings import Settings, get_settings
 from storage.db import make_engine
 from storage.migrate import upgrade
-from storage.suppression import use_hash_key
+from storage.suppression import use_hash_keys
 from temporal_client import connect_temporal
 from webhooks import WebhookProvider, build_providers
 
@@ -56,7 +56,7 @@ def create_app(
     # Before uvicorn's first line ("Started server process"): every line is JSON.
     configure_logging(settings.log_level)
     configure_tracing("drip-api")
-    use_hash_key(settings.suppression_key)  # erased addresses' suppressions (storage/)
+    use_hash_keys(settings.suppression_keys)  # erased addresses' suppressions (storage/)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

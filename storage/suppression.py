@@ -4,7 +4,8 @@ An erased address (`DELETE /api/recipients/{email}`) keeps its suppression only 
 `hmac-sha256:<hex of HMAC(key, lower-cased address)>`: enough to recognise the address if it is
 enrolled again, without the database holding it. Keyed, so a copy of the database alone cannot
 confirm a guessed address (a bare SHA-256 of an address is a dictionary look-up away). The key
-is `DRIP_SUPPRESSION_HASH_KEY`, or `DRIP_SECRET_KEY` when unset (set it before rotating that).
+is `DRIP_SUPPRESSION_HASH_KEY`, or else `DRIP_SECRET_KEY`, whose rotated-out values
+(`DRIP_OLD_SECRET_KEYS`) keep matching the hashes made with them.
 
 Entries erased before the key (`sha256:<hex>`) still match; erasing the address again rewrites
 its entry in the keyed form. Every "may we mail this address?" check goes through here so it
@@ -23,28 +24,31 @@ from storage.models import Suppression
 HASH_PREFIX = "hmac-sha256:"
 LEGACY_PREFIX = "sha256:"  # unkeyed, written before the key; matched, never written
 
-_key: bytes | None = None
+_keys: list[bytes] = []  # the first hashes; the others (rotated out) still match
 
 
-def use_hash_key(key: str) -> None:
-    """Set the process's key (the API and the worker do, from their settings)."""
-    global _key
-    _key = key.encode("utf-8")
+def use_hash_keys(keys: list[str]) -> None:
+    """Set the process's keys (the API and the worker do, from their settings)."""
+    global _keys
+    _keys = [key.encode("utf-8") for key in keys if key]
 
 
-def _hash_key() -> bytes:
-    if _key is None:  # a process that did not set it: its own environment's settings
+def _hash_keys() -> list[bytes]:
+    if not _keys:  # a process that did not set them: its own environment's settings
         from settings import get_settings
 
-        use_hash_key(get_settings().suppression_key)
-    assert _key is not None
-    return _key
+        use_hash_keys(get_settings().suppression_keys)
+    return _keys
+
+
+def _keyed(key: bytes, email: str) -> str:
+    address = email.strip().lower().encode("utf-8")
+    return HASH_PREFIX + hmac.new(key, address, hashlib.sha256).hexdigest()
 
 
 def hashed(email: str) -> str:
     """The stored form of an erased address's suppression."""
-    address = email.strip().lower().encode("utf-8")
-    return HASH_PREFIX + hmac.new(_hash_key(), address, hashlib.sha256).hexdigest()
+    return _keyed(_hash_keys()[0], email)
 
 
 def legacy_hashed(email: str) -> str:
@@ -56,9 +60,10 @@ def is_hashed(value: str) -> bool:
 
 
 def stored_forms(email: str) -> list[str]:
-    """Every key a suppression of `email` may be stored under: plain, keyed hash, legacy hash."""
+    """Every key a suppression of `email` may be stored under: plain, keyed hash (with the
+    current key or a rotated-out one), legacy hash."""
     email = email.strip().lower()
-    return [email, hashed(email), legacy_hashed(email)]
+    return [email, *(_keyed(key, email) for key in _hash_keys()), legacy_hashed(email)]
 
 
 def find_suppression(session: Session, email: str) -> Suppression | None:

@@ -28,7 +28,7 @@ from domain.events import IncomingEvent
 from domain.journey import JourneyStatus, StepOutcome
 from settings import Settings
 from storage.models import Campaign, Delivery, Enrollment, Suppression
-from storage.suppression import hashed, is_suppressed
+from storage.suppression import hashed, is_suppressed, use_hash_keys
 from tests.api.helpers import eventually, journey, make_campaign, make_template
 from tests.conftest import run_worker, serve_api, unique_domain
 from tests.smtp import SmtpSink
@@ -319,12 +319,28 @@ def test_the_kept_hash_is_keyed_and_old_unkeyed_ones_still_match(engine: Engine)
     assert (
         hashed(grace)
         == "hmac-sha256:"
-        + hmac.new(Settings().suppression_key.encode(), grace.encode(), hashlib.sha256).hexdigest()
+        + hmac.new(Settings().secret_key.encode(), grace.encode(), hashlib.sha256).hexdigest()
     )
     with Session(engine) as session:
         session.add(Suppression(email=bare, reason="complaint", source="erased"))
         session.commit()
         assert is_suppressed(session, grace.upper())
+
+
+def test_hashes_made_with_a_rotated_out_key_still_match(engine: Engine) -> None:
+    ivan = f"ivan@{unique_domain()}"
+    old_key, new_key = "o" * 40, "n" * 40
+    try:
+        use_hash_keys([old_key])
+        before = hashed(ivan)
+        use_hash_keys([new_key, old_key])
+        assert hashed(ivan) != before
+        with Session(engine) as session:
+            session.add(Suppression(email=before, reason="complaint", source="erased"))
+            session.commit()
+            assert is_suppressed(session, ivan)
+    finally:
+        use_hash_keys(Settings().suppression_keys)
 
 
 async def test_erasing_again_rewrites_an_unkeyed_hash_in_the_keyed_form(
