@@ -57,12 +57,17 @@ async def running(
         yield api
 
 
-async def enroll_one(api: httpx.AsyncClient, email: str, **headers: str) -> httpx.Response:
+async def one_step_campaign(api: httpx.AsyncClient) -> int:
     template = await make_template(api)
     steps = [{"subject": "Hi", "delay_hours": 0, "template_id": template}]
     campaign = await make_campaign(api, steps, from_email="hello@drip.example.com")
+    return campaign["id"]
+
+
+async def enroll_one(api: httpx.AsyncClient, email: str, **headers: str) -> httpx.Response:
+    campaign_id = await one_step_campaign(api)
     response = await api.post(
-        f"/api/campaigns/{campaign['id']}/recipients",
+        f"/api/campaigns/{campaign_id}/recipients",
         json={"recipients": [{"email": email}]},
         headers=headers,
     )
@@ -134,6 +139,19 @@ def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+async def worker_lines(capsys: Any, email: str, message: str) -> list[dict[str, Any]]:
+    """The JSON lines about `email` up to the first `message` (bounded wait)."""
+    lines: list[dict[str, Any]] = []
+
+    async def logged() -> bool:
+        lines.extend(line for line in json_lines(capsys.readouterr().err)
+                     if line.get("recipient") == email)  # fmt: skip
+        return any(line["message"] == message for line in lines)
+
+    await eventually(logged, timeout=30, what=f"the line {message!r} about {email}")
+    return lines
+
+
 async def test_the_request_id_reaches_the_workers_log_lines_for_that_journey(
     settings: Settings, dev_env: WorkflowEnvironment, smtp: SmtpSink, capsys: Any
 ) -> None:
@@ -144,14 +162,7 @@ async def test_the_request_id_reaches_the_workers_log_lines_for_that_journey(
         assert response.headers["x-request-id"] == "enroll-42"
         await received(smtp, email)
 
-        lines: list[dict[str, Any]] = []
-
-        async def send_logged() -> bool:
-            lines.extend(line for line in json_lines(capsys.readouterr().err)
-                         if line.get("recipient") == email)  # fmt: skip
-            return any(line["message"] == "send sent" for line in lines)
-
-        await eventually(send_logged, timeout=30, what="the worker's send line")
+        lines = await worker_lines(capsys, email, "send sent")
         generated = await api.get("/api/campaigns", headers={"X-Request-ID": "bad id; x"})
     by_message = {line["message"]: line for line in lines}
     assert by_message["journey started"]["request_id"] == "enroll-42"  # the API's line
@@ -161,3 +172,23 @@ async def test_the_request_id_reaches_the_workers_log_lines_for_that_journey(
     # A value we do not accept is replaced, not echoed: a fresh id.
     assert len(generated.headers["x-request-id"]) == 32
     assert generated.headers["x-request-id"] != "bad id"
+
+
+async def test_a_csv_imports_request_id_reaches_the_journeys_it_enrolled(
+    settings: Settings, dev_env: WorkflowEnvironment, smtp: SmtpSink, capsys: Any
+) -> None:
+    """Through the batch workflow and its activity, which starts the journeys."""
+    email = f"imported@{unique_domain()}"
+    async with running(settings, dev_env, smtp) as api:
+        campaign_id = await one_step_campaign(api)
+        capsys.readouterr()
+        response = await api.post(
+            f"/api/campaigns/{campaign_id}/recipients/import",
+            files={"file": ("list.csv", f"email\n{email}\n".encode(), "text/csv")},
+            headers={"X-Request-ID": "import-7"},
+        )
+        assert response.status_code == 202, response.text
+        await received(smtp, email)
+        lines = await worker_lines(capsys, email, "send sent")
+    [sent] = [line for line in lines if line["message"] == "send sent"]
+    assert sent["request_id"] == "import-7"
