@@ -7,6 +7,7 @@ short outbox interval does not turn them into a steady load on a large database.
 from __future__ import annotations
 
 import time
+import weakref
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -19,7 +20,8 @@ from storage.reputation import auto_paused_campaigns
 MEASURE_EVERY = 30.0
 UNCERTAIN = "uncertain"  # the delivery status of a send that may have gone out (reliability.md)
 
-_last_measured = -MEASURE_EVERY
+# When each engine's database was last measured (an API's outbox, in tests several apps).
+_last_measured: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
 def count(session: Session, table: type, *where: object) -> int:
@@ -39,9 +41,9 @@ def measure(engine: Engine) -> None:
 
 
 def measure_now_and_then(engine: Engine) -> None:
-    """`measure`, unless it ran less than MEASURE_EVERY seconds ago (in this process)."""
-    global _last_measured
-    if time.monotonic() - _last_measured < MEASURE_EVERY:
+    """`measure`, unless this engine's database was measured less than MEASURE_EVERY s ago."""
+    last = _last_measured.get(engine)
+    if last is not None and time.monotonic() - last < MEASURE_EVERY:
         return
-    _last_measured = time.monotonic()
+    _last_measured[engine] = time.monotonic()
     measure(engine)

@@ -242,6 +242,23 @@ def test_backlog_gauges_count_what_is_waiting(engine: Engine) -> None:
     assert REPUTATION_PAUSED_CAMPAIGNS._value.get() == 1  # not the one paused by hand
 
 
+async def test_the_outbox_round_reports_them_on_metrics(
+    settings: Settings, dev_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    await asyncio.to_thread(insert_backlog, engine)
+    async with serve_api(settings, dev_env.client) as api:
+
+        async def reported() -> str | None:
+            text = (await api.get("/metrics")).text
+            return text if sample(text, "drip_uncertain_deliveries") == 1 else None
+
+        text = await eventually(reported, timeout=30, what="the outbox round's gauges")
+    assert sample(text, "drip_reputation_paused_campaigns") == 1
+    # Its values depend on what the round itself just started and signalled: present is enough.
+    assert 'drip_outbox_backlog{kind="enrollments"}' in text
+    assert 'drip_outbox_backlog{kind="events"}' in text
+
+
 def sample(text: str, name: str, **labels: str) -> float:
     for family in text_string_to_metric_families(text):
         for s in family.samples:
