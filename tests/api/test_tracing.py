@@ -82,13 +82,36 @@ async def received(smtp: SmtpSink, email: str) -> None:
     await eventually(arrived, timeout=60, what=f"the mail to {email}")
 
 
+def json_lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+async def worker_lines(capsys: Any, email: str, message: str) -> list[dict[str, Any]]:
+    """The JSON lines about `email` up to the first `message` (bounded wait)."""
+    lines: list[dict[str, Any]] = []
+
+    async def logged() -> bool:
+        lines.extend(line for line in json_lines(capsys.readouterr().err)
+                     if line.get("recipient") == email)  # fmt: skip
+        return any(line["message"] == message for line in lines)
+
+    await eventually(logged, timeout=30, what=f"the line {message!r} about {email}")
+    return lines
+
+
 async def test_one_trace_from_the_enroll_request_to_the_smtp_hand_off(
-    spans: InMemorySpanExporter, settings: Settings, dev_env: WorkflowEnvironment, smtp: SmtpSink
+    spans: InMemorySpanExporter,
+    settings: Settings,
+    dev_env: WorkflowEnvironment,
+    smtp: SmtpSink,
+    capsys: Any,
 ) -> None:
     email = f"traced@{unique_domain()}"
     async with running(settings, dev_env, smtp) as api:
+        capsys.readouterr()
         await enroll_one(api, email)
         await received(smtp, email)
+        lines = await worker_lines(capsys, email, "send sent")
 
         async def handed_off() -> list[ReadableSpan]:
             return [s for s in spans.get_finished_spans() if s.name == "smtp.send"]
@@ -110,6 +133,10 @@ async def test_one_trace_from_the_enroll_request_to_the_smtp_hand_off(
     assert smtp_span.attributes["server.port"] == smtp.port
     start = in_trace["StartWorkflow:RecipientWorkflow"]
     assert start.attributes["temporalWorkflowID"].endswith(email)
+    # The log lines join the trace: the API's and the worker's.
+    by_message = {line["message"]: line for line in lines}
+    assert by_message["journey started"]["trace_id"] == format(trace_id, "032x")
+    assert by_message["send sent"]["trace_id"] == format(trace_id, "032x")
 
 
 def test_tracing_is_off_unless_an_exporter_is_named() -> None:
@@ -133,23 +160,6 @@ def test_tracing_is_off_unless_an_exporter_is_named() -> None:
     assert run(OTEL_TRACES_EXPORTER="otlp", OTEL_EXPORTER_OTLP_ENDPOINT="http://127.0.0.1:9") == (
         "True 2"
     )
-
-
-def json_lines(text: str) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-
-
-async def worker_lines(capsys: Any, email: str, message: str) -> list[dict[str, Any]]:
-    """The JSON lines about `email` up to the first `message` (bounded wait)."""
-    lines: list[dict[str, Any]] = []
-
-    async def logged() -> bool:
-        lines.extend(line for line in json_lines(capsys.readouterr().err)
-                     if line.get("recipient") == email)  # fmt: skip
-        return any(line["message"] == message for line in lines)
-
-    await eventually(logged, timeout=30, what=f"the line {message!r} about {email}")
-    return lines
 
 
 async def test_the_request_id_reaches_the_workers_log_lines_for_that_journey(
