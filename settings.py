@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     send_rate: float | None = None  # messages/second across all workers
     # Hard limit on one SMTP hand-off; below the send activity's 2-minute timeout (workflows/).
     send_deadline_seconds: float = 60.0
+    # A message whose attempt died past the point of no return (the server may have it):
+    # "hold" records it uncertain and never sends it twice; "resend" sends it again and never
+    # loses it (docs/reliability.md).
+    uncertain_sends: Literal["hold", "resend"] = "hold"
     # Reputation guard (storage/reputation.py): a campaign over either rate pauses itself.
     max_complaint_rate: float = 0.003
     max_bounce_rate: float = 0.05

@@ -1,8 +1,15 @@
-"""The send activity: check, render, track, hand to the transport, record.
+"""The send activity: check, render, track, take the lease, hand to the transport, record.
 
-At most once per (enrollment, step): the delivery row is unique per step and marked `sent` right
-after the transport accepts the message, so a retry of a sent step sends nothing. The one window
-for a duplicate is between the SMTP server accepting DATA and that row being committed (README).
+At most once per (enrollment, step), under every fault but one (docs/reliability.md):
+
+- the delivery row is unique per step; `sent`, `uncertain` and `failed` are final;
+- `sending` is a lease (`send_started_at` + the send deadline + a margin): a retry that finds
+  another attempt's fresh lease waits it out; only an expired one (a dead attempt) is taken over;
+- just before the end-of-data terminator is written, the row is durably marked `handing_over`
+  (the point of no return): a dead attempt that had not got there is simply sent again; one that
+  had may have been accepted by the server, and DRIP_UNCERTAIN_SENDS decides: `hold` records it
+  `uncertain` and moves on (never twice), `resend` sends it again (never lost);
+- once the server answered 250, the `sent` write is retried until it commits.
 """
 
 from __future__ import annotations
@@ -10,13 +17,17 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import itertools
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
+from enum import StrEnum
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import select
+from sqlmodel import col, select
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -26,7 +37,14 @@ from domain.journey import Decision, JourneyStatus, StepInput, StepOutcome, Step
 from mail.compose import Draft, RenderFailed, compose
 from mail.message import Envelope, relay_provider
 from mail.tokens import Tokens
-from mail.transport import RecipientRejected, SenderMisconfigured, Transport, TransportError
+from mail.transport import (
+    MessageRefused,
+    OutcomeUnknown,
+    RecipientRejected,
+    SenderMisconfigured,
+    Transport,
+    TransportError,
+)
 from observability.sends import report_send, stopped_outcome
 from settings import Settings
 from storage.counters import Metric, bump, reach_milestones
@@ -48,12 +66,38 @@ log = logging.getLogger(__name__)
 
 
 HEARTBEAT_EVERY_SECONDS = 5.0
+# A lease outlives the longest an alive attempt can hold it (the send deadline), by this much:
+# slack for clocks of different workers and for the lease's own commit.
+LEASE_MARGIN_SECONDS = 15.0
+# Between tries of the `sent` write after the server accepted the message.
+RECORD_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class Status(StrEnum):
+    """A delivery row's status, as the send activity writes it."""
+
+    PENDING = "pending"
+    SENDING = "sending"  # leased, before the point of no return: a dead attempt is resent
+    HANDING_OVER = "handing_over"  # the terminator may be on the wire: the server may have it
+    SENT = "sent"
+    UNCERTAIN = "uncertain"  # a dead attempt past the point of no return, held (not resent)
+    FAILED = "failed"  # the server refused the message for good (size, content)
+    BOUNCED = "bounced"
+
+
+FINAL = {Status.SENT, Status.UNCERTAIN, Status.FAILED}
+
+
+class UncertainSends(StrEnum):
+    HOLD = "hold"  # at most once: never twice, an uncertain message is listed for an operator
+    RESEND = "resend"  # at least once: never lost, an uncertain message may arrive twice
 
 
 @contextlib.asynccontextmanager
 async def _heartbeating() -> AsyncIterator[None]:
-    """Heartbeat while the transport works, so a worker killed mid-send is noticed within the
-    heartbeat timeout (not the whole activity timeout), while a slow but alive one is not."""
+    """Heartbeat for the whole attempt, preparation included (a slow database must not make
+    Temporal start a second attempt beside this one), so a worker killed mid-send is noticed
+    within the heartbeat timeout, while a slow but alive one is not."""
 
     async def beat() -> None:
         while True:  # none at once: the heartbeat timeout runs from the attempt's start anyway,
@@ -69,11 +113,40 @@ async def _heartbeating() -> AsyncIterator[None]:
             await task
 
 
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)  # SQLite: naive UTC
+
+
+@dataclass
+class Loaded:
+    """What an attempt read, before any lease: the message is composed from it outside any
+    write transaction."""
+
+    delivery_id: str
+    new: bool  # no row yet: the lease inserts it
+    enrollment: Enrollment
+    campaign: Campaign
+    step: Step
+    subject: str
+    template: Template
+
+
 @dataclass
 class PreparedSend:
     delivery_id: str
     message: EmailMessage
     envelope: Envelope
+    lease: datetime  # this attempt's send_started_at: its lease token
+
+
+class LeaseLost(Exception):
+    """This attempt's lease was taken over or ran out before the point of no return."""
+
+
+class LeaseHeld(Exception):
+    def __init__(self, remaining: float) -> None:
+        super().__init__(f"another attempt holds the send lease for {remaining:.1f} s more")
+        self.remaining = remaining
 
 
 class SendingActivities:
@@ -82,6 +155,8 @@ class SendingActivities:
         self.engine = engine
         self.transport = transport
         self.tokens = Tokens(settings.secret_key)
+        self.uncertain = UncertainSends(settings.uncertain_sends)
+        self.lease_seconds = settings.send_deadline_seconds + LEASE_MARGIN_SECONDS
         # Its own threads for recording sends: on the shared default executor that commit
         # queued behind the next sends' preparation, and until it commits, a crash would send
         # the message again.
@@ -89,50 +164,129 @@ class SendingActivities:
 
     @activity.defn(name="send_step")
     async def send_step(self, step: StepInput) -> StepResult:
-        prepared = await asyncio.to_thread(self._prepare, step)
+        async with _heartbeating():
+            try:
+                return await self._attempt(step)
+            except LeaseHeld as exc:
+                # Retryable, after the lease: an attempt that may still be sending is never
+                # doubled by this one.
+                raise ApplicationError(
+                    str(exc),
+                    type="SendLeaseHeld",
+                    next_retry_delay=timedelta(seconds=exc.remaining + 1),
+                ) from exc
+
+    async def _attempt(self, step: StepInput) -> StepResult:
+        loaded = await asyncio.to_thread(self._load, step)
+        if isinstance(loaded, StepResult):
+            report_send(stopped_outcome(loaded), loaded.delivery_id)
+            return loaded
+        message, envelope, links = self._compose(
+            loaded.delivery_id,
+            loaded.enrollment,
+            loaded.campaign,
+            loaded.step,
+            loaded.subject,
+            loaded.template,
+        )
+        prepared = await asyncio.to_thread(self._lease, step, loaded, message, envelope, links)
         if isinstance(prepared, StepResult):
-            report_send(stopped_outcome(prepared), prepared.delivery_id)
+            report_send(prepared.reason or stopped_outcome(prepared), prepared.delivery_id)
             return prepared
+        return await self._hand_over(prepared)
+
+    async def _hand_over(self, prepared: PreparedSend) -> StepResult:
+        delivery_id = prepared.delivery_id
+        passed = False
+
+        async def no_return() -> None:
+            nonlocal passed
+            loop = asyncio.get_running_loop()  # not retried: abandoning here is still safe
+            await loop.run_in_executor(
+                self._recorder, self._mark_handing_over, delivery_id, prepared.lease
+            )
+            passed = True
+
         try:
-            async with _heartbeating():
-                # The deadline keeps an attempt from outliving its activity timeout: a stalled
-                # SMTP server can then never overlap with the retry.
-                await asyncio.wait_for(
-                    self.transport.send(prepared.message, prepared.envelope),
-                    timeout=self.settings.send_deadline_seconds,
-                )
-        except TimeoutError as exc:
-            deadline = self.settings.send_deadline_seconds
-            raise TransportError(f"no answer within {deadline} s") from exc
+            # The deadline keeps an attempt inside its lease and its activity timeout: a
+            # stalled SMTP server can then never overlap with the retry.
+            await asyncio.wait_for(
+                self.transport.send(prepared.message, prepared.envelope, no_return),
+                timeout=self.settings.send_deadline_seconds,
+            )
+        except (OutcomeUnknown, TimeoutError) as exc:
+            if not passed:  # timed out before the terminator: the server has nothing
+                await self._release(delivery_id, prepared.lease)
+                deadline = self.settings.send_deadline_seconds
+                raise TransportError(f"no answer within {deadline} s") from exc
+            return await self._outcome_unknown(delivery_id, prepared.lease, str(exc))
         except RecipientRejected as exc:
-            await asyncio.to_thread(self._record_bounce, prepared.delivery_id, exc)
-            report_send("bounced", prepared.delivery_id)
+            await asyncio.to_thread(self._record_bounce, delivery_id, exc)
+            report_send("bounced", delivery_id)
             return StepResult(
                 StepOutcome.ENDED,
-                delivery_id=prepared.delivery_id,
+                delivery_id=delivery_id,
                 exit_status=JourneyStatus.BOUNCED,
                 reason=str(exc),
             )
+        except MessageRefused as exc:
+            await self._record(self._mark_failed, delivery_id, str(exc))
+            report_send("failed", delivery_id)
+            return StepResult(StepOutcome.DONE, delivery_id=delivery_id, reason=str(exc))
         except SenderMisconfigured as exc:
             # Our own setup is wrong: blame nobody, keep retrying, and say so loudly.
             log.error("SMTP refused our sender configuration (retrying): %s", exc)
+            await self._release(delivery_id, prepared.lease)
             raise ApplicationError(str(exc), type="SenderMisconfigured") from exc
-        await asyncio.get_running_loop().run_in_executor(
-            self._recorder, self._mark_sent, prepared.delivery_id
-        )
-        report_send("sent", prepared.delivery_id)
-        return StepResult(StepOutcome.DONE, delivery_id=prepared.delivery_id)
+        except Exception:
+            await self._release(delivery_id, prepared.lease)  # refused: nothing was accepted
+            raise
+        await self._record(self._mark_sent, delivery_id)
+        report_send("sent", delivery_id)
+        return StepResult(StepOutcome.DONE, delivery_id=delivery_id)
 
-    def _prepare(self, step: StepInput) -> PreparedSend | StepResult:
+    async def _outcome_unknown(self, delivery_id: str, lease: datetime, why: str) -> StepResult:
+        """This attempt wrote the terminator and got no answer: the server may have it."""
+        if self.uncertain == UncertainSends.RESEND:
+            await self._release(delivery_id, lease)
+            raise TransportError(f"outcome unknown, sending again: {why}")
+        await self._record(self._mark_uncertain, delivery_id)
+        report_send("uncertain", delivery_id)
+        return StepResult(StepOutcome.DONE, delivery_id=delivery_id, reason="uncertain")
+
+    async def _record(self, write, *args) -> None:  # type: ignore[no-untyped-def]
+        """Run a recording write on the recorder's threads until it commits: once the message
+        may be on its way, failing this attempt would send it again."""
+        loop = asyncio.get_running_loop()
+        for tries in itertools.count():
+            try:
+                await loop.run_in_executor(self._recorder, write, *args)
+                return
+            except Exception as exc:
+                pause = RECORD_RETRY_SECONDS[min(tries, len(RECORD_RETRY_SECONDS) - 1)]
+                log.warning("recording %s failed (retrying in %s s): %s", write.__name__,
+                            pause, exc)  # fmt: skip
+                await asyncio.sleep(pause)
+
+    async def _release(self, delivery_id: str, lease: datetime) -> None:
+        """Give the lease back after a definite refusal, so the retry need not wait it out.
+        Best effort: a lease not given back only expires."""
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self._release_lease, delivery_id, lease)
+
+    def _load(self, step: StepInput) -> Loaded | StepResult:
+        """Reads only, no write lock: the gate, the row, what the message is made of."""
         with session_scope(self.engine) as session:
             enrollment = session.get(Enrollment, step.enrollment_id)
             stop = gate(session, enrollment)
             if stop is not None:
                 return stop
             assert enrollment is not None
-            delivery = self._delivery(session, enrollment, step)
-            if delivery.status == "sent":
-                return StepResult(StepOutcome.DONE, delivery_id=delivery.id)
+            delivery = session.exec(self._row(enrollment.id or 0, step)).first()
+            if delivery is not None:
+                stop = self._judge(delivery)
+                if stop is not None:
+                    return stop
             campaign = session.get(Campaign, enrollment.campaign_id)
             plan_step = session.get(Step, step.step_id)
             assert campaign is not None and plan_step is not None
@@ -145,40 +299,162 @@ class SendingActivities:
                 raise ApplicationError(
                     f"template of step {plan_step.id} is gone", type="MissingTemplate"
                 )
-            message, envelope, links = self._compose(
-                delivery.id, enrollment, campaign, plan_step, subject, template
+            return Loaded(
+                delivery.id if delivery else new_delivery_id(),
+                delivery is None,
+                enrollment,
+                campaign,
+                plan_step,
+                subject,
+                template,
             )
-            delivery.subject = str(message["Subject"])
-            delivery.message_id = str(message["Message-ID"]).strip("<>")
-            delivery.links = links
-            delivery.status = "sending"
-            delivery.send_started_at = utcnow()
-            enrollment.current_step = max(enrollment.current_step, step.step_order)
-            session.add_all([delivery, enrollment])
-            return PreparedSend(delivery.id, message, envelope)
 
-    def _delivery(self, session, enrollment: Enrollment, step: StepInput) -> Delivery:  # type: ignore[no-untyped-def]
-        query = select(Delivery).where(
-            Delivery.enrollment_id == enrollment.id, Delivery.step_id == step.step_id
+    def _judge(self, delivery: Delivery) -> StepResult | None:
+        """What an existing row says about this attempt: None when it may send."""
+        if delivery.status in FINAL:
+            return StepResult(StepOutcome.DONE, delivery_id=delivery.id)
+        if delivery.status in (Status.SENDING, Status.HANDING_OVER):
+            assert delivery.send_started_at is not None
+            expires = _aware(delivery.send_started_at) + timedelta(seconds=self.lease_seconds)
+            remaining = (expires - utcnow()).total_seconds()
+            if remaining > 0:
+                raise LeaseHeld(remaining)
+        return None
+
+    @staticmethod
+    def _row(enrollment_id: int, step: StepInput):  # type: ignore[no-untyped-def]
+        return select(Delivery).where(
+            Delivery.enrollment_id == enrollment_id, Delivery.step_id == step.step_id
         )
-        delivery = session.exec(query).first()
-        if delivery is not None:
-            return delivery
-        row = Delivery(
-            id=new_delivery_id(),
-            enrollment_id=enrollment.id or 0,
-            campaign_id=enrollment.campaign_id,
-            step_id=step.step_id,
-            step_order=step.step_order,
-            decision=step.decision,
-            condition_met=step.condition_met,
-        )
-        # ON CONFLICT DO NOTHING, not a savepoint: on SQLite a SAVEPOINT after only reads is the
-        # outermost transaction, and its RELEASE committed the row apart from its REACHED count
-        # (a worker killed in between left the count short for good).
-        if insert_ignoring_conflicts(session, Delivery, [row.model_dump()]):
-            bump(session, row.campaign_id, row.step_id, Metric.REACHED)
-        return session.exec(query).one()  # ours, or the one a concurrent attempt made first
+
+    def _lease(  # noqa: PLR0913
+        self,
+        step: StepInput,
+        loaded: Loaded,
+        message: EmailMessage,
+        envelope: Envelope,
+        links: list[str],
+    ) -> PreparedSend | StepResult:
+        """One short write: take the lease (inserting the row on a first attempt), or find that
+        another attempt has it, or — past the point of no return — hold the message."""
+        now = utcnow()
+        subject = str(message["Subject"])
+        message_id = str(message["Message-ID"]).strip("<>")
+        with session_scope(self.engine) as session:
+            enrollment = session.get(Enrollment, step.enrollment_id)
+            assert enrollment is not None
+            enrollment.current_step = max(enrollment.current_step, step.step_order)
+            session.add(enrollment)
+            if loaded.new:
+                row = Delivery(
+                    id=loaded.delivery_id,
+                    enrollment_id=enrollment.id or 0,
+                    campaign_id=enrollment.campaign_id,
+                    step_id=step.step_id,
+                    step_order=step.step_order,
+                    decision=step.decision,
+                    condition_met=step.condition_met,
+                    status=Status.SENDING,
+                    subject=subject,
+                    message_id=message_id,
+                    links=links,
+                    send_started_at=now,
+                )
+                if insert_ignoring_conflicts(session, Delivery, [row.model_dump()]):
+                    bump(session, row.campaign_id, row.step_id, Metric.REACHED)
+                    return PreparedSend(loaded.delivery_id, message, envelope, now)
+                # A concurrent attempt made the row first: its lease, or compose again.
+                delivery = session.exec(self._row(enrollment.id or 0, step)).one()
+                stop = self._judge(delivery)
+                if stop is not None:
+                    return stop
+                raise ApplicationError("delivery row made concurrently", type="Raced")
+            expired = now - timedelta(seconds=self.lease_seconds)
+            takeable = [Status.PENDING, Status.SENDING]
+            if self.uncertain == UncertainSends.RESEND:
+                takeable.append(Status.HANDING_OVER)
+            taken = session.execute(
+                update(Delivery)
+                .where(
+                    col(Delivery.id) == loaded.delivery_id,
+                    col(Delivery.status).in_(takeable),
+                    (col(Delivery.status) == Status.PENDING)
+                    | (col(Delivery.send_started_at) < expired),
+                )
+                .values(
+                    status=Status.SENDING,
+                    send_started_at=now,
+                    subject=subject,
+                    message_id=message_id,
+                    links=links,
+                )
+            )
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                return PreparedSend(loaded.delivery_id, message, envelope, now)
+            delivery = session.get(Delivery, loaded.delivery_id)
+            assert delivery is not None
+            stop = self._judge(delivery)  # final by now, or a fresh lease (raises)
+            if stop is not None:
+                return stop
+            # An expired lease past the point of no return, and we hold such messages.
+            assert delivery.status == Status.HANDING_OVER
+            self._set_uncertain(session, delivery)
+            log.warning("delivery %s: its attempt died past the point of no return; held as "
+                        "uncertain (DRIP_UNCERTAIN_SENDS=hold)", delivery.id)  # fmt: skip
+            return StepResult(StepOutcome.DONE, delivery_id=delivery.id, reason="uncertain")
+
+    def _mark_handing_over(self, delivery_id: str, lease: datetime) -> None:
+        # Urgent: the message waits on the wire for this commit.
+        with session_scope(self.engine, urgent=True) as session:
+            held = session.execute(
+                update(Delivery)
+                .where(
+                    col(Delivery.id) == delivery_id,
+                    col(Delivery.status) == Status.SENDING,
+                    col(Delivery.send_started_at) == lease,
+                )
+                .values(status=Status.HANDING_OVER)
+            )
+            if held.rowcount != 1:  # type: ignore[attr-defined]
+                raise LeaseLost(delivery_id)
+        if (utcnow() - lease).total_seconds() > self.lease_seconds:
+            raise LeaseLost(delivery_id)  # too late: another attempt may take it over now
+
+    def _release_lease(self, delivery_id: str, lease: datetime) -> None:
+        with session_scope(self.engine) as session:
+            session.execute(
+                update(Delivery)
+                .where(
+                    col(Delivery.id) == delivery_id,
+                    col(Delivery.status).in_([Status.SENDING, Status.HANDING_OVER]),
+                    col(Delivery.send_started_at) == lease,
+                )
+                .values(status=Status.PENDING)
+            )
+
+    def _mark_uncertain(self, delivery_id: str) -> None:
+        with session_scope(self.engine, urgent=True) as session:
+            delivery = session.get(Delivery, delivery_id, with_for_update=True)
+            assert delivery is not None
+            if delivery.status not in FINAL:
+                self._set_uncertain(session, delivery)
+
+    @staticmethod
+    def _set_uncertain(session, delivery: Delivery) -> None:  # type: ignore[no-untyped-def]
+        delivery.status = Status.UNCERTAIN
+        delivery.error = "the attempt ended past the point of no return: maybe accepted"
+        session.add(delivery)
+        bump(session, delivery.campaign_id, delivery.step_id, Metric.UNCERTAIN)
+
+    def _mark_failed(self, delivery_id: str, reason: str) -> None:
+        with session_scope(self.engine) as session:
+            delivery = session.get(Delivery, delivery_id, with_for_update=True)
+            assert delivery is not None
+            if delivery.status not in FINAL:
+                bump(session, delivery.campaign_id, delivery.step_id, Metric.FAILED)
+            delivery.status = Status.FAILED
+            delivery.error = reason
+            session.add(delivery)
 
     def _compose(  # type: ignore[no-untyped-def]
         self,
@@ -219,15 +495,17 @@ class SendingActivities:
         return composed.message, composed.envelope, composed.links
 
     def _mark_sent(self, delivery_id: str) -> None:
-        # Urgent: until this commits, a crash would send the message again.
+        # Urgent: until this commits, a retry cannot know the message went out.
         with session_scope(self.engine, urgent=True) as session:
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
             assert delivery is not None
-            if delivery.status != "sent":  # a retried attempt counts nothing twice
+            if delivery.status != Status.SENT:  # a retried attempt counts nothing twice
                 alternative = delivery.decision == Decision.ALTERNATIVE
                 metric = Metric.ALTERNATIVE_SENT if alternative else Metric.SENT
                 bump(session, delivery.campaign_id, delivery.step_id, metric)
-            delivery.status = "sent"
+            if delivery.status == Status.UNCERTAIN:  # a slow attempt proved it went out
+                bump(session, delivery.campaign_id, delivery.step_id, Metric.UNCERTAIN, -1)
+            delivery.status = Status.SENT
             delivery.sent_at = utcnow()
             session.add(delivery)
 

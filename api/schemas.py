@@ -422,6 +422,10 @@ class FunnelStep(BaseModel):
     complained: int
     opened_including_machine: int
     clicked_including_machine: int
+    # Maybe sent (the attempt died past the point of no return; held, not resent) and refused
+    # for good by the server (size, content): see GET /api/deliveries?status=uncertain.
+    uncertain: int = 0
+    failed: int = 0
 
 
 class CampaignFunnel(BaseModel):

@@ -44,6 +44,8 @@ class Metric(StrEnum):
     OPENED_ANY = "opened_any"  # machine opens (privacy proxies, scanners) included
     CLICKED_ANY = "clicked_any"
     BOUNCED = "bounced"
+    UNCERTAIN = "uncertain"  # maybe sent: held, not resent (activities/sending.py)
+    FAILED = "failed"  # refused for good by the server (size, content): not a bounce
     UNSUBSCRIBED = "unsubscribed"
     COMPLAINED = "complained"
 
@@ -57,6 +59,8 @@ STEP_METRICS = [
     Metric.OPENED,
     Metric.CLICKED,
     Metric.BOUNCED,
+    Metric.UNCERTAIN,
+    Metric.FAILED,
     Metric.UNSUBSCRIBED,
     Metric.COMPLAINED,
     Metric.OPENED_ANY,
@@ -182,6 +186,8 @@ def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
         elif status == "sent":
             metric = Metric.ALTERNATIVE_SENT if decision == "alternative" else Metric.SENT
             truth[(step_id, metric)] += n
+        elif status in (Metric.UNCERTAIN, Metric.FAILED):
+            truth[(step_id, Metric(status))] += n
     for step_id, _, metric in _milestones(session, campaign_id):
         truth[(step_id, metric)] += 1
     return {key: n for key, n in truth.items() if n}

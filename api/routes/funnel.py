@@ -48,6 +48,8 @@ def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunne
                 complained=count(step.id or 0, Metric.COMPLAINED),
                 opened_including_machine=count(step.id or 0, Metric.OPENED_ANY),
                 clicked_including_machine=count(step.id or 0, Metric.CLICKED_ANY),
+                uncertain=count(step.id or 0, Metric.UNCERTAIN),
+                failed=count(step.id or 0, Metric.FAILED),
             )
             for step in _steps(session, campaign_id)
         ],

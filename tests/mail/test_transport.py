@@ -10,6 +10,7 @@ import pytest
 
 from mail.message import Envelope
 from mail.transport import (
+    MessageRefused,
     OutboxTransport,
     RecipientRejected,
     SenderMisconfigured,
@@ -22,25 +23,44 @@ from tests.smtp import SmtpSink
 
 
 @pytest.mark.parametrize(
-    ("code", "message", "kind"),
+    ("stage", "code", "message", "kind"),
     [
-        (550, "5.1.1 <x@y>: Recipient address rejected: User unknown", RecipientRejected),
-        (550, "Mailbox unavailable", RecipientRejected),
-        (553, "5.1.3 Bad recipient address syntax", RecipientRejected),
-        (552, "5.2.2 Mailbox full", RecipientRejected),
-        (554, "5.7.1 <x@y>: Recipient address rejected: Access denied", RecipientRejected),
-        (550, "5.7.1 Relaying denied", SenderMisconfigured),
-        (554, "5.7.1 Client host rejected: not permitted to relay", SenderMisconfigured),
-        (530, "5.7.0 Must issue a STARTTLS command first", SenderMisconfigured),
-        (535, "5.7.8 Authentication credentials invalid", SenderMisconfigured),
-        (550, "5.7.0 Authentication required", SenderMisconfigured),
-        (451, "4.7.1 Greylisted", TransportError),
-        (421, "Service not available", TransportError),
-        (452, "4.2.2 Mailbox full, try later", TransportError),
+        ("RCPT", 550, "5.1.1 <x@y>: Recipient address rejected: User unknown", RecipientRejected),
+        ("RCPT", 550, "Mailbox unavailable", RecipientRejected),
+        ("RCPT", 550, "Requested action not taken", RecipientRejected),
+        ("RCPT", 553, "5.1.3 Bad recipient address syntax", RecipientRejected),
+        (
+            "RCPT",
+            550,
+            "5.2.1 The email account that you tried to reach is disabled",
+            RecipientRejected,
+        ),
+        # Full, over quota, throttled: transient, retried with backoff like a 4xx.
+        ("RCPT", 552, "5.4.5 Daily user sending quota exceeded", TransportError),
+        ("DATA", 550, "5.4.5 Daily sending quota exceeded", TransportError),
+        ("RCPT", 550, "5.7.1 Rate limited, too many messages, try again later", TransportError),
+        ("DATA", 554, "5.7.0 Throttling failure: Maximum sending rate exceeded", TransportError),
+        # Refusals of the message, not of the mailbox: failed, nothing suppressed.
+        ("DATA", 552, "5.3.4 Message size exceeds fixed limit", MessageRefused),
+        ("DATA", 554, "5.6.0 Message content rejected", MessageRefused),
+        ("DATA", 550, "5.7.1 Message rejected as spam", MessageRefused),
+        ("DATA", 550, "5.1.1 User unknown", MessageRefused),  # only RCPT refuses a mailbox
+        ("RCPT", 552, "5.2.2 Mailbox full", MessageRefused),
+        ("RCPT", 554, "5.7.1 <x@y>: Recipient address rejected: Access denied", MessageRefused),
+        ("RCPT", 550, "5.7.1 Relaying denied", SenderMisconfigured),
+        ("RCPT", 554, "5.7.1 Client host rejected: not permitted to relay", SenderMisconfigured),
+        ("MAIL", 530, "5.7.0 Must issue a STARTTLS command first", SenderMisconfigured),
+        ("MAIL", 535, "5.7.8 Authentication credentials invalid", SenderMisconfigured),
+        ("RCPT", 550, "5.7.0 Authentication required", SenderMisconfigured),
+        ("RCPT", 451, "4.7.1 Greylisted", TransportError),
+        ("DATA", 421, "Service not available", TransportError),
+        ("RCPT", 452, "4.2.2 Mailbox full, try later", TransportError),
     ],
 )
-def test_smtp_replies_are_classified(code: int, message: str, kind: type[Exception]) -> None:
-    error = _classify(code, message)
+def test_smtp_replies_are_classified_by_stage_and_code(
+    stage: str, code: int, message: str, kind: type[Exception]
+) -> None:
+    error = _classify(code, message, stage)
     assert type(error) is kind
 
 
