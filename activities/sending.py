@@ -60,6 +60,7 @@ from storage.models import (
     utcnow,
 )
 from storage.reputation import guard_campaign
+from storage.suppression import find_suppression
 from storage.upsert import insert_ignoring_conflicts
 
 log = logging.getLogger(__name__)
@@ -137,6 +138,7 @@ class PreparedSend:
     message: EmailMessage
     envelope: Envelope
     lease: datetime  # this attempt's send_started_at: its lease token
+    release_to: str = "pending"  # the status a definite refusal gives the row back
 
 
 class LeaseLost(Exception):
@@ -147,6 +149,10 @@ class LeaseHeld(Exception):
     def __init__(self, remaining: float) -> None:
         super().__init__(f"another attempt holds the send lease for {remaining:.1f} s more")
         self.remaining = remaining
+
+
+class NotResendable(Exception):
+    """An operator's resend of a delivery that is not `uncertain`, or of a suppressed address."""
 
 
 class SendingActivities:
@@ -161,6 +167,9 @@ class SendingActivities:
         # queued behind the next sends' preparation, and until it commits, a crash would send
         # the message again.
         self._recorder = concurrent.futures.ThreadPoolExecutor(4, "record-sent")
+
+    def close(self) -> None:
+        self._recorder.shutdown(wait=False)
 
     @activity.defn(name="send_step")
     async def send_step(self, step: StepInput) -> StepResult:
@@ -216,10 +225,10 @@ class SendingActivities:
             )
         except (OutcomeUnknown, TimeoutError) as exc:
             if not passed:  # timed out before the terminator: the server has nothing
-                await self._release(delivery_id, prepared.lease)
+                await self._release(prepared)
                 deadline = self.settings.send_deadline_seconds
                 raise TransportError(f"no answer within {deadline} s") from exc
-            return await self._outcome_unknown(delivery_id, prepared.lease, str(exc))
+            return await self._outcome_unknown(prepared, str(exc))
         except RecipientRejected as exc:
             await asyncio.to_thread(self._record_bounce, delivery_id, exc)
             report_send("bounced", delivery_id)
@@ -236,19 +245,20 @@ class SendingActivities:
         except SenderMisconfigured as exc:
             # Our own setup is wrong: blame nobody, keep retrying, and say so loudly.
             log.error("SMTP refused our sender configuration (retrying): %s", exc)
-            await self._release(delivery_id, prepared.lease)
+            await self._release(prepared)
             raise ApplicationError(str(exc), type="SenderMisconfigured") from exc
         except Exception:
-            await self._release(delivery_id, prepared.lease)  # refused: nothing was accepted
+            await self._release(prepared)  # refused: nothing was accepted
             raise
         await self._record(self._mark_sent, delivery_id)
         report_send("sent", delivery_id)
         return StepResult(StepOutcome.DONE, delivery_id=delivery_id)
 
-    async def _outcome_unknown(self, delivery_id: str, lease: datetime, why: str) -> StepResult:
+    async def _outcome_unknown(self, prepared: PreparedSend, why: str) -> StepResult:
         """This attempt wrote the terminator and got no answer: the server may have it."""
+        delivery_id = prepared.delivery_id
         if self.uncertain == UncertainSends.RESEND:
-            await self._release(delivery_id, lease)
+            await self._release(prepared)
             raise TransportError(f"outcome unknown, sending again: {why}")
         await self._record(self._mark_uncertain, delivery_id)
         report_send("uncertain", delivery_id)
@@ -268,11 +278,11 @@ class SendingActivities:
                             pause, exc)  # fmt: skip
                 await asyncio.sleep(pause)
 
-    async def _release(self, delivery_id: str, lease: datetime) -> None:
+    async def _release(self, prepared: PreparedSend) -> None:
         """Give the lease back after a definite refusal, so the retry need not wait it out.
         Best effort: a lease not given back only expires."""
         with contextlib.suppress(Exception):
-            await asyncio.to_thread(self._release_lease, delivery_id, lease)
+            await asyncio.to_thread(self._release_lease, prepared)
 
     def _load(self, step: StepInput) -> Loaded | StepResult:
         """Reads only, no write lock: the gate, the row, what the message is made of."""
@@ -287,27 +297,90 @@ class SendingActivities:
                 stop = self._judge(delivery)
                 if stop is not None:
                     return stop
-            campaign = session.get(Campaign, enrollment.campaign_id)
-            plan_step = session.get(Step, step.step_id)
-            assert campaign is not None and plan_step is not None
-            alternative = step.decision == Decision.ALTERNATIVE
-            subject = (plan_step.alt_subject if alternative else None) or plan_step.subject
-            template = session.get(
-                Template, plan_step.alt_template_id if alternative else plan_step.template_id
+            return self._materials(session, enrollment, step, delivery)
+
+    @staticmethod
+    def _materials(  # type: ignore[no-untyped-def]
+        session, enrollment: Enrollment, step: StepInput, delivery: Delivery | None
+    ) -> Loaded:
+        campaign = session.get(Campaign, enrollment.campaign_id)
+        plan_step = session.get(Step, step.step_id)
+        assert campaign is not None and plan_step is not None
+        alternative = step.decision == Decision.ALTERNATIVE
+        subject = (plan_step.alt_subject if alternative else None) or plan_step.subject
+        template = session.get(
+            Template, plan_step.alt_template_id if alternative else plan_step.template_id
+        )
+        if template is None:
+            raise ApplicationError(
+                f"template of step {plan_step.id} is gone", type="MissingTemplate"
             )
-            if template is None:
-                raise ApplicationError(
-                    f"template of step {plan_step.id} is gone", type="MissingTemplate"
-                )
-            return Loaded(
-                delivery.id if delivery else new_delivery_id(),
-                delivery is None,
-                enrollment,
-                campaign,
-                plan_step,
-                subject,
-                template,
+        return Loaded(
+            delivery.id if delivery else new_delivery_id(),
+            delivery is None,
+            enrollment,
+            campaign,
+            plan_step,
+            subject,
+            template,
+        )
+
+    async def resend(self, delivery_id: str) -> str:
+        """An operator's resend of an `uncertain` delivery (POST /api/deliveries/{id}/resend),
+        through the same lease and point of no return; its journey has moved on already.
+        Returns the delivery's status after it: sent, failed, bounced or uncertain again."""
+        loaded, step = await asyncio.to_thread(self._load_for_resend, delivery_id)
+        message, envelope, links = self._compose(
+            delivery_id, loaded.enrollment, loaded.campaign, loaded.step, loaded.subject,
+            loaded.template,
+        )  # fmt: skip
+        lease = await asyncio.to_thread(self._lease_uncertain, delivery_id, message, links)
+        prepared = PreparedSend(delivery_id, message, envelope, lease, Status.UNCERTAIN)
+        with contextlib.suppress(TransportError, ApplicationError):
+            await self._hand_over(prepared)  # refused for now: uncertain still, retry later
+        with session_scope(self.engine) as session:
+            row = session.get(Delivery, delivery_id)
+            assert row is not None
+            return row.status
+
+    def _load_for_resend(self, delivery_id: str) -> tuple[Loaded, StepInput]:
+        with session_scope(self.engine) as session:
+            delivery = session.get(Delivery, delivery_id)
+            if delivery is None:
+                raise LookupError(delivery_id)
+            if delivery.status != Status.UNCERTAIN:
+                raise NotResendable(f"delivery {delivery_id} is {delivery.status}, not uncertain")
+            enrollment = session.get(Enrollment, delivery.enrollment_id)
+            if enrollment is None:
+                raise NotResendable(f"delivery {delivery_id}: its recipient was erased")
+            suppression = find_suppression(session, enrollment.email)
+            if suppression is not None:
+                raise NotResendable(f"{enrollment.email} is suppressed: {suppression.reason}")
+            step = StepInput(enrollment.id or 0, delivery.step_id, delivery.step_order,
+                             delivery.decision, delivery.condition_met)  # fmt: skip
+            return self._materials(session, enrollment, step, delivery), step
+
+    def _lease_uncertain(
+        self, delivery_id: str, message: EmailMessage, links: list[str]
+    ) -> datetime:
+        now = utcnow()
+        with session_scope(self.engine) as session:
+            taken = session.execute(
+                update(Delivery)
+                .where(col(Delivery.id) == delivery_id, col(Delivery.status) == Status.UNCERTAIN)
+                .values(
+                    status=Status.SENDING,
+                    send_started_at=now,
+                    links=links,
+                    subject=str(message["Subject"]),
+                )  # fmt: skip
             )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                raise NotResendable(f"delivery {delivery_id} is no longer uncertain")
+            row = session.get(Delivery, delivery_id)
+            assert row is not None
+            bump(session, row.campaign_id, row.step_id, Metric.UNCERTAIN, -1)
+        return now
 
     def _judge(self, delivery: Delivery) -> StepResult | None:
         """What an existing row says about this attempt: None when it may send."""
@@ -420,17 +493,21 @@ class SendingActivities:
         if (utcnow() - lease).total_seconds() > self.lease_seconds:
             raise LeaseLost(delivery_id)  # too late: another attempt may take it over now
 
-    def _release_lease(self, delivery_id: str, lease: datetime) -> None:
+    def _release_lease(self, prepared: PreparedSend) -> None:
         with session_scope(self.engine) as session:
-            session.execute(
+            released = session.execute(
                 update(Delivery)
                 .where(
-                    col(Delivery.id) == delivery_id,
+                    col(Delivery.id) == prepared.delivery_id,
                     col(Delivery.status).in_([Status.SENDING, Status.HANDING_OVER]),
-                    col(Delivery.send_started_at) == lease,
+                    col(Delivery.send_started_at) == prepared.lease,
                 )
-                .values(status=Status.PENDING)
+                .values(status=prepared.release_to)
             )
+            if released.rowcount == 1 and prepared.release_to == Status.UNCERTAIN:  # type: ignore[attr-defined]
+                row = session.get(Delivery, prepared.delivery_id)
+                assert row is not None
+                bump(session, row.campaign_id, row.step_id, Metric.UNCERTAIN)
 
     def _mark_uncertain(self, delivery_id: str) -> None:
         with session_scope(self.engine, urgent=True) as session:

@@ -17,6 +17,7 @@ from api.monitoring import install_monitoring
 from api.outbox import run_outbox
 from api.routes import (
     campaigns,
+    deliveries,
     enrollment_batches,
     erasure,
     events,
@@ -97,6 +98,7 @@ def create_app(
         recipients,
         enrollment_batches,
         funnel,
+        deliveries,
         events,
         suppressions,
         erasure,

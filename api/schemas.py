@@ -303,6 +303,29 @@ class StepEngagement(BaseModel):
     machine_clicks: int
 
 
+class DeliveryPublic(BaseModel):
+    """One step's message to one recipient, as `GET /api/deliveries` lists it."""
+
+    id: str
+    campaign_id: int
+    step_id: int
+    step_order: int
+    email: str | None  # None once the recipient is erased
+    status: str
+    error: str | None
+    subject: str | None
+    message_id: str | None
+    send_started_at: SpecTime | None
+    sent_at: SpecTime | None
+
+
+class DeliveryPage(BaseModel):
+    items: list[DeliveryPublic]
+    total: int
+    limit: int
+    offset: int
+
+
 class JourneyPublic(BaseModel):
     email: str
     campaign_id: int

@@ -3,10 +3,14 @@ journey (activity.logger carries its workflow id)."""
 
 from __future__ import annotations
 
+import logging
+
 from temporalio import activity
 
 from domain.journey import StepOutcome, StepResult
 from observability.metrics import count_send
+
+log = logging.getLogger("drip.sends")
 
 
 def stopped_outcome(result: StepResult) -> str:
@@ -19,5 +23,8 @@ def stopped_outcome(result: StepResult) -> str:
 
 
 def report_send(outcome: str, delivery_id: str | None) -> None:
+    if not activity.in_activity():  # an operator's resend, from the API
+        log.info("send %s", outcome, extra={"outcome": outcome, "delivery_id": delivery_id})
+        return
     count_send(outcome)
     activity.logger.info("send %s", outcome, extra={"outcome": outcome, "delivery_id": delivery_id})
