@@ -312,6 +312,60 @@ async def sending(stack: Stack, table: Table, sizes: Sizes, state: State) -> Non
         ">= 0.7x",
         ratio >= 0.7,
     )
+    await asyncio.to_thread(point_of_no_return_cost, stack, table, prefix)
+
+
+def point_of_no_return_cost(stack: Stack, table: Table, prefix: str) -> None:
+    """What recording the point of no return (activities/sending.py: the row marked
+    `handing_over` before the end of DATA is written) costs per message: the very write, on
+    the rows just sent, alone and 16 at a time as concurrent sends do. Rows are put back."""
+    import concurrent.futures
+
+    from activities.sending import SendingActivities, Status
+    from settings import Settings
+    from storage.models import utcnow
+
+    engine = make_engine(stack.sqlite_url)
+    with engine.begin() as conn:
+        ids = [row[0] for row in conn.execute(
+            select(Delivery.id).join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+            .where(Enrollment.email.like(f"{prefix}%"), Delivery.status == "sent"))]  # fmt: skip
+    sender = SendingActivities(Settings(database_url=stack.sqlite_url), engine, None)  # type: ignore[arg-type]
+    lease = utcnow()
+
+    def lease_all() -> None:
+        with engine.begin() as conn:
+            conn.execute(Delivery.__table__.update().where(Delivery.id.in_(ids))  # type: ignore[attr-defined]
+                         .values(status=Status.SENDING, send_started_at=lease))  # fmt: skip
+
+    def timed(delivery_id: str) -> float:
+        began = time.perf_counter()
+        sender._mark_handing_over(delivery_id, lease)
+        return time.perf_counter() - began
+
+    lease_all()
+    alone = [timed(d) for d in ids]
+    lease_all()
+    began = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        waits = list(pool.map(timed, ids))
+    wall = time.perf_counter() - began
+    with engine.begin() as conn:
+        conn.execute(Delivery.__table__.update().where(Delivery.id.in_(ids))  # type: ignore[attr-defined]
+                     .values(status=Status.SENT))  # fmt: skip
+    sender.close()
+    engine.dispose()
+    table.add(
+        f"recording the point of no return (one row UPDATE + COMMIT before the end of DATA), "
+        f"SQLite, {len(ids):,} messages",
+        f"alone: p50 {ms(percentile(alone, 50))}, p99 {ms(percentile(alone, 99))}; "
+        f"16 at a time: {wall / len(ids) * 1000:.2f} ms/message of the write lock, "
+        f"wait p50 {ms(percentile(waits, 50))}, p99 {ms(percentile(waits, 99))}",
+        "",
+        "",
+        "",
+        None,
+    )
 
 
 # --- events ------------------------------------------------------------------------------------
