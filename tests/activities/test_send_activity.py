@@ -115,6 +115,7 @@ class World:
             smtp_timeout_seconds=2,
             send_deadline_seconds=DEADLINE,
             public_url="https://drip.example.com",
+            secret_key="a-test-secret-that-is-long-enough-0123456789",
             **settings,
         )
         transport = SmtpTransport(config.smtp_url or "", timeout=config.smtp_timeout_seconds)
