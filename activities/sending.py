@@ -84,9 +84,10 @@ class Status(StrEnum):
     UNCERTAIN = "uncertain"  # a dead attempt past the point of no return, held (not resent)
     FAILED = "failed"  # the server refused the message for good (size, content)
     BOUNCED = "bounced"
+    SKIPPED = "skipped"  # written by record_skip (activities/journey.py)
 
 
-FINAL = {Status.SENT, Status.UNCERTAIN, Status.FAILED}
+FINAL = {Status.SENT, Status.UNCERTAIN, Status.FAILED, Status.SKIPPED}
 
 
 class UncertainSends(StrEnum):
@@ -386,6 +387,9 @@ class SendingActivities:
         """What an existing row says about this attempt: None when it may send."""
         if delivery.status in FINAL:
             return StepResult(StepOutcome.DONE, delivery_id=delivery.id)
+        if delivery.status == Status.BOUNCED:  # e.g. its suppression lifted since
+            return StepResult(StepOutcome.ENDED, delivery_id=delivery.id,
+                              exit_status=JourneyStatus.BOUNCED, reason=delivery.error)  # fmt: skip
         if delivery.status in (Status.SENDING, Status.HANDING_OVER):
             assert delivery.send_started_at is not None
             expires = _aware(delivery.send_started_at) + timedelta(seconds=self.lease_seconds)

@@ -55,8 +55,8 @@ REPUTATION_PAUSED_CAMPAIGNS = Gauge(
 
 MESSAGES_SENT = "drip_messages_sent_total"
 MESSAGES_SENT_HELP = (
-    "Send attempts by outcome: sent, bounced, held, already_sent, or the end status of a "
-    "journey stopped before sending (unsubscribed, complained, suppressed, removed, ...)"
+    "Send attempts by outcome: sent, uncertain, failed, bounced, held, already_sent, or the end "
+    "status of a journey stopped before sending (unsubscribed, complained, suppressed, ...)"
 )
 
 
