@@ -390,3 +390,29 @@ async def test_a_paused_campaign_holds_the_step(world: World) -> None:
     result = await send(world.activities(), world.step)
     assert result.outcome == StepOutcome.HELD
     assert world.sink.raw == [] and world.delivery() is None
+
+
+async def test_the_message_is_composed_outside_any_write_transaction(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 11 point 6: a slow render must not hold SQLite's write lock (the old code
+    rendered inside the transaction that had just inserted the delivery row)."""
+    import sqlite3
+
+    database = str(world.engine.url.database)
+    original = SendingActivities._compose
+    wrote: list[bool] = []
+
+    def compose_while_another_writes(self: SendingActivities, *args: Any) -> Any:
+        other = sqlite3.connect(database, timeout=0.5, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # fails with "database is locked" under a writer
+            other.execute("ROLLBACK")
+            wrote.append(True)
+        finally:
+            other.close()
+        return original(self, *args)
+
+    monkeypatch.setattr(SendingActivities, "_compose", compose_while_another_writes)
+    result = await send(world.activities(), world.step)
+    assert result.outcome == StepOutcome.DONE and wrote == [True]
