@@ -516,7 +516,8 @@ class SendingActivities:
     def _mark_uncertain(self, delivery_id: str) -> None:
         with session_scope(self.engine, urgent=True) as session:
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
-            assert delivery is not None
+            if delivery is None:  # erased meanwhile: nothing left to record
+                return
             if delivery.status not in FINAL:
                 self._set_uncertain(session, delivery)
 
@@ -530,7 +531,8 @@ class SendingActivities:
     def _mark_failed(self, delivery_id: str, reason: str) -> None:
         with session_scope(self.engine) as session:
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
-            assert delivery is not None
+            if delivery is None:  # erased meanwhile: nothing left to record
+                return
             if delivery.status not in FINAL:
                 bump(session, delivery.campaign_id, delivery.step_id, Metric.FAILED)
             delivery.status = Status.FAILED
@@ -579,7 +581,8 @@ class SendingActivities:
         # Urgent: until this commits, a retry cannot know the message went out.
         with session_scope(self.engine, urgent=True) as session:
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
-            assert delivery is not None
+            if delivery is None:  # erased meanwhile: nothing left to record
+                return
             if delivery.status != Status.SENT:  # a retried attempt counts nothing twice
                 alternative = delivery.decision == Decision.ALTERNATIVE
                 metric = Metric.ALTERNATIVE_SENT if alternative else Metric.SENT
