@@ -19,7 +19,7 @@ import concurrent.futures
 import contextlib
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -27,7 +27,8 @@ from enum import StrEnum
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
-from sqlmodel import col, select
+from sqlmodel import Session, col, select
+from sqlmodel.sql.expression import SelectOfScalar
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -265,7 +266,7 @@ class SendingActivities:
         report_send("uncertain", delivery_id)
         return StepResult(StepOutcome.DONE, delivery_id=delivery_id, reason="uncertain")
 
-    async def _record(self, write, *args) -> None:  # type: ignore[no-untyped-def]
+    async def _record(self, write: Callable[..., None], *args: object) -> None:
         """Run a recording write on the recorder's threads until it commits: once the message
         may be on its way, failing this attempt would send it again."""
         loop = asyncio.get_running_loop()
@@ -301,8 +302,8 @@ class SendingActivities:
             return self._materials(session, enrollment, step, delivery)
 
     @staticmethod
-    def _materials(  # type: ignore[no-untyped-def]
-        session, enrollment: Enrollment, step: StepInput, delivery: Delivery | None
+    def _materials(
+        session: Session, enrollment: Enrollment, step: StepInput, delivery: Delivery | None
     ) -> Loaded:
         campaign = session.get(Campaign, enrollment.campaign_id)
         plan_step = session.get(Step, step.step_id)
@@ -399,7 +400,7 @@ class SendingActivities:
         return None
 
     @staticmethod
-    def _row(enrollment_id: int, step: StepInput):  # type: ignore[no-untyped-def]
+    def _row(enrollment_id: int, step: StepInput) -> SelectOfScalar[Delivery]:
         return select(Delivery).where(
             Delivery.enrollment_id == enrollment_id, Delivery.step_id == step.step_id
         )
@@ -441,8 +442,8 @@ class SendingActivities:
                     bump(session, row.campaign_id, row.step_id, Metric.REACHED)
                     return PreparedSend(loaded.delivery_id, message, envelope, now)
                 # A concurrent attempt made the row first: its lease, or compose again.
-                delivery = session.exec(self._row(enrollment.id or 0, step)).one()
-                stop = self._judge(delivery)
+                theirs = session.exec(self._row(enrollment.id or 0, step)).one()
+                stop = self._judge(theirs)
                 if stop is not None:
                     return stop
                 raise ApplicationError("delivery row made concurrently", type="Raced")
@@ -522,7 +523,7 @@ class SendingActivities:
                 self._set_uncertain(session, delivery)
 
     @staticmethod
-    def _set_uncertain(session, delivery: Delivery) -> None:  # type: ignore[no-untyped-def]
+    def _set_uncertain(session: Session, delivery: Delivery) -> None:
         delivery.status = Status.UNCERTAIN
         delivery.error = "the attempt ended past the point of no return: maybe accepted"
         session.add(delivery)
@@ -539,7 +540,7 @@ class SendingActivities:
             delivery.error = reason
             session.add(delivery)
 
-    def _compose(  # type: ignore[no-untyped-def]
+    def _compose(
         self,
         delivery_id: str,
         enrollment: Enrollment,
