@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     reputation_min_sent: int = 100
 
     tracking: bool = True
+    # How long a one-click unsubscribe POST waits out a failing database before answering 503
+    # (api/routes/tracking.py): mailbox providers do not retry it.
+    unsubscribe_retry_seconds: float = 120.0
     # Optional mailto in List-Unsubscribe, besides the one-click HTTPS URL (e.g. unsub@example.com).
     unsubscribe_mailto: str | None = None
     # Automated-hit classification (mail/classify.py): such hits are stored with machine=true.

@@ -12,8 +12,10 @@ answered and records nothing: scanners use it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import logging
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -23,6 +25,7 @@ from html import escape
 from fastapi import APIRouter, BackgroundTasks, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
@@ -275,6 +278,25 @@ def _unsubscribe(engine: Engine, delivery_id: str, raw: dict[str, object]) -> _U
     return _Unsubscribed(stored.id, not stored.duplicate)
 
 
+async def _unsubscribe_until_recorded(
+    engine: Engine, settings: Settings, delivery_id: str, raw: dict[str, object]
+) -> _Unsubscribed | None:
+    """Mailbox providers send a one-click POST once and never retry it: a database that is
+    locked or failing over is waited out here (the writes are idempotent), for up to
+    DRIP_UNSUBSCRIBE_RETRY_SECONDS, instead of answering 500 and losing the opt-out."""
+    deadline = time.monotonic() + settings.unsubscribe_retry_seconds
+    delay = 0.1
+    while True:
+        try:
+            return await run_in_threadpool(_unsubscribe, engine, delivery_id, raw)
+        except SQLAlchemyError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("recording an unsubscribe failed, retrying in %.1f s: %s", delay, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 async def _read_some(request: Request, limit: int = 4096) -> bytes:
     """The start of the body: enough to see `List-Unsubscribe=One-Click`, whatever the
     encoding (form or multipart), without reading an arbitrarily large body."""
@@ -325,7 +347,13 @@ async def unsubscribe(
         "user_agent": request.headers.get("user-agent"),
         "ip": request.client.host if request.client else None,
     }
-    done = await run_in_threadpool(_unsubscribe, engine, delivery_id, raw)
+    try:
+        done = await _unsubscribe_until_recorded(engine, settings, delivery_id, raw)
+    except SQLAlchemyError:  # the database stayed unavailable for the whole retry window
+        log.exception("one-click unsubscribe of %s could not be recorded", delivery_id)
+        page = _page("Try again", "<p>We could not record this just now; please retry.</p>", 503)
+        page.headers["Retry-After"] = "60"
+        return page
     if done is None:
         return _not_found()
     if done.first:

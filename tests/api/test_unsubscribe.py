@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import re
+import sqlite3
+import threading
+import time
 
 import httpx
 import pytest
@@ -174,3 +177,50 @@ async def test_multipart_and_empty_posts_and_bad_tokens(
     assert await suppression(api, multipart) is None
     assert (await api.post(paths[multipart], data=ONE_CLICK)).status_code == 200
     assert await suppression(api, multipart) is not None
+
+
+@pytest.mark.slow
+async def test_a_locked_database_is_waited_out_and_the_opt_out_recorded(
+    api: httpx.AsyncClient, worker: None, smtp: SmtpSink, settings: Settings
+) -> None:
+    """Mailbox providers POST once and never retry: another writer holding SQLite's write lock
+    past its 30 s busy timeout made the POST a 500 and the opt-out was lost."""
+    if not settings.database_url.startswith("sqlite"):
+        pytest.skip("the write lock held here is SQLite's")
+    template = await make_template(api, html=LINKS_HTML)
+    campaign = await make_campaign(
+        api, [{"subject": "Hi", "delay_hours": 0, "template_id": template}]
+    )
+    leaver = f"locked-out@{unique_domain()}"
+    await enroll(api, campaign["id"], leaver)
+    [message] = await received(smtp, leaver, 1)
+    path = path_of(unsubscribe_url(message), settings.public_url)
+
+    locked, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock() -> None:
+        database = settings.database_url.removeprefix("sqlite:///")
+        connection = sqlite3.connect(database, timeout=60, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        locked.set()
+        release.wait(60)
+        connection.execute("ROLLBACK")
+        connection.close()
+
+    holder = threading.Thread(target=hold_the_write_lock)
+    holder.start()
+    try:
+        assert await asyncio.to_thread(locked.wait, 10)
+        started = time.monotonic()
+        post = asyncio.create_task(api.post(path, data=ONE_CLICK, headers=PROVIDER_HEADERS))
+        await asyncio.sleep(35)  # past the busy timeout: the first attempt has failed by now
+        assert not post.done(), "answered before the opt-out could be recorded"
+        release.set()
+        response = await post
+    finally:
+        release.set()
+        holder.join()
+    assert response.status_code == 200, response.text
+    assert time.monotonic() - started > 35
+    entry = await suppression(api, leaver)
+    assert entry and entry["reason"] == "unsubscribe"
