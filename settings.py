@@ -77,6 +77,9 @@ class Settings(BaseSettings):
     reputation_min_sent: int = 100
 
     tracking: bool = True
+    # Hits of one open pixel or tracked link recorded per minute (api/hit_limit.py); the rest
+    # are answered, counted in a metric and not stored.
+    tracking_hits_per_minute: int = Field(10, ge=1)
     # How long a one-click unsubscribe POST waits out a failing database before answering 503
     # (api/routes/tracking.py): mailbox providers do not retry it.
     unsubscribe_retry_seconds: float = 120.0

@@ -85,6 +85,7 @@ def store_events(
                 )
             )
         _suppress_erased(session, [e for e in events if id(e) in erased])
+        _signal_only_what_changes_the_journey(session, rows)
         inserted = set(insert_ignoring_conflicts(session, Event, rows))
         ids = {
             (e.provider, e.dedupe_key): e.id or 0
@@ -120,6 +121,39 @@ def _deliveries_for(session, events: list[IncomingEvent]) -> dict[str, Delivery]
         for d in session.exec(select(Delivery).where(col(Delivery.message_id).in_(message_ids))):
             found[f"mid:{d.message_id}"] = d
     return found
+
+
+def _signal_only_what_changes_the_journey(session, rows: list[dict]) -> None:  # type: ignore[no-untyped-def,type-arg]
+    """Mark signalled already (stored and counted, never signalled) the engagement a journey
+    cannot act on: machine opens and clicks, and every human open or click after the first of
+    its delivery (and link). Every signal is an event in the journey's history: a flood of
+    pixel or link hits made Temporal terminate the workflow for its history size."""
+    engagement = (EventType.OPEN, EventType.CLICK)
+    candidates = [r for r in rows if r["type"] in engagement and not r["signalled"]]
+    if not candidates:
+        return
+    seen = {  # what the journeys already heard of, or will: (delivery, "open") / (.., url)
+        _engagement_key(delivery_id, kind, url)
+        for delivery_id, kind, url in session.exec(
+            select(Event.delivery_id, Event.type, Event.url)
+            .where(
+                col(Event.delivery_id).in_({r["delivery_id"] for r in candidates}),
+                col(Event.type).in_(engagement),
+                col(Event.machine).is_(False),
+            )
+            .distinct()
+        )
+    }
+    for row in candidates:
+        key = _engagement_key(row["delivery_id"], row["type"], row["url"])
+        row["signalled"] = row["machine"] or key in seen
+        seen.add(key)
+
+
+def _engagement_key(delivery_id: str, kind: str | None, url: str | None) -> tuple[str, ...]:
+    return (
+        (delivery_id, kind or "", url or "") if kind == EventType.CLICK else (delivery_id, "open")
+    )
 
 
 def _erased(session, events: list[IncomingEvent], deliveries: dict[str, Delivery]) -> set[int]:  # type: ignore[no-untyped-def]

@@ -32,6 +32,11 @@ SIGNAL_FAILURES = Counter(
     ["status"],
 )
 
+TRACKING_HITS_LIMITED = Counter(
+    "drip_tracking_hits_limited",
+    "Open-pixel and click hits over the per-token rate limit: answered, not stored",
+    ["kind"],
+)
 WEBHOOK_VERIFICATION_FAILURES = Counter(
     "drip_webhook_verification_failures",
     "Provider webhook requests refused because the signature or credentials did not verify",

@@ -6,8 +6,10 @@
 - `GET|POST /u/{token}`   RFC 8058 one-click unsubscribe: POST acts, GET only shows a page.
 
 Hits are stored through api/ingest like any provider's event, answered, and then signalled to
-the journey after the response (a signal that fails is re-driven by the outbox). `HEAD` is
-answered and records nothing: scanners use it.
+the journey after the response (a signal that fails is re-driven by the outbox) when they change
+it: the first human open of a delivery, the first human click of each of its links. `HEAD` is
+answered and records nothing: scanners use it. Each token records a few hits a minute at most
+(api/hit_limit.py): the rest are answered and counted, not stored.
 """
 
 from __future__ import annotations
@@ -30,12 +32,14 @@ from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import EngineDep, JourneysDep, SettingsDep
+from api.hit_limit import HitLimiter
 from api.ingest import deliver_signals, pending_signals, store_events
 from api.journeys import Journeys
 from domain.events import IncomingEvent
 from domain.journey import EventType
 from mail.classify import Hit, Thresholds, classify
 from mail.tokens import Tokens
+from observability.metrics import TRACKING_HITS_LIMITED
 from settings import Settings
 from storage.db import session_scope
 from storage.models import Delivery, Enrollment, Event, Suppression, utcnow
@@ -62,6 +66,19 @@ def _tokens(settings: Settings) -> Tokens:
 @lru_cache(maxsize=4)
 def _tokens_of(secret_key: str, old_keys: tuple[str, ...]) -> Tokens:
     return Tokens(secret_key, old_keys)
+
+
+@lru_cache(maxsize=4)
+def _limiter(per_minute: int) -> HitLimiter:
+    return HitLimiter(per_minute)
+
+
+def _allowed(settings: Settings, token: str, kind: str) -> bool:
+    """Whether to record this hit (api/hit_limit.py); a hit over the limit is only counted."""
+    if _limiter(settings.tracking_hits_per_minute).allow(token):
+        return True
+    TRACKING_HITS_LIMITED.labels(kind).inc()
+    return False
 
 
 def _thresholds(settings: Settings) -> Thresholds:
@@ -179,7 +196,7 @@ async def open_pixel(
     """The open pixel. Always the image: a bad token, or a failure to record, is no reason to
     show a broken image in someone's inbox."""
     delivery_id = _tokens(settings).read_open(token)
-    if request.method == "GET" and delivery_id is not None:
+    if request.method == "GET" and delivery_id is not None and _allowed(settings, token, "open"):
         try:
             target = await run_in_threadpool(_lookup, engine, delivery_id, None)
             if target is not None:
@@ -213,7 +230,7 @@ async def click(
     target = await run_in_threadpool(_lookup, engine, ref.delivery_id, ref.link_index)
     if target is None or target.url is None:
         return _not_found()
-    if request.method == "GET":
+    if request.method == "GET" and _allowed(settings, token, "click"):
         try:
             event_id = await run_in_threadpool(
                 _record_hit, engine, settings, EventType.CLICK, target, request

@@ -298,3 +298,48 @@ async def test_machine_click_does_not_meet_a_clicked_condition(
     assert len(smtp.to(bot)) == 1
     stats = (await api.get(f"/api/campaigns/stats?campaign_id={campaign['id']}")).json()
     assert stats["click_rate"] == 0.5
+
+
+async def test_a_flood_of_hits_signals_the_journey_once_per_open_and_link(
+    api: httpx.AsyncClient, worker: None, smtp: SmtpSink, settings: Settings, dev_env
+) -> None:
+    """Every hit used to store a row and signal the journey: enough of them made Temporal
+    terminate the workflow for its history size. Now only what changes the journey is
+    signalled (the first human open, the first human click of each link), and each token
+    records at most DRIP_TRACKING_HITS_PER_MINUTE hits a minute; all are still answered."""
+    template = await make_template(api, html=LINKS_HTML)
+    steps = [{"subject": "One", "delay_hours": 0, "template_id": template}]
+    campaign = await make_campaign(api, [*steps, {**steps[0], "delay_hours": 24}])
+    address = f"flood@{unique_domain()}"
+    await enroll(api, campaign["id"], address)
+    [message] = await received(smtp, address, 1)
+    delivery = delivery_id_of(message)
+    html = html_of(message)
+    pixel = path_of(pixel_url(html), settings.public_url)
+    links = [path_of(h, settings.public_url) for h in hrefs(html) if "/t/c/" in h]
+    await asyncio.sleep(AFTER_SEND)  # a person, not a scanner at delivery time
+
+    hits = 40
+    limit = settings.tracking_hits_per_minute
+    for _ in range(hits):
+        assert is_pixel((await api.get(pixel, headers={"User-Agent": BROWSER})).content)
+        redirect = await api.get(links[0], headers={"User-Agent": BROWSER})
+        assert redirect.status_code == 307
+    await asyncio.sleep(settings.machine_burst_seconds + 0.5)  # not a scanner's burst of links
+    await api.get(links[1], headers={"User-Agent": BROWSER})
+
+    events = await events_of(api, delivery)
+    opens = [e for e in events if e["type"] == "open"]
+    clicks = [e for e in events if e["type"] == "click"]
+    assert len(opens) == limit and len(clicks) == limit + 1  # the rest only counted
+    await eventually(lambda: _all_signalled(api, delivery), "the hits to be settled", timeout=20)
+    view = await journey(api, campaign["id"], address)
+    assert view["status"] == "active" and view["steps"][0]["opened"] is True
+    assert sorted(view["steps"][0]["clicked_urls"]) == ORIGINAL_LINKS
+    history = await dev_env.client.get_workflow_handle(view["workflow_id"]).fetch_history()
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    assert signals == ["on_event"] * 3, signals  # first open, first click of each link
