@@ -99,6 +99,10 @@ class Settings(BaseSettings):
     ses_topic_arns: CommaList = Field(default_factory=list)
     resend_webhook_secret: str | None = None
 
+    # A journey whose workflow history passes this many events is logged and counted
+    # (observability/history.py); Temporal terminates a workflow at 51,200.
+    journey_history_alert_events: int = Field(10_000, ge=1)
+
     # Task queues of this deployment (tests give each test its own).
     task_queue: str = TASK_QUEUE
     send_task_queue: str = SEND_TASK_QUEUE

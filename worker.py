@@ -23,6 +23,7 @@ from api.journeys import Journeys
 from domain import search
 from domain.enrollment import BATCH_TASK_QUEUE
 from mail.transport import build_transport
+from observability.history import HistoryAlert
 from observability.logs import configure_logging, temporal_core_logging
 from observability.tracing import configure_tracing, traced_transport, with_interceptors
 from settings import Settings, get_settings
@@ -73,6 +74,7 @@ def build_workers(
             task_queue=settings.task_queue,
             workflows=[RecipientWorkflow],
             activities=[journey.load_plan, journey.record_skip, journey.finish_journey],
+            interceptors=[HistoryAlert(settings.journey_history_alert_events)],
             activity_executor=executor,
             max_concurrent_activities=32,
             workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(settings.workflow_task_polls),
