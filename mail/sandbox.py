@@ -54,11 +54,8 @@ _current: ContextVar[Budget | None] = ContextVar("drip_template_budget", default
 
 
 def _budget() -> Budget:
-    budget = _current.get()
-    if budget is None:  # outside `budgeted()`: still bounded, by a budget of its own
-        budget = Budget()
-        _current.set(budget)
-    return budget
+    # Outside `budgeted()` (not done by this package): each operation gets a budget of its own.
+    return _current.get() or Budget()
 
 
 @contextlib.contextmanager
