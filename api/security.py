@@ -81,6 +81,8 @@ def on_network_address(scope: Scope) -> bool:
 
 def host_name(host_header: str) -> str | None:
     """The name or address in a `Host` header, without its port (None when malformed)."""
+    if any(c in host_header for c in "@/?#\\"):
+        return None  # not a host[:port]: never let a parser pick a name out of it
     try:
         return urlsplit(f"//{host_header}").hostname
     except ValueError:

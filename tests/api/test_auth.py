@@ -332,7 +332,13 @@ async def test_without_keys_a_foreign_host_name_is_misdirected(api: httpx.AsyncC
     # DNS rebinding: a page on evil.example re-points its name at 127.0.0.1; the browser then
     # sends `Host: evil.example` to this API.
     port = api.base_url.port
-    for host in ("evil.example", f"evil.example:{port}", "192.168.1.5", "127.0.0.1.evil.example"):
+    for host in (
+        "evil.example",
+        f"evil.example:{port}",
+        "192.168.1.5",
+        "127.0.0.1.evil.example",
+        "evil.example@127.0.0.1",
+    ):
         response = await api.get("/api/campaigns", headers={"Host": host})
         assert response.status_code == 421, (host, response.text)
         assert "loopback host names" in response.json()["detail"]
