@@ -1,14 +1,12 @@
 """Re-drives accepted work that has not reached Temporal yet: enrollments whose journey did not
 start, enrollment batches whose workflow did not start, and events whose signal did not go
 through (Temporal down, API killed mid-request).
-With several API replicas, one at a time holds the outbox lease and does the rounds, so no start
-or signal is issued twice by two replicas racing over the same rows; if the holder dies, another
-takes over when the lease expires."""
+With several API replicas, a round runs under a lease, one replica at a time, so no start or
+signal is issued twice by two replicas racing over the same rows."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
 from datetime import timedelta
@@ -43,22 +41,23 @@ async def redrive_once(engine: Engine, journeys: Journeys, grace: timedelta) -> 
 
 
 OUTBOX_LEASE = "outbox"
-# Long enough that a round (up to a thousand starts) never outlives it; short enough that a dead
-# holder's backlog moves to another replica within a minute or so.
-LEASE_MIN_SECONDS = 60.0
+# Held for one round at a time, so replicas take turns and each round sees the one before it
+# marked done. Far longer than a round takes (at most a thousand starts and a thousand
+# signals); a holder that died mid-round blocks the others this long at most.
+LEASE_TTL = timedelta(seconds=60)
 
 
 async def run_outbox(engine: Engine, journeys: Journeys, interval: float) -> None:
     holder = uuid.uuid4().hex
-    ttl = timedelta(seconds=max(LEASE_MIN_SECONDS, 10 * interval))
-    try:
-        while True:
-            try:
-                if await run_in_threadpool(leases.hold, engine, OUTBOX_LEASE, holder, ttl):
+    while True:
+        try:
+            if await run_in_threadpool(leases.hold, engine, OUTBOX_LEASE, holder, LEASE_TTL):
+                try:
                     await redrive_once(engine, journeys, timedelta(seconds=interval))
-            except Exception:  # keep the loop alive; the next round tries again
-                log.exception("outbox round failed")
-            await asyncio.sleep(interval)
-    finally:
-        with contextlib.suppress(Exception):  # best effort: else it expires by itself
-            await asyncio.shield(run_in_threadpool(leases.release, engine, OUTBOX_LEASE, holder))
+                finally:
+                    await asyncio.shield(
+                        run_in_threadpool(leases.release, engine, OUTBOX_LEASE, holder)
+                    )
+        except Exception:  # keep the loop alive; the next round tries again
+            log.exception("outbox round failed")
+        await asyncio.sleep(interval)
