@@ -17,6 +17,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
 from api.security import InsecureBindError, check_bind
 from domain import search
 from observability.logs import configure_logging
@@ -35,12 +38,25 @@ DEV_SERVER_TUNING = [
 ]
 
 
+class SupervisorSettings(BaseSettings):
+    """The supervisor's own knobs: the dev server it starts. The server's settings (settings.py)
+    are checked here too, before anything starts, but they are the API's and the worker's."""
+
+    model_config = SettingsConfigDict(env_prefix="DRIP_", extra="ignore")
+
+    # An existing server: TEMPORAL_ADDRESS set means "use it", and none is started.
+    temporal_address: str | None = Field(None, validation_alias="TEMPORAL_ADDRESS")
+    temporal_namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
+    temporal_dev_port: int = 7233  # the port of the dev server started when it is unset
+    temporal_ui_port: int = 8233
+
+
 def temporal_binary() -> str:
     return str(BIN / "temporal")
 
 
-def dev_server_args(settings: Settings, db_file: Path) -> list[str]:
-    host, _, port = settings.temporal_address.rpartition(":")
+def dev_server_args(settings: SupervisorSettings, db_file: Path) -> list[str]:
+    host, _, port = (settings.temporal_address or "").rpartition(":")
     args = [
         "server", "start-dev",
         "--ip", host or "127.0.0.1",
@@ -99,7 +115,8 @@ class Child:
 
 
 def main() -> int:
-    settings = get_settings()
+    own = SupervisorSettings()
+    settings: Settings = get_settings()
     configure_logging(settings.log_level)  # first: alembic's lines below are JSON too
     settings.var_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -109,13 +126,14 @@ def main() -> int:
         return 2
     upgrade(settings.database_url)  # the schema first: the worker and API start on it
     children: list[Child] = []
-    own_server = "TEMPORAL_ADDRESS" not in os.environ
+    own_server = own.temporal_address is None
     if own_server:
         # The worker and the API (children, which inherit the environment) use the server we start.
-        os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{settings.temporal_dev_port}"
+        os.environ["TEMPORAL_ADDRESS"] = f"127.0.0.1:{own.temporal_dev_port}"
+        own = own.model_copy(update={"temporal_address": os.environ["TEMPORAL_ADDRESS"]})
         settings = settings.model_copy(update={"temporal_address": os.environ["TEMPORAL_ADDRESS"]})
         db_file = settings.var_dir / "temporal.db"
-        children.append(Child("temporal", [temporal_binary(), *dev_server_args(settings, db_file)]))
+        children.append(Child("temporal", [temporal_binary(), *dev_server_args(own, db_file)]))
     children.append(Child("worker", [sys.executable, "worker.py"]))
     children.append(
         Child(
@@ -134,7 +152,7 @@ def main() -> int:
     )
     stopping = False
 
-    def on_signal(signum: int, _frame: object) -> None:
+    def on_signal(_signum: int, _frame: object) -> None:
         nonlocal stopping
         stopping = True
 
@@ -154,7 +172,7 @@ def main() -> int:
                 "\n  drip is running\n"
                 f"  API:               {api_url}  (docs: {api_url}/docs)\n"
                 + (
-                    f"  Temporal Web UI:   http://127.0.0.1:{settings.temporal_ui_port}\n"
+                    f"  Temporal Web UI:   http://127.0.0.1:{own.temporal_ui_port}\n"
                     if own_server
                     else f"  Temporal:          {settings.temporal_address} (existing server)\n"
                 )

@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from domain.journey import SEND_TASK_QUEUE, TASK_QUEUE
-from storage.reputation import ReputationLimits
+from domain.reputation import ReputationLimits
 
 log = logging.getLogger(__name__)
 
@@ -22,12 +22,17 @@ MIN_SECRET_KEY_LENGTH = 32  # `openssl rand -hex 32` gives 64
 ROOT = Path(__file__).resolve().parent
 
 CommaList = Annotated[list[str], NoDecode]
+URL_SCHEMES = {
+    "public_url": ("http", "https"),
+    "smtp_url": ("smtp", "smtps"),
+    "database_url": ("sqlite", "postgresql", "postgres"),
+}
 
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DRIP_", extra="ignore")
 
-    env: str = "development"  # "production" refuses placeholder secrets
+    env: Literal["development", "production"] = "development"  # production: no placeholders
     var_dir: Path = ROOT / "var"
     database_url: str = ""  # default: SQLite file under var/
 
@@ -38,17 +43,11 @@ class Settings(BaseSettings):
     public_url: str = ""  # base of tracking/unsubscribe links; default: the API's own address
     api_keys: CommaList = Field(default_factory=list)
     log_level: str = "INFO"
-    # The `drip` command line's API client: where the API is, and the one key it sends.
-    api_url: str = ""  # default: http://{api_host}:{api_port}
-    api_key: str | None = None
 
     # Temporal: the standard variables, not DRIP_-prefixed (TLS, API key and profiles are read
     # by the SDK's envconfig in temporal_client.py).
     temporal_address: str = Field("127.0.0.1:7233", validation_alias="TEMPORAL_ADDRESS")
     temporal_namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
-    temporal_ui_port: int = 8233
-    # The port of the dev server `make run` starts itself (only when TEMPORAL_ADDRESS is unset).
-    temporal_dev_port: int = 7233
     worker_metrics_port: int | None = None
 
     # Signs tracking and unsubscribe links (mail/tokens.py). To rotate: the new key here, the
@@ -126,6 +125,19 @@ class Settings(BaseSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("public_url", "smtp_url", "database_url")
+    @classmethod
+    def _url(cls, value: str | None, info: ValidationInfo) -> str | None:
+        """A URL of a scheme this setting can use, so a typo fails at start, naming it."""
+        if not value:
+            return value
+        schemes = URL_SCHEMES[info.field_name or ""]
+        parts = urlsplit(value)
+        scheme = parts.scheme.split("+", 1)[0]
+        if scheme not in schemes or not (parts.netloc or scheme == "sqlite"):
+            raise ValueError(f"{value!r} is not a {' or '.join(schemes)} URL")
+        return value
+
     @field_validator("send_rate", "worker_metrics_port", "smtp_provider", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
@@ -174,10 +186,6 @@ class Settings(BaseSettings):
         if not self.public_url:
             self.public_url = f"http://{self.api_host}:{self.api_port}"
         self.public_url = self.public_url.rstrip("/")
-        if not self.api_url:
-            host = "127.0.0.1" if self.api_host in ("0.0.0.0", "::") else self.api_host
-            self.api_url = f"http://{host}:{self.api_port}"
-        self.api_url = self.api_url.rstrip("/")
         return self
 
     @property

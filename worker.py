@@ -16,16 +16,16 @@ from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 
-from activities.enrollment import EnrollmentActivities
-from activities.journey import JourneyActivities
+from activities.bookkeeping import BookkeepingActivities
+from activities.enrollment_batch import EnrollmentBatchActivities
 from activities.sending import SendingActivities
-from api.journeys import Journeys
 from domain import search
 from domain.enrollment import BATCH_TASK_QUEUE
 from mail.transport import build_transport
 from observability.history import HistoryAlert
 from observability.logs import configure_logging, temporal_core_logging
 from observability.tracing import configure_tracing, traced_transport, with_interceptors
+from services.journeys import Journeys
 from settings import Settings, get_settings
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -38,9 +38,8 @@ log = logging.getLogger("drip.worker")
 
 WORKFLOWS_DIR = Path(__file__).resolve().parent / "workflows"
 # Most journey workflow tasks come on the normal queue, not the sticky one: new journeys, and
-# journeys woken after a long sleep, long since evicted from the cache. The SDK's default 5
-# pollers at a 0.2 ratio leave one poller there, which bounded first tasks at ~50/s on a 2-core
-# machine; 8 at 1:1 doubled it (docs/performance.md).
+# journeys woken after a long sleep, long since evicted from the cache. The SDK's default ratio
+# of 0.2 leaves one poller there, which bounded first tasks (docs/performance.md).
 NONSTICKY_TO_STICKY_POLL_RATIO = 1.0
 
 
@@ -60,7 +59,7 @@ def build_workers(
     carries the cluster-wide DRIP_SEND_RATE limit, and enrollment batches."""
     client = with_interceptors(client)  # request ids and tracing, on every worker
     use_hash_keys(settings.suppression_keys)
-    journey = JourneyActivities(engine)
+    journey = BookkeepingActivities(engine)
     sending = SendingActivities(
         settings,
         engine,
@@ -101,10 +100,8 @@ def build_batch_worker(
     """Enrollment batches: a few at a time, each starting journeys as fast as the server takes."""
     client = with_interceptors(client)
     use_hash_keys(settings.suppression_keys)
-    journeys = Journeys(
-        client, settings.pause_recheck_seconds, settings.task_queue, settings.send_task_queue
-    )
-    enrollment = EnrollmentActivities(engine, journeys)
+    journeys = Journeys.from_settings(client, settings)
+    enrollment = EnrollmentBatchActivities(engine, journeys)
     return Worker(
         client,
         task_queue=BATCH_TASK_QUEUE,

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from sqlmodel import Session
 
-from domain.journey import CampaignStatus, JourneyStatus, StepOutcome, StepResult
+from domain.journey import (
+    SUPPRESSION_EXIT,
+    CampaignStatus,
+    JourneyStatus,
+    StepOutcome,
+    StepResult,
+)
 from storage.models import Campaign, Enrollment
 from storage.suppression import find_suppression
-
-# Suppression reason -> how a journey it stops ends.
-SUPPRESSION_EXIT = {
-    "unsubscribe": JourneyStatus.UNSUBSCRIBED,
-    "bounce_hard": JourneyStatus.BOUNCED,
-    "complaint": JourneyStatus.COMPLAINED,
-}
 
 
 def gate(session: Session, enrollment: Enrollment | None) -> StepResult | None:
@@ -22,7 +21,9 @@ def gate(session: Session, enrollment: Enrollment | None) -> StepResult | None:
         return StepResult(StepOutcome.ENDED, exit_status=JourneyStatus.REMOVED, reason="erased")
     if enrollment.status != JourneyStatus.ACTIVE:
         return StepResult(
-            StepOutcome.ENDED, exit_status=enrollment.status, reason=enrollment.status_reason
+            StepOutcome.ENDED,
+            exit_status=JourneyStatus(enrollment.status),
+            reason=enrollment.status_reason,
         )
     campaign = session.get(Campaign, enrollment.campaign_id)
     if campaign is None or campaign.status == CampaignStatus.ARCHIVED:

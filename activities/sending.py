@@ -34,8 +34,16 @@ from temporalio.exceptions import ApplicationError
 
 from activities.guards import gate
 from activities.ids import new_delivery_id
-from domain.journey import Decision, JourneyStatus, StepInput, StepOutcome, StepResult
-from mail.compose import Draft, RenderFailed, compose
+from domain.journey import (
+    ActivityName,
+    Decision,
+    JourneyStatus,
+    StepInput,
+    StepOutcome,
+    StepResult,
+)
+from domain.journey import DeliveryStatus as Status
+from mail.compose import RenderFailed, compose
 from mail.message import Envelope, relay_provider
 from mail.tokens import Tokens
 from mail.transport import (
@@ -47,22 +55,21 @@ from mail.transport import (
     TransportError,
 )
 from observability.sends import report_send, stopped_outcome
+from services import messages
+from services.events import Events
 from settings import Settings
-from storage.counters import Metric, bump, reach_milestones
+from storage.counters import Metric, bump
 from storage.db import session_scope
+from storage.inserts import insert_ignoring_conflicts
 from storage.models import (
     Campaign,
     Delivery,
     Enrollment,
-    Event,
     Step,
-    Suppression,
     Template,
     utcnow,
 )
-from storage.reputation import guard_campaign
 from storage.suppression import find_suppression
-from storage.upsert import insert_ignoring_conflicts
 
 log = logging.getLogger(__name__)
 
@@ -73,19 +80,6 @@ HEARTBEAT_EVERY_SECONDS = 5.0
 LEASE_MARGIN_SECONDS = 15.0
 # Between tries of the `sent` write after the server accepted the message.
 RECORD_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
-
-
-class Status(StrEnum):
-    """A delivery row's status, as the send activity writes it."""
-
-    PENDING = "pending"
-    SENDING = "sending"  # leased, before the point of no return: a dead attempt is resent
-    HANDING_OVER = "handing_over"  # the terminator may be on the wire: the server may have it
-    SENT = "sent"
-    UNCERTAIN = "uncertain"  # a dead attempt past the point of no return, held (not resent)
-    FAILED = "failed"  # the server refused the message for good (size, content)
-    BOUNCED = "bounced"
-    SKIPPED = "skipped"  # written by record_skip (activities/journey.py)
 
 
 FINAL = {Status.SENT, Status.UNCERTAIN, Status.FAILED, Status.SKIPPED}
@@ -164,6 +158,7 @@ class SendingActivities:
         self.transport = transport
         self.tokens = Tokens(settings.secret_key)
         self.uncertain = UncertainSends(settings.uncertain_sends)
+        self.events = Events(engine, settings.reputation_limits)  # store only: SMTP bounces
         self.lease_seconds = settings.send_deadline_seconds + LEASE_MARGIN_SECONDS
         # Its own threads for recording sends: on the shared default executor that commit
         # queued behind the next sends' preparation, and until it commits, a crash would send
@@ -173,7 +168,7 @@ class SendingActivities:
     def close(self) -> None:
         self._recorder.shutdown(wait=False)
 
-    @activity.defn(name="send_step")
+    @activity.defn(name=ActivityName.SEND_STEP)
     async def send_step(self, step: StepInput) -> StepResult:
         async with _heartbeating():
             try:
@@ -232,7 +227,9 @@ class SendingActivities:
                 raise TransportError(f"no answer within {deadline} s") from exc
             return await self._outcome_unknown(prepared, str(exc))
         except RecipientRejected as exc:
-            await asyncio.to_thread(self._record_bounce, delivery_id, exc)
+            await asyncio.to_thread(
+                self.events.record_smtp_bounce, delivery_id, exc.code, exc.smtp_message
+            )
             report_send("bounced", delivery_id)
             return StepResult(
                 StepOutcome.ENDED,
@@ -309,10 +306,8 @@ class SendingActivities:
         plan_step = session.get(Step, step.step_id)
         assert campaign is not None and plan_step is not None
         alternative = step.decision == Decision.ALTERNATIVE
-        subject = (plan_step.alt_subject if alternative else None) or plan_step.subject
-        template = session.get(
-            Template, plan_step.alt_template_id if alternative else plan_step.template_id
-        )
+        subject = messages.subject_of(plan_step, alternative)
+        template = session.get(Template, messages.template_id(plan_step, alternative))
         if template is None:
             raise ApplicationError(
                 f"template of step {plan_step.id} is gone", type="MissingTemplate"
@@ -359,7 +354,7 @@ class SendingActivities:
             if suppression is not None:
                 raise NotResendable(f"{enrollment.email} is suppressed: {suppression.reason}")
             step = StepInput(enrollment.id or 0, delivery.step_id, delivery.step_order,
-                             delivery.decision, delivery.condition_met)  # fmt: skip
+                             Decision(delivery.decision), delivery.condition_met)  # fmt: skip
             return self._materials(session, enrollment, step, delivery), step
 
     def _lease_uncertain(
@@ -549,20 +544,15 @@ class SendingActivities:
         subject: str,
         template: Template,
     ) -> tuple[EmailMessage, Envelope, list[str]]:
-        draft = Draft(
+        draft = messages.draft(
             delivery_id=delivery_id,
             email=enrollment.email,
             fields=enrollment.fields,
-            campaign_id=campaign.id or 0,
-            campaign_name=campaign.name,
-            from_email=campaign.from_email or self.settings.from_email,
-            from_name=campaign.from_name,
-            reply_to=campaign.reply_to,
-            step_order=step.step_order,
-            step_subject=step.subject,
+            campaign=campaign,
+            step=step,
             subject=subject,
-            html=template.html,
-            text=template.text,
+            template=template,
+            default_from=self.settings.from_email,
         )
         try:
             composed = compose(
@@ -593,41 +583,3 @@ class SendingActivities:
             delivery.status = Status.SENT
             delivery.sent_at = utcnow()
             session.add(delivery)
-
-    def _record_bounce(self, delivery_id: str, exc: RecipientRejected) -> None:
-        with session_scope(self.engine) as session:
-            delivery = session.get(Delivery, delivery_id)
-            assert delivery is not None
-            enrollment = session.get(Enrollment, delivery.enrollment_id)
-            assert enrollment is not None
-            delivery.status = "bounced"
-            delivery.error = str(exc)
-            session.add(delivery)
-            reach_milestones(
-                session, [(delivery.campaign_id, delivery.step_id, delivery.id, Metric.BOUNCED)]
-            )
-            if session.get(Suppression, enrollment.email) is None:
-                session.add(
-                    Suppression(email=enrollment.email, reason="bounce_hard", source="smtp")
-                )
-            exists = session.exec(
-                select(Event).where(Event.provider == "smtp", Event.dedupe_key == delivery_id)
-            ).first()
-            if exists is None:
-                session.add(
-                    Event(
-                        provider="smtp",
-                        dedupe_key=delivery_id,
-                        type="bounce_hard",
-                        raw_type=str(exc.code),
-                        delivery_id=delivery_id,
-                        enrollment_id=enrollment.id,
-                        campaign_id=enrollment.campaign_id,
-                        step_id=delivery.step_id,
-                        email=enrollment.email,
-                        signalled=True,  # the journey learns it from this activity's result
-                        raw={"code": exc.code, "message": exc.smtp_message},
-                    )
-                )
-            session.flush()
-            guard_campaign(session, enrollment.campaign_id, self.settings.reputation_limits)

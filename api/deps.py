@@ -1,4 +1,5 @@
-"""Request dependencies: settings, database session, Temporal, and load-or-404 loaders."""
+"""Request dependencies: settings, database session, the services, and one family of
+load-or-404 loaders (routers import these, never each other)."""
 
 from __future__ import annotations
 
@@ -10,17 +11,20 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from api.errors import not_found
-from api.journeys import Journeys
+from services.events import Events
+from services.journeys import Journeys
 from settings import Settings
 from storage.models import Campaign
 
 
 def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
+    settings: Settings = request.app.state.settings
+    return settings
 
 
 def get_engine(request: Request) -> Engine:
-    return request.app.state.engine
+    engine: Engine = request.app.state.engine
+    return engine
 
 
 def get_session(request: Request) -> Iterator[Session]:
@@ -29,20 +33,31 @@ def get_session(request: Request) -> Iterator[Session]:
 
 
 def get_journeys(request: Request) -> Journeys:
-    return request.app.state.journeys
+    journeys: Journeys = request.app.state.journeys
+    return journeys
+
+
+def get_events(request: Request) -> Events:
+    events: Events = request.app.state.events
+    return events
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
 JourneysDep = Annotated[Journeys, Depends(get_journeys)]
+EventsDep = Annotated[Events, Depends(get_events)]
 
 
-def load_campaign(campaign_id: int, session: SessionDep) -> Campaign:
+def load_or_404(session: Session, campaign_id: int) -> Campaign:
     campaign = session.get(Campaign, campaign_id)
     if campaign is None:
         raise not_found("campaign", campaign_id)
     return campaign
+
+
+def load_campaign(campaign_id: int, session: SessionDep) -> Campaign:
+    return load_or_404(session, campaign_id)
 
 
 CampaignDep = Annotated[Campaign, Depends(load_campaign)]

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from fastapi import HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse
+
+from services.errors import Conflict, Invalid, NotFound
 
 
 def invalid(loc: Sequence[str | int], message: str) -> HTTPException:
@@ -20,3 +23,19 @@ def not_found(what: str, key: object) -> HTTPException:
 
 def conflict(reason: str) -> HTTPException:
     return HTTPException(status_code=409, detail=reason)
+
+
+def _answer(_request: Request, exc: Exception) -> JSONResponse:
+    if isinstance(exc, NotFound):
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+    if isinstance(exc, Conflict):
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+    assert isinstance(exc, Invalid)
+    detail = [{"loc": exc.loc, "msg": exc.msg, "type": "value_error"}]
+    return JSONResponse({"detail": detail}, status_code=422)
+
+
+def install(app: FastAPI) -> None:
+    """The services' refusals (services/errors.py) as HTTP answers, in one place."""
+    for kind in (NotFound, Conflict, Invalid):
+        app.add_exception_handler(kind, _answer)

@@ -37,8 +37,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from storage.db import session_scope
+from storage.inserts import insert_ignoring_conflicts
 from storage.models import IdempotencyRecord, utcnow
-from storage.upsert import insert_ignoring_conflicts
 
 HEADER = "Idempotency-Key"
 MAX_KEY_LENGTH = 255

@@ -10,11 +10,9 @@ from collections.abc import AsyncIterator, Mapping
 from fastapi import FastAPI
 from temporalio.client import Client
 
-from api import idempotency, out_of_range
+from api import errors, idempotency, out_of_range
 from api.body_limit import BodyLimitMiddleware
-from api.journeys import Journeys
 from api.monitoring import install_monitoring
-from api.outbox import run_outbox
 from api.routes import (
     campaigns,
     deliveries,
@@ -26,14 +24,17 @@ from api.routes import (
     recipients,
     suppressions,
     templates,
-    test_send,
     tracking,
+    trial_send,
     webhooks,
 )
 from api.security import API_KEY, check_bind, install_security
 from observability.logs import configure_logging
 from observability.request_ids import RequestIdMiddleware
 from observability.tracing import configure_tracing, instrument_app, with_interceptors
+from services.events import Events
+from services.journeys import Journeys
+from services.outbox import run_outbox
 from settings import Settings, get_settings
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -73,13 +74,15 @@ def create_app(
         )
         engine = make_engine(settings.database_url)
         client = with_interceptors(temporal or await connect_temporal(settings, lazy=True))
-        journeys = Journeys(
-            client, settings.pause_recheck_seconds, settings.task_queue, settings.send_task_queue
-        )
+        journeys = Journeys.from_settings(client, settings)
+        events = Events(engine, settings.reputation_limits, journeys)
         app.state.settings = settings
         app.state.engine = engine
         app.state.journeys = journeys
-        outbox = asyncio.create_task(run_outbox(engine, journeys, settings.outbox_interval_seconds))
+        app.state.events = events
+        outbox = asyncio.create_task(
+            run_outbox(engine, journeys, events, settings.outbox_interval_seconds)
+        )
         try:
             yield
         finally:
@@ -94,7 +97,7 @@ def create_app(
     for protected in (
         templates,
         campaigns,
-        test_send,
+        trial_send,
         recipients,
         enrollment_batches,
         funnel,
@@ -108,6 +111,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(tracking.router)
     app.include_router(health.router)
+    errors.install(app)  # the services' NotFound, Conflict and Invalid as 404, 409 and 422
     # Before security: inside it, so a key is claimed only by an authorised request.
     idempotency.install(app)
     out_of_range.install(app)  # huge ids and offsets: 422, not a database error

@@ -18,6 +18,8 @@ from pydantic import (
 from domain.journey import ConditionType, EventType
 from mail.headers import check_address, check_display_name
 from mail.render import check_template
+from services.enrollment_batches import Accepted
+from storage.models import EnrollmentBatch, EnrollmentBatchRow
 
 
 def _spec_time(value: datetime) -> str:
@@ -456,3 +458,101 @@ class CampaignFunnel(BaseModel):
     recipients: int
     completed: int
     steps: list[FunnelStep]
+
+
+# --- suppressions (api/routes/suppressions.py) ---
+
+
+class SuppressionCreate(Strict):
+    email: Annotated[str, Field(max_length=320)]
+    reason: Annotated[str, Field(min_length=1, max_length=200)] | None = None
+
+
+class SuppressionPublic(BaseModel):
+    email: str
+    reason: str
+    source: str | None
+    created_at: SpecTime
+
+
+class SuppressionPage(BaseModel):
+    items: list[SuppressionPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+# --- test sends (api/routes/trial_send.py) ---
+
+
+class TrialSendRequest(BaseModel):
+    email: Annotated[str, Field(max_length=320)]
+    fields: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+    step_id: int | None = None
+    alternative: bool = False  # send the steps' alternative messages where they have one
+
+
+class TrialSent(BaseModel):
+    step_id: int
+    step_order: int
+    subject: str
+    message_id: str
+
+
+class TrialSendResult(BaseModel):
+    sent: list[TrialSent]
+
+
+# --- api/routes/health.py ---
+
+
+class Readiness(BaseModel):
+    status: str  # ready | unavailable
+    checks: dict[str, str]  # check -> ok | unreachable
+
+
+# --- api/routes/webhooks.py ---
+
+
+class WebhookReceived(BaseModel):
+    received: int  # events in the request
+    stored: int  # newly stored
+    duplicates: int  # already stored: a provider retry or a replay, counted once
+
+
+def batch_accepted(batch: Accepted) -> BatchAccepted:
+    return BatchAccepted(
+        batch_id=batch.batch_id,
+        campaign_id=batch.campaign_id,
+        accepted=batch.accepted,
+        rejected=batch.rejected,
+        status=batch.status,
+        progress_url=f"/api/enrollment-batches/{batch.batch_id}",
+    )
+
+
+def batch_progress(
+    batch: EnrollmentBatch, rejected: list[EnrollmentBatchRow], limit: int, offset: int
+) -> BatchProgress:
+    return BatchProgress(
+        id=batch.id or 0,
+        campaign_id=batch.campaign_id,
+        source=batch.source,
+        filename=batch.filename,
+        status=batch.status,
+        status_reason=batch.status_reason,
+        accepted=batch.accepted,
+        processed=batch.enrolled + batch.duplicates + batch.rejected,
+        enrolled=batch.enrolled,
+        started=batch.started,
+        duplicates=batch.duplicates,
+        rejected=batch.rejected,
+        rejected_rows=[
+            RejectedRow(row=r.row, email=r.email, reason=r.reason or "") for r in rejected
+        ],
+        rejected_limit=limit,
+        rejected_offset=offset,
+        created_at=batch.created_at,
+        updated_at=batch.updated_at,
+        finished_at=batch.finished_at,
+    )

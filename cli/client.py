@@ -1,5 +1,6 @@
-"""The command line's HTTP client for the drip API: base URL and bearer key from settings,
-an `Idempotency-Key` on every POST so a retry after a dropped connection never acts twice."""
+"""The command line's HTTP client for the drip API: base URL and bearer key from its own
+settings (cli/settings.py), an `Idempotency-Key` on every POST so a retry after a dropped
+connection never acts twice."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from settings import Settings
+from cli.settings import ClientSettings
 
 RETRIES = 3
 
@@ -18,7 +19,7 @@ class ApiError(Exception):
 
 
 class ApiClient:
-    def __init__(self, settings: Settings, timeout: float = 120.0) -> None:
+    def __init__(self, settings: ClientSettings, timeout: float = 120.0) -> None:
         headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
         self.http = httpx.Client(base_url=settings.api_url, headers=headers, timeout=timeout)
 

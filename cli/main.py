@@ -11,13 +11,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from cli import campaign_file, recipients_csv
 from cli.client import ApiClient, ApiError
-from settings import Settings
+from cli.settings import ClientSettings
 
 CHUNK = 1000  # recipients per enroll call (the API takes up to this many synchronously)
 SHOWN_REJECTS = 50
@@ -37,7 +38,18 @@ def fail(message: str, code: int = 1) -> typer.Exit:
 
 
 def api_client() -> ApiClient:
-    return ApiClient(Settings())
+    try:
+        settings = ClientSettings()
+    except ValidationError as exc:  # one line for a human, not a traceback
+        raise fail(f"bad client setting: {_problems(exc)}") from None
+    return ApiClient(settings)
+
+
+def _problems(exc: ValidationError) -> str:
+    def name(loc: tuple[int | str, ...]) -> str:
+        return "DRIP_" + ("_".join(map(str, loc)) or "api_url").upper()
+
+    return "; ".join(f"{name(e['loc'])}: {e['msg']}" for e in exc.errors())
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -65,6 +77,8 @@ def worker() -> None:
 def api() -> None:
     """Serve the API with uvicorn on DRIP_API_HOST:DRIP_API_PORT."""
     import uvicorn
+
+    from settings import Settings  # the server's settings: this command runs the server
 
     settings = Settings()
     uvicorn.run("api.main:app", host=settings.api_host, port=settings.api_port)

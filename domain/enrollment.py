@@ -4,10 +4,18 @@ through cheaply."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from enum import StrEnum
 
 # Batches run on their own queue: a big import never waits behind journeys' workflow tasks,
 # and a deployment may give it workers of its own.
 BATCH_TASK_QUEUE = "drip-enrollment-batches"
+
+
+class BatchActivityName:
+    """The batch job's activities, by their registered names (in every recorded history)."""
+
+    ENROLL_CHUNK = "enroll_batch_chunk"
+    FINISH = "finish_enrollment_batch"
 
 
 def batch_workflow_id(batch_id: int, token: str) -> str:
@@ -15,14 +23,15 @@ def batch_workflow_id(batch_id: int, token: str) -> str:
     return f"drip-enrollment-batch-{batch_id}-{token}"
 
 
-class BatchStatus:
+class BatchStatus(StrEnum):
+    STAGING = "staging"  # rows being stored; nothing works on it until they all are
     ACCEPTED = "accepted"  # rows staged; the batch workflow is not started yet
     RUNNING = "running"
     COMPLETED = "completed"
     CANCELLED = "cancelled"  # the campaign was archived before every row was enrolled
 
 
-class RowState:
+class RowState(StrEnum):
     PENDING = "pending"
     ENROLLED = "enrolled"  # enrollment written, journey not started yet
     STARTED = "started"

@@ -6,7 +6,7 @@ Stdlib only, so the workflow sandbox passes it through cheaply.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
+from enum import IntEnum, StrEnum
 
 TASK_QUEUE = "drip-journeys"
 # Sends run on their own queue so DRIP_SEND_RATE can cap them with Temporal's task-queue rate limit.
@@ -45,6 +45,34 @@ class JourneyStatus(StrEnum):
     SUPPRESSED = "suppressed"
 
 
+class DeliveryStatus(StrEnum):
+    """A delivery row's status, as the send activity (activities/sending.py) writes it."""
+
+    PENDING = "pending"
+    SENDING = "sending"  # leased, before the point of no return: a dead attempt is resent
+    HANDING_OVER = "handing_over"  # the terminator may be on the wire: the server may have it
+    SENT = "sent"
+    UNCERTAIN = "uncertain"  # a dead attempt past the point of no return, held (not resent)
+    FAILED = "failed"  # the server refused the message for good (size, content)
+    BOUNCED = "bounced"  # the SMTP server refused the recipient
+    SKIPPED = "skipped"  # written by record_skip (activities/bookkeeping.py)
+
+
+class SuppressionReason(StrEnum):
+    UNSUBSCRIBE = "unsubscribe"
+    BOUNCE_HARD = "bounce_hard"
+    COMPLAINT = "complaint"
+    # Any other reason is an operator's own words (POST /api/suppressions).
+
+
+# Suppression reason -> how a journey it stops ends.
+SUPPRESSION_EXIT: dict[str, JourneyStatus] = {
+    SuppressionReason.UNSUBSCRIBE: JourneyStatus.UNSUBSCRIBED,
+    SuppressionReason.BOUNCE_HARD: JourneyStatus.BOUNCED,
+    SuppressionReason.COMPLAINT: JourneyStatus.COMPLAINED,
+}
+
+
 class ConditionType(StrEnum):
     OPENED = "opened"
     NOT_OPENED = "not_opened"
@@ -78,7 +106,7 @@ class Decision(StrEnum):
 
 @dataclass
 class ConditionPlan:
-    type: str
+    type: ConditionType
     step_id: int
     url: str | None = None
 
@@ -98,6 +126,30 @@ class JourneyPlan:
     steps: list[StepPlan]
 
 
+class ActivityName:
+    """The journey's activities, by the names they are registered under. Every recorded
+    history names them: never rename one."""
+
+    LOAD_PLAN = "load_plan"
+    RECORD_SKIP = "record_skip"
+    FINISH_JOURNEY = "finish_journey"
+    SEND_STEP = "send_step"
+
+
+class JourneyVersion(IntEnum):
+    """Which code path a journey runs, fixed in its input at its start for its whole life, so
+    that journeys started on older code finish on the newer one as they began. The coming
+    journey features extend it; a workflow change that history cannot tell apart gets a new
+    version here (or `workflow.patched`)."""
+
+    SCHEDULED_BOOKKEEPING = 1  # database bookkeeping as scheduled activities; plan loaded
+    LOCAL_BOOKKEEPING = 2  # bookkeeping as local activities (docs/performance.md); plan loaded
+    PINNED_PLAN = 3  # the campaign's plan carried in the input
+
+
+CURRENT_JOURNEY_VERSION = JourneyVersion.PINNED_PLAN
+
+
 @dataclass
 class RecipientInput:
     campaign_id: int
@@ -106,12 +158,23 @@ class RecipientInput:
     # How long a paused journey waits for a resume signal before re-reading the status itself.
     pause_recheck_seconds: float = 3600.0
     send_task_queue: str = SEND_TASK_QUEUE
-    # True for journeys started since their database bookkeeping became local activities
-    # (docs/performance.md); the histories of older ones, started without it, say False.
+    # Before `version`, these two said it: still written, so older code reads new inputs right.
     local_bookkeeping: bool = False
     # The campaign's plan, pinned at the start (steps never change once a campaign is active).
     # None: the journey loads it itself, as journeys started before it was carried here did.
     plan: JourneyPlan | None = None
+    # A JourneyVersion; 0 in inputs recorded before the field existed (the data converter
+    # defaults a missing field): see journey_version().
+    version: int = 0
+
+    def journey_version(self) -> JourneyVersion:
+        if self.version:
+            return JourneyVersion(self.version)
+        if not self.local_bookkeeping:
+            return JourneyVersion.SCHEDULED_BOOKKEEPING
+        if self.plan is None:
+            return JourneyVersion.LOCAL_BOOKKEEPING
+        return JourneyVersion.PINNED_PLAN
 
 
 @dataclass
@@ -130,7 +193,7 @@ class StepInput:
     enrollment_id: int
     step_id: int
     step_order: int
-    decision: str
+    decision: Decision
     condition_met: bool | None = None
 
 
@@ -142,16 +205,16 @@ class StepOutcome(StrEnum):
 
 @dataclass
 class StepResult:
-    outcome: str
+    outcome: StepOutcome
     delivery_id: str | None = None
-    exit_status: str | None = None
+    exit_status: JourneyStatus | None = None
     reason: str | None = None
 
 
 @dataclass
 class FinishInput:
     enrollment_id: int
-    status: str
+    status: JourneyStatus
     reason: str | None = None
 
 
@@ -159,7 +222,7 @@ class FinishInput:
 class StepProgress:
     step_id: int
     step_order: int
-    decision: str
+    decision: Decision
     condition_met: bool | None
     decided_at: str
     delivery_id: str | None = None

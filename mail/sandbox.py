@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sized
 from contextvars import ContextVar
 from functools import wraps
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import ChainableUndefined, nodes
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -154,11 +154,11 @@ class BudgetedEnvironment(ImmutableSandboxedEnvironment):
         # Jinja's hook for a different code generation: every loop iterates through the budget,
         # every `~` concatenation is size-checked.
         for loop in source.find_all(nodes.For):
-            loop.iter = self._wrap("budgeted_iter", loop.iter)
+            loop.iter = self._wrap("budgeted_iter", cast(nodes.Expr, loop.iter))
         for concat in list(source.find_all(nodes.Concat)):
             inner = nodes.Concat(concat.nodes, lineno=concat.lineno)
             concat.nodes = [self._wrap("checked", inner)]
-        return super()._generate(source, *args, **kwargs)  # type: ignore[misc]
+        return super()._generate(source, *args, **kwargs)
 
     @staticmethod
     def _wrap(helper: str, node: nodes.Expr) -> nodes.Call:

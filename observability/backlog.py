@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from typing import Any
 
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
@@ -24,7 +25,7 @@ UNCERTAIN = "uncertain"  # the delivery status of a send that may have gone out 
 _last_measured: weakref.WeakKeyDictionary[Engine, float] = weakref.WeakKeyDictionary()
 
 
-def count(session: Session, table: type, *where: object) -> int:
+def count(session: Session, table: type, *where: Any) -> int:
     return session.exec(select(func.count()).select_from(table).where(*where)).one()
 
 

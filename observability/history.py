@@ -21,7 +21,8 @@ class HistoryAlert(temporalio.worker.Interceptor):
         self.threshold_events = threshold_events
 
     def workflow_interceptor_class(
-        self, input: temporalio.worker.WorkflowInterceptorClassInput
+        self,
+        input: temporalio.worker.WorkflowInterceptorClassInput,  # noqa: ARG002 (the SDK's signature)
     ) -> type[temporalio.worker.WorkflowInboundInterceptor]:
         threshold = self.threshold_events
 

@@ -21,11 +21,8 @@ EVENTS_RECEIVED = Counter(
     "Engagement events received (retries included), by source and normalised type",
     ["provider", "type"],
 )
-ENROLLMENTS = Counter(
-    "drip_enrollments",
-    "Addresses in enroll requests: enrolled, already_enrolled or rejected",
-    ["result"],
-)
+ENROLLMENTS_HELP = "Addresses in enroll requests: enrolled, already_enrolled or rejected"
+ENROLLMENTS = Counter("drip_enrollments", ENROLLMENTS_HELP, ["result"])
 SIGNAL_FAILURES = Counter(
     "drip_signal_failures",
     "Signals to journeys that failed and are left to the outbox, by gRPC status",
@@ -65,10 +62,20 @@ MESSAGES_SENT_HELP = (
 )
 
 
+ENROLLMENTS_TOTAL = "drip_enrollments_total"
+
+
 def count_enrollments(enrolled: int, already_enrolled: int, rejected: int) -> None:
-    ENROLLMENTS.labels("enrolled").inc(enrolled)
-    ENROLLMENTS.labels("already_enrolled").inc(already_enrolled)
-    ENROLLMENTS.labels("rejected").inc(rejected)
+    """Wherever addresses are enrolled: in the API (its /metrics), and inside the batch
+    activity also on the worker's endpoint (the SDK's meter), where batches are enrolled."""
+    counts = {"enrolled": enrolled, "already_enrolled": already_enrolled, "rejected": rejected}
+    meter = activity.metric_meter() if activity.in_activity() else None
+    for result, n in counts.items():
+        if not n:
+            continue
+        ENROLLMENTS.labels(result).inc(n)
+        if meter is not None:
+            meter.create_counter(ENROLLMENTS_TOTAL, ENROLLMENTS_HELP).add(n, {"result": result})
 
 
 def count_send(outcome: str) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextvars
 import re
 import uuid
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any
 
 import temporalio.api.common.v1
@@ -84,7 +84,8 @@ class RequestIdInterceptor(temporalio.client.Interceptor, temporalio.worker.Inte
         return _ActivityInbound(next)
 
     def workflow_interceptor_class(
-        self, input: temporalio.worker.WorkflowInterceptorClassInput
+        self,
+        input: temporalio.worker.WorkflowInterceptorClassInput,  # noqa: ARG002 (the SDK's signature)
     ) -> type[temporalio.worker.WorkflowInboundInterceptor]:
         return _WorkflowInbound
 
@@ -131,9 +132,9 @@ class _WorkflowOutbound(temporalio.worker.WorkflowOutboundInterceptor):
         super().__init__(next)
         self.inbound = inbound
 
-    def _with_request_id(self, headers: Headers) -> Headers:
+    def _with_request_id(self, headers: Mapping[str, temporalio.api.common.v1.Payload]) -> Headers:
         if self.inbound.request_id is None:
-            return headers
+            return dict(headers)
         return {**headers, TEMPORAL_HEADER: self.inbound.request_id}
 
     def start_activity(

@@ -21,8 +21,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
+from storage.inserts import insert_ignoring_conflicts
 from storage.models import Delivery, DeliveryMilestone, Enrollment, Event, StatCounter
-from storage.upsert import insert_ignoring_conflicts
 
 CAMPAIGN = 0  # step_id of the campaign-wide counters
 _PENDING = "drip_counter_bumps"
@@ -165,9 +165,9 @@ def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
     recipients, completed, opened, clicked = session.execute(
         select(
             func.count(),
-            func.count(case((Enrollment.status == "completed", 1))),
-            func.count(Enrollment.opened_at),
-            func.count(Enrollment.clicked_at),
+            func.count(case((col(Enrollment.status) == "completed", 1))),
+            func.count(col(Enrollment.opened_at)),
+            func.count(col(Enrollment.clicked_at)),
         ).where(Enrollment.campaign_id == campaign_id)
     ).one()
     truth[(CAMPAIGN, Metric.RECIPIENTS)] = recipients
@@ -177,7 +177,7 @@ def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
     decided = session.execute(
         select(Delivery.step_id, Delivery.decision, Delivery.status, func.count())
         .where(Delivery.campaign_id == campaign_id)
-        .group_by(Delivery.step_id, Delivery.decision, Delivery.status)
+        .group_by(col(Delivery.step_id), col(Delivery.decision), col(Delivery.status))
     )
     for step_id, decision, status, n in decided:
         truth[(step_id, Metric.REACHED)] += n
@@ -248,11 +248,11 @@ def main() -> None:
 
     engine: Engine = make_engine(get_settings().database_url)
     with session_scope(engine) as session:
-        ids = [int(a) for a in sys.argv[1:]] or list(session.exec(select(Campaign.id)))
+        ids = [int(a) for a in sys.argv[1:]] or [c.id or 0 for c in session.exec(select(Campaign))]
     for campaign_id in ids:
         with session_scope(engine) as session:
             rebuild(session, campaign_id)
-        print(f"campaign {campaign_id}: counters rebuilt")
+        print(f"campaign {campaign_id}: counters rebuilt")  # noqa: T201 (the command's output)
 
 
 if __name__ == "__main__":

@@ -37,9 +37,9 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:  # type: ignore[no-untyp
     cursor.close()
 
 
-# One SQLite writer at a time per process and database file. SQLite takes one writer anyway;
-# left to its busy handler, 64 concurrent sends polled for the lock with sleeps of up to 100 ms
-# and spent most of their time asleep (docs/performance.md). A lock hands over at once.
+# One SQLite writer at a time per process and database file. SQLite takes one writer anyway,
+# and its busy handler polls for the lock with sleeps: concurrent sends spent most of their
+# time asleep (docs/performance.md). A lock hands over at once.
 class WriterQueue:
     """A reentrant lock whose urgent holders go before ordinary waiters: recording a message as
     sent must not queue behind the next sends' preparation, since a crash before that commit is

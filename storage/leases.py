@@ -4,14 +4,15 @@ with several API replicas). A lease expires unless renewed, so a dead holder's j
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, cast
 
 from sqlalchemy import or_, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import CursorResult, Engine
 from sqlmodel import col
 
 from storage.db import session_scope
+from storage.inserts import insert_ignoring_conflicts
 from storage.models import Lease, utcnow
-from storage.upsert import insert_ignoring_conflicts
 
 
 def hold(engine: Engine, name: str, holder: str, ttl: timedelta) -> bool:
@@ -30,7 +31,7 @@ def hold(engine: Engine, name: str, holder: str, ttl: timedelta) -> bool:
             )
             .values(holder=holder, expires_at=now + ttl)
         )
-        return taken.rowcount == 1  # type: ignore[attr-defined]
+        return cast(CursorResult[Any], taken).rowcount == 1
 
 
 def release(engine: Engine, name: str, holder: str) -> None:

@@ -136,7 +136,7 @@ class IdempotencyRecord(SQLModel, table=True):
     """A client's `Idempotency-Key` and the first answer given to it (api/idempotency.py).
     The primary key makes a concurrent duplicate lose the insert instead of acting twice."""
 
-    __tablename__ = "idempotency_record"  # type: ignore[assignment]
+    __tablename__ = "idempotency_record"
 
     scope: str = Field(primary_key=True, max_length=64)  # sha256 of the caller's credentials
     key: str = Field(primary_key=True, max_length=255)
@@ -154,7 +154,7 @@ class IdempotencyRecord(SQLModel, table=True):
 class Lease(SQLModel, table=True):
     """Who runs a job that must run in one process at a time (storage/leases.py)."""
 
-    __tablename__ = "lease"  # type: ignore[assignment]
+    __tablename__ = "lease"
 
     name: str = Field(primary_key=True, max_length=64)
     holder: str = Field(max_length=64)
@@ -165,7 +165,7 @@ class WebhookNonce(SQLModel, table=True):
     """A provider signature's single-use value and the payload it first came with
     (storage/webhook_nonces.py): a replay of the signature on another payload is refused."""
 
-    __tablename__ = "webhook_nonce"  # type: ignore[assignment]
+    __tablename__ = "webhook_nonce"
 
     provider: str = Field(primary_key=True, max_length=32)
     nonce: str = Field(primary_key=True, max_length=255)
@@ -177,7 +177,7 @@ class ErasedDelivery(SQLModel, table=True):
     """A delivery an erasure deleted: only its opaque id, which names nobody once the rows are
     gone. A provider event about it arriving later is stored without its address."""
 
-    __tablename__ = "erased_delivery"  # type: ignore[assignment]
+    __tablename__ = "erased_delivery"
 
     id: str = Field(primary_key=True)
     erased_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
@@ -187,7 +187,7 @@ class EnrollmentBatch(SQLModel, table=True):
     """A large enrollment (JSON or CSV) accepted at once and worked through by its batch
     workflow (workflows/enrollment_batch.py). The counters are kept by the batch activities."""
 
-    __tablename__ = "enrollment_batch"  # type: ignore[assignment]
+    __tablename__ = "enrollment_batch"
 
     id: int | None = Field(default=None, primary_key=True)
     token: str = Field(default_factory=lambda: uuid.uuid4().hex[:12])  # in the workflow id
@@ -211,7 +211,7 @@ class EnrollmentBatchRow(SQLModel, table=True):
     The state moves in the same transaction as the enrollment it writes, so a retried chunk
     never counts or starts a row twice. Rows other than rejected ones are pruned at the end."""
 
-    __tablename__ = "enrollment_batch_row"  # type: ignore[assignment]
+    __tablename__ = "enrollment_batch_row"
     __table_args__ = (
         Index("ix_enrollment_batch_row_batch_id", "batch_id", "id"),
         Index("ix_enrollment_batch_row_batch_state", "batch_id", "state"),
@@ -231,7 +231,7 @@ class StatCounter(SQLModel, table=True):
     """Running totals behind stats and the funnel, bumped in the transaction that writes what
     they count (storage/counters.py): reading them costs the same at any campaign size."""
 
-    __tablename__ = "stat_counter"  # type: ignore[assignment]
+    __tablename__ = "stat_counter"
 
     campaign_id: int = Field(primary_key=True)
     step_id: int = Field(primary_key=True)  # 0: the campaign as a whole
@@ -243,7 +243,7 @@ class DeliveryMilestone(SQLModel, table=True):
     """The first time a delivery was delivered, opened, clicked, bounced...: its funnel
     counters move only when this row is first inserted, so repeats and retries count once."""
 
-    __tablename__ = "delivery_milestone"  # type: ignore[assignment]
+    __tablename__ = "delivery_milestone"
 
     delivery_id: str = Field(primary_key=True)
     milestone: str = Field(primary_key=True)

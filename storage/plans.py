@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from domain.journey import ConditionPlan, JourneyPlan, StepPlan
+from domain.journey import ConditionPlan, ConditionType, JourneyPlan, StepPlan
 from storage.models import Step
 
 
@@ -22,7 +22,9 @@ def read_plan(session: Session, campaign_id: int) -> JourneyPlan | None:
                 step_id=s.id or 0,
                 step_order=s.step_order,
                 delay_seconds=s.delay_hours * 3600,
-                condition=ConditionPlan(s.condition_type, s.condition_step_id or 0, s.condition_url)
+                condition=ConditionPlan(
+                    ConditionType(s.condition_type), s.condition_step_id or 0, s.condition_url
+                )
                 if s.condition_type
                 else None,
                 has_alternative=s.alt_template_id is not None,

@@ -4,12 +4,12 @@ pauses itself, with the reason recorded, before mailbox providers start blocking
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 
 from domain.journey import CampaignStatus, EventType
+from domain.reputation import ReputationLimits
 from storage.models import Campaign, Delivery, Event, utcnow
 
 log = logging.getLogger(__name__)
@@ -17,13 +17,7 @@ log = logging.getLogger(__name__)
 # Starts every reason the guard records, so its pauses can be told from an operator's.
 AUTO_PAUSE = "paused automatically"
 
-
-@dataclass(frozen=True)
-class ReputationLimits:
-    # Gmail and Yahoo reject bulk senders at a 0.3% spam-complaint rate; stop at it.
-    max_complaint_rate: float = 0.003
-    max_bounce_rate: float = 0.05
-    min_sent: int = 100  # below this, one bad address would look like a catastrophe
+__all__ = ["AUTO_PAUSE", "ReputationLimits", "auto_paused_campaigns", "guard_campaign"]
 
 
 def guard_campaign(session: Session, campaign_id: int, limits: ReputationLimits) -> str | None:

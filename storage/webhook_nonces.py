@@ -17,8 +17,8 @@ from sqlalchemy.engine import Engine
 from sqlmodel import col
 
 from storage.db import session_scope
+from storage.inserts import insert_ignoring_conflicts
 from storage.models import WebhookNonce, utcnow
-from storage.upsert import insert_ignoring_conflicts
 
 # Longer than the signatures' freshness window (24 h) plus Mailgun's 8 h of retries.
 KEEP = timedelta(hours=48)

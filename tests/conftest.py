@@ -29,7 +29,7 @@ from domain import search
 from settings import Settings
 from storage.db import make_engine
 from storage.migrate import schema_drift, upgrade
-from tests.smtp import SmtpSink
+from tools.smtp_sink import SmtpSink
 from worker import build_workers
 
 BIN = Path(sys.executable).parent

@@ -7,9 +7,11 @@ import asyncio
 
 import httpx
 
-from tests.api.helpers import eventually, journey, make_campaign, make_template
 from tests.conftest import unique_domain
-from tests.smtp import SmtpSink
+from tests.support.eventually import eventually
+from tests.support.factories import make_campaign, make_template
+from tests.support.journey import journey
+from tools.smtp_sink import SmtpSink
 
 SECOND = 1 / 3600  # delay_hours for one second
 

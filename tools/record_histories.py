@@ -40,7 +40,7 @@ from domain import search
 from settings import Settings
 from storage.db import make_engine
 from storage.migrate import upgrade
-from tests.smtp import SmtpSink
+from tools.smtp_sink import SmtpSink
 from worker import build_workers
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,7 +86,8 @@ class Journey:
     async def state(self) -> dict[str, Any]:
         response = await self.api.get(f"/api/campaigns/{self.campaign_id}/recipients/{self.email}")
         response.raise_for_status()
-        return response.json()
+        state: dict[str, Any] = response.json()
+        return state
 
     async def delivered(self, step_order: int) -> str:
         """Wait until that step's message went out; its delivery id."""
@@ -246,7 +247,7 @@ async def system(client: Client, settings: Settings) -> AsyncIterator[httpx.Asyn
         uvicorn.Config(create_app(settings, temporal=client), host="127.0.0.1",
                        port=settings.api_port, log_level="warning")
     )  # fmt: skip
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    server.install_signal_handlers = lambda: None  # type: ignore[attr-defined]
     serving = asyncio.create_task(server.serve())
     try:
         while not server.started:

@@ -14,7 +14,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from domain.enrollment import BatchInput, ChunkInput, ChunkResult
+    from domain.enrollment import BatchActivityName, BatchInput, ChunkInput, ChunkResult
 
 # A chunk starts up to a few thousand journeys; heartbeats after every slice of it show it
 # alive, so a worker that died mid-chunk is noticed within HEARTBEAT_TIMEOUT.
@@ -30,7 +30,7 @@ class EnrollmentBatchWorkflow:
         cursor = input.after_row_id
         for _ in range(input.chunks_per_run):
             result: ChunkResult = await workflow.execute_activity(
-                "enroll_batch_chunk",
+                BatchActivityName.ENROLL_CHUNK,
                 ChunkInput(input.batch_id, cursor),
                 result_type=ChunkResult,
                 start_to_close_timeout=CHUNK_TIMEOUT,
@@ -40,7 +40,7 @@ class EnrollmentBatchWorkflow:
             cursor = result.last_row_id
             if result.done:
                 await workflow.execute_activity(
-                    "finish_enrollment_batch",
+                    BatchActivityName.FINISH,
                     input.batch_id,
                     start_to_close_timeout=CHUNK_TIMEOUT,
                     retry_policy=RETRY,

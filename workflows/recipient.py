@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any, TypeVar, overload
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
@@ -11,6 +13,7 @@ with workflow.unsafe.imports_passed_through():
     from domain import search
     from domain.journey import (
         TERMINAL_EVENTS,
+        ActivityName,
         CampaignStatus,
         ConditionType,
         Decision,
@@ -20,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         JourneyPlan,
         JourneyState,
         JourneyStatus,
+        JourneyVersion,
         RecipientInput,
         StepInput,
         StepOutcome,
@@ -35,60 +39,79 @@ SEND_HEARTBEAT_TIMEOUT = timedelta(seconds=20)
 # Transient failures (SMTP down, database locked) retry forever with backoff: never lost.
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=2), maximum_interval=timedelta(minutes=5))
 
+T = TypeVar("T")
+
+
+@dataclass
+class JourneyMemory:
+    """Everything a journey knows, in one place (it lives in the workflow's memory only)."""
+
+    exit: JourneyStatus | None = None  # set once: the first exit wins
+    exit_reason: str | None = None
+    paused: bool = False
+    seen_events: set[str] = field(default_factory=set)
+    opened: set[int] = field(default_factory=set)  # step ids
+    clicked: dict[int, set[str]] = field(default_factory=dict)  # step id -> normalised URLs
+    progress: list[StepProgress] = field(default_factory=list)
+    current_step: int = 0
+    next_due: datetime | None = None
+    status: JourneyStatus = JourneyStatus.ACTIVE
+
 
 @workflow.defn
 class RecipientWorkflow:
     @workflow.init
     def __init__(self, input: RecipientInput) -> None:
         self._input = input
-        self._exit: str | None = None
-        self._exit_reason: str | None = None
-        self._paused = False
-        self._seen_events: set[str] = set()
-        self._opened: set[int] = set()
-        self._clicked: dict[int, set[str]] = {}
-        self._progress: list[StepProgress] = []
-        self._current_step = 0
-        self._next_due: datetime | None = None
-        self._status: str = JourneyStatus.ACTIVE
-        # Journeys started with this flag run their database bookkeeping (load_plan,
-        # record_skip, finish_journey) as local activities: no activity task round trip through
-        # the server, which was half its work per journey start (docs/performance.md). Older
-        # journeys schedule them as activities, as their histories say. The flag travels in
+        self._state = JourneyMemory()
+        # From LOCAL_BOOKKEEPING on, the database bookkeeping (load_plan, record_skip,
+        # finish_journey) runs as local activities: no activity task round trip through the
+        # server, which was half its work per journey start (docs/performance.md). Older
+        # journeys schedule them as activities, as their histories say. The version travels in
         # the input rather than behind workflow.patched(), whose marker also upserts a search
-        # attribute: one more visibility write per journey, the cost being removed.
-        self._local = input.local_bookkeeping
+        # attribute: one more visibility write per journey.
+        self._version = input.journey_version()
+        self._local = self._version >= JourneyVersion.LOCAL_BOOKKEEPING
 
     @workflow.run
     async def run(self, input: RecipientInput) -> str:
-        plan: JourneyPlan = (
-            input.plan
-            if input.plan is not None
-            else await self._bookkeeping("load_plan", input.campaign_id, DB_TIMEOUT, JourneyPlan)
-        )
+        if self._version >= JourneyVersion.PINNED_PLAN and input.plan is not None:
+            plan = input.plan
+        else:
+            plan = await self._bookkeeping(
+                ActivityName.LOAD_PLAN, input.campaign_id, DB_TIMEOUT, JourneyPlan
+            )
         mark = workflow.now()
         for step in plan.steps:
-            self._next_due = mark + timedelta(seconds=step.delay_seconds)
-            await self._wait_until(self._next_due, f"step {step.step_order} due")
-            if self._exit is None:
+            self._state.next_due = mark + timedelta(seconds=step.delay_seconds)
+            await self._wait_until(self._state.next_due, f"step {step.step_order} due")
+            if self._state.exit is None:
                 await self._run_step(step)
-            if self._exit is not None:
+            if self._state.exit is not None:
                 break
             mark = workflow.now()
-        self._next_due = None
-        self._status = self._exit or JourneyStatus.COMPLETED
+        self._state.next_due = None
+        self._state.status = self._state.exit or JourneyStatus.COMPLETED
         await self._bookkeeping(
-            "finish_journey",
-            FinishInput(input.enrollment_id, self._status, self._exit_reason),
+            ActivityName.FINISH_JOURNEY,
+            FinishInput(input.enrollment_id, self._state.status, self._state.exit_reason),
             DB_TIMEOUT,
         )
-        workflow.upsert_search_attributes([search.DRIP_STATUS.value_set(self._status)])
+        workflow.upsert_search_attributes([search.DRIP_STATUS.value_set(self._state.status)])
         await workflow.wait_condition(workflow.all_handlers_finished)
-        return self._status
+        return self._state.status
 
-    async def _bookkeeping(  # type: ignore[no-untyped-def]
-        self, name: str, arg, start_to_close: timedelta, result_type: type | None = None
-    ):
+    @overload
+    async def _bookkeeping(
+        self, name: str, arg: Any, start_to_close: timedelta, result_type: type[T]
+    ) -> T: ...
+
+    @overload
+    async def _bookkeeping(self, name: str, arg: Any, start_to_close: timedelta) -> None: ...
+
+    async def _bookkeeping(
+        self, name: str, arg: Any, start_to_close: timedelta, result_type: type[Any] | None = None
+    ) -> Any:
         """A database activity of the journey worker: local, or scheduled for older journeys."""
         if self._local:
             return await workflow.execute_local_activity(
@@ -109,36 +132,36 @@ class RecipientWorkflow:
             return
         try:
             await workflow.wait_condition(
-                lambda: self._exit is not None, timeout=remaining, timeout_summary=summary
+                lambda: self._state.exit is not None, timeout=remaining, timeout_summary=summary
             )
         except TimeoutError:
             pass
 
     async def _run_step(self, step: StepPlan) -> None:
         """Decide and act on one due step; hold (never skip) while the campaign is paused."""
-        while self._exit is None:
-            if self._paused:
+        while self._state.exit is None:
+            if self._state.paused:
                 try:
                     await workflow.wait_condition(
-                        lambda: not self._paused or self._exit is not None,
+                        lambda: not self._state.paused or self._state.exit is not None,
                         timeout=self._input.pause_recheck_seconds,
                         timeout_summary="paused: re-check campaign status",
                     )
                 except TimeoutError:
                     pass  # re-read the database status through the step activity
-                if self._exit is not None:
+                if self._state.exit is not None:
                     return
             decision, met = self._decide(step)
             step_input = StepInput(
                 self._input.enrollment_id, step.step_id, step.step_order, decision, met
             )
             if decision == Decision.SKIPPED:
-                result: StepResult = await self._bookkeeping(
-                    "record_skip", step_input, SEND_TIMEOUT, StepResult
+                result = await self._bookkeeping(
+                    ActivityName.RECORD_SKIP, step_input, SEND_TIMEOUT, StepResult
                 )
             else:
                 result = await workflow.execute_activity(
-                    "send_step",
+                    ActivityName.SEND_STEP,
                     step_input,
                     result_type=StepResult,
                     task_queue=self._input.send_task_queue,
@@ -147,14 +170,14 @@ class RecipientWorkflow:
                     retry_policy=RETRY,
                 )
             if result.outcome == StepOutcome.HELD:
-                self._paused = True
+                self._state.paused = True
                 continue
             if result.outcome == StepOutcome.ENDED:
                 self._end(result.exit_status or JourneyStatus.REMOVED, result.reason)
                 return
-            self._paused = False
-            self._current_step = step.step_order
-            self._progress.append(
+            self._state.paused = False
+            self._state.current_step = step.step_order
+            self._state.progress.append(
                 StepProgress(
                     step.step_id,
                     step.step_order,
@@ -167,13 +190,15 @@ class RecipientWorkflow:
             workflow.upsert_search_attributes([search.DRIP_STEP.value_set(step.step_order)])
             return
 
-    def _decide(self, step: StepPlan) -> tuple[str, bool | None]:
+    def _decide(self, step: StepPlan) -> tuple[Decision, bool | None]:
         condition = step.condition
         if condition is None:
             return Decision.SENT, None
-        clicks = self._clicked.get(condition.step_id, set())
+        clicks = self._state.clicked.get(condition.step_id, set())
         if condition.type in (ConditionType.OPENED, ConditionType.NOT_OPENED):
-            happened = condition.step_id in self._opened or bool(clicks)  # a click implies an open
+            happened = condition.step_id in self._state.opened or bool(
+                clicks
+            )  # a click implies an open
         elif condition.url:
             happened = _normalise_url(condition.url) in clicks
         else:
@@ -187,16 +212,16 @@ class RecipientWorkflow:
             return Decision.SENT, True
         return (Decision.ALTERNATIVE if step.has_alternative else Decision.SKIPPED), False
 
-    def _end(self, status: str, reason: str | None) -> None:
-        if self._exit is None:  # the first exit wins
-            self._exit = status
-            self._exit_reason = reason
+    def _end(self, status: JourneyStatus, reason: str | None) -> None:
+        if self._state.exit is None:  # the first exit wins
+            self._state.exit = status
+            self._state.exit_reason = reason
 
     @workflow.signal
     def on_event(self, event: EngagementSignal) -> None:
-        if event.event_id in self._seen_events:
+        if event.event_id in self._state.seen_events:
             return  # providers retry: each event counts once
-        self._seen_events.add(event.event_id)
+        self._state.seen_events.add(event.event_id)
         terminal = TERMINAL_EVENTS.get(event.type)
         if terminal is not None:
             self._end(terminal, f"{event.type} event")
@@ -204,9 +229,11 @@ class RecipientWorkflow:
         if event.machine or event.step_id is None:
             return  # conditions count human engagement only
         if event.type == EventType.OPEN:
-            self._opened.add(event.step_id)
+            self._state.opened.add(event.step_id)
         elif event.type == EventType.CLICK:
-            self._clicked.setdefault(event.step_id, set()).add(_normalise_url(event.url or ""))
+            self._state.clicked.setdefault(event.step_id, set()).add(
+                _normalise_url(event.url or "")
+            )
 
     @workflow.signal
     def remove(self, reason: str) -> None:
@@ -217,20 +244,20 @@ class RecipientWorkflow:
         if status == CampaignStatus.ARCHIVED:
             self._end(JourneyStatus.ARCHIVED, "campaign archived")
         else:
-            self._paused = status == CampaignStatus.PAUSED
+            self._state.paused = status == CampaignStatus.PAUSED
 
     @workflow.query
     def progress(self) -> JourneyState:
         return JourneyState(
-            status=self._exit or self._status,
-            current_step=self._current_step,
-            next_step_due_at=self._next_due.isoformat() if self._next_due else None,
-            paused=self._paused,
-            steps=list(self._progress),
-            opened_steps=sorted(self._opened),
-            clicked={str(k): sorted(v) for k, v in self._clicked.items()},
-            exit_reason=self._exit_reason,
-            events_counted=len(self._seen_events),
+            status=self._state.exit or self._state.status,
+            current_step=self._state.current_step,
+            next_step_due_at=self._state.next_due.isoformat() if self._state.next_due else None,
+            paused=self._state.paused,
+            steps=list(self._state.progress),
+            opened_steps=sorted(self._state.opened),
+            clicked={str(k): sorted(v) for k, v in self._state.clicked.items()},
+            exit_reason=self._state.exit_reason,
+            events_counted=len(self._state.seen_events),
         )
 
 

@@ -7,7 +7,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CampaignDep, JourneysDep, SessionDep
+from api.deps import CampaignDep, JourneysDep, SessionDep, load_or_404
 from api.errors import conflict, invalid, not_found
 from api.idempotency import Idempotent
 from api.schemas import (
@@ -17,40 +17,30 @@ from api.schemas import (
     CampaignStats,
     CampaignSummary,
     CampaignUpdate,
-    ConditionIn,
     ConditionOut,
     StepCreate,
     StepPublic,
     StepReorder,
     StepUpdate,
 )
-from domain.journey import CampaignStatus, ConditionType
+from domain.journey import CampaignStatus
+from services.campaigns import (
+    apply_step,
+    check_order,
+    check_transition,
+    renumber,
+    require_draft,
+    steps_of,
+)
 from storage import counters
 from storage.counters import Metric
-from storage.models import Campaign, Enrollment, Step, Template, utcnow
+from storage.models import Campaign, Enrollment, Step, utcnow
 
 router = APIRouter(prefix="/api/campaigns", tags=["campaigns"])
 
 CampaignIdQuery = Query(description="ID of the campaign")
 
-# status -> statuses it may move to
-TRANSITIONS = {
-    CampaignStatus.DRAFT: {CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED},
-    CampaignStatus.ACTIVE: {CampaignStatus.PAUSED, CampaignStatus.ARCHIVED},
-    CampaignStatus.PAUSED: {CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED},
-    CampaignStatus.ARCHIVED: set(),
-}
-
-
 # --- reading ---------------------------------------------------------------------------------
-
-
-def _steps(session: Session, campaign_id: int) -> list[Step]:
-    return list(
-        session.exec(
-            select(Step).where(Step.campaign_id == campaign_id).order_by(col(Step.step_order))
-        )
-    )
 
 
 def step_public(step: Step) -> StepPublic:
@@ -78,21 +68,21 @@ def _counts(session: Session, campaign_ids: list[int]) -> tuple[dict[int, int], 
         session.exec(
             select(Step.campaign_id, func.count())
             .where(col(Step.campaign_id).in_(campaign_ids))
-            .group_by(Step.campaign_id)
+            .group_by(col(Step.campaign_id))
         ).all()
     )
     recipients = dict(
         session.exec(
             select(Enrollment.campaign_id, func.count())
             .where(col(Enrollment.campaign_id).in_(campaign_ids))
-            .group_by(Enrollment.campaign_id)
+            .group_by(col(Enrollment.campaign_id))
         ).all()
     )
     return steps, recipients
 
 
 def _public(session: Session, campaign: Campaign) -> CampaignPublic:
-    steps = _steps(session, campaign.id or 0)
+    steps = steps_of(session, campaign.id or 0)
     _, recipients = _counts(session, [campaign.id or 0])
     return CampaignPublic(
         id=campaign.id or 0,
@@ -131,11 +121,11 @@ def list_campaigns(session: SessionDep) -> list[CampaignSummary]:
 @router.get(
     "/steps", response_model=list[StepPublic], response_model_exclude_none=True, tags=["steps"]
 )
-def list_steps(session: SessionDep, campaign_id: int = CampaignIdQuery) -> list[StepPublic]:
+def liststeps_of(session: SessionDep, campaign_id: int = CampaignIdQuery) -> list[StepPublic]:
     """The campaign's steps in order."""
     if session.get(Campaign, campaign_id) is None:
         raise not_found("campaign", campaign_id)
-    return [step_public(s) for s in _steps(session, campaign_id)]
+    return [step_public(s) for s in steps_of(session, campaign_id)]
 
 
 @router.get("/stats", response_model=CampaignStats, tags=["stats"])
@@ -173,77 +163,6 @@ def get_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic:
 # --- writing ---------------------------------------------------------------------------------
 
 
-def _require_draft(campaign: Campaign) -> None:
-    if campaign.status != CampaignStatus.DRAFT:
-        raise conflict(
-            f"campaign {campaign.id} is {campaign.status}: steps change only while it is a draft "
-            "(running journeys are pinned to the plan they started with); clone it to edit"
-        )
-
-
-def _check_template(session: Session, loc: list[str | int], template_id: int) -> None:
-    if session.get(Template, template_id) is None:
-        raise invalid(loc, f"template {template_id} does not exist")
-
-
-def _apply_step(
-    session: Session,
-    step: Step,
-    body: StepCreate | StepUpdate,
-    loc: list[str | int],
-    earlier: dict[int, Step],
-    by_order: dict[int, Step] | None = None,
-) -> None:
-    """Validate and copy a step body onto `step`. `earlier` maps step_order -> step for the steps
-    before it; a condition must name one of them."""
-    fields = body.model_fields_set if isinstance(body, StepUpdate) else set(StepCreate.model_fields)
-    if "subject" in fields and body.subject is not None:
-        step.subject = body.subject
-    if "delay_hours" in fields and body.delay_hours is not None:
-        step.delay_hours = body.delay_hours
-    if "template_id" in fields and body.template_id is not None:
-        _check_template(session, [*loc, "template_id"], body.template_id)
-        step.template_id = body.template_id
-    if "condition" in fields:
-        _apply_condition(step, body.condition, [*loc, "condition"], earlier)
-    if "alternative" in fields:
-        alternative = body.alternative
-        if alternative is not None:
-            if not step.condition_type:
-                raise invalid([*loc, "alternative"], "an alternative needs a condition")
-            _check_template(session, [*loc, "alternative", "template_id"], alternative.template_id)
-            step.alt_subject, step.alt_template_id = alternative.subject, alternative.template_id
-        else:
-            step.alt_subject, step.alt_template_id = None, None
-    if not step.condition_type and step.alt_template_id is not None:
-        raise invalid([*loc, "alternative"], "an alternative needs a condition")
-
-
-def _apply_condition(
-    step: Step, condition: ConditionIn | None, loc: list[str | int], earlier: dict[int, Step]
-) -> None:
-    if condition is None:
-        step.condition_type = step.condition_step_id = step.condition_url = None
-        return
-    if condition.step_order is not None:
-        target = earlier.get(condition.step_order)
-        if target is None:
-            raise invalid(
-                [*loc, "step_order"],
-                f"step_order {condition.step_order} is not an earlier step of this campaign",
-            )
-    else:
-        target = next((s for s in earlier.values() if s.id == condition.step_id), None)
-        if target is None:
-            raise invalid(
-                [*loc, "step_id"],
-                f"step {condition.step_id} is not an earlier step of this campaign",
-            )
-    step.condition_type = ConditionType(condition.type).value
-    step.condition_step_id = target.id
-    step.condition_url = condition.url
-
-
 @router.post("", status_code=201, response_model=CampaignPublic, dependencies=[Idempotent])
 def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic:
     campaign = Campaign(
@@ -254,7 +173,7 @@ def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic
     earlier: dict[int, Step] = {}
     for index, step_body in enumerate(body.steps):
         step = Step(campaign_id=campaign.id or 0, step_order=index + 1, subject="", template_id=0)
-        _apply_step(session, step, step_body, ["body", "steps", index], earlier)
+        apply_step(session, step, step_body.model_dump(), ["body", "steps", index], earlier)
         session.add(step)
         session.flush()
         earlier[step.step_order] = step
@@ -279,14 +198,7 @@ def _update_campaign(
     campaign = load_or_404(session, campaign_id)
     changes = body.model_dump(exclude_unset=True)
     new_status = changes.pop("status", None)
-    if new_status is not None and new_status != campaign.status:
-        if new_status not in TRANSITIONS[CampaignStatus(campaign.status)]:
-            raise conflict(
-                f"campaign {campaign_id} cannot go from {campaign.status} to {new_status}"
-            )
-        if new_status == CampaignStatus.ACTIVE and not _steps(session, campaign_id):
-            raise conflict(f"campaign {campaign_id} has no steps to run")
-    else:
+    if new_status is None or not check_transition(session, campaign, new_status):
         new_status = None
     for key, value in changes.items():
         if key == "name" and value is None:
@@ -301,20 +213,13 @@ def _update_campaign(
     return _public(session, campaign), new_status
 
 
-def load_or_404(session: Session, campaign_id: int) -> Campaign:
-    campaign = session.get(Campaign, campaign_id)
-    if campaign is None:
-        raise not_found("campaign", campaign_id)
-    return campaign
-
-
 @router.delete("/{campaign_id}", status_code=204)
 def delete_campaign(campaign: CampaignDep, session: SessionDep) -> Response:
     if campaign.status != CampaignStatus.DRAFT:
         raise conflict(
             f"campaign {campaign.id} is {campaign.status}: only drafts can be deleted; archive it"
         )
-    for step in _steps(session, campaign.id or 0):
+    for step in steps_of(session, campaign.id or 0):
         session.delete(step)
     session.flush()
     session.delete(campaign)
@@ -333,7 +238,7 @@ def clone_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic
     session.add(copy)
     session.flush()
     new_ids: dict[int, int] = {}
-    for step in _steps(session, campaign.id or 0):
+    for step in steps_of(session, campaign.id or 0):
         data = step.model_dump(exclude={"id", "campaign_id"})
         if step.condition_step_id is not None:
             data["condition_step_id"] = new_ids[step.condition_step_id]
@@ -369,11 +274,11 @@ def append_step(
 ) -> StepPublic:
     """Append a step to a draft campaign."""
     campaign = load_or_404(session, campaign_id)
-    _require_draft(campaign)
-    existing = _steps(session, campaign_id)
+    require_draft(campaign)
+    existing = steps_of(session, campaign_id)
     earlier = {s.step_order: s for s in existing}
     step = Step(campaign_id=campaign_id, step_order=len(existing) + 1, subject="", template_id=0)
-    _apply_step(session, step, body, ["body"], earlier)
+    apply_step(session, step, body.model_dump(), ["body"], earlier)
     session.add(step)
     session.commit()
     return step_public(step)
@@ -384,11 +289,13 @@ def append_step(
 )
 def update_step(step_id: int, body: StepUpdate, session: SessionDep) -> StepPublic:
     step, campaign = _load_step(session, step_id)
-    _require_draft(campaign)
+    require_draft(campaign)
     earlier = {
-        s.step_order: s for s in _steps(session, campaign.id or 0) if s.step_order < step.step_order
+        s.step_order: s
+        for s in steps_of(session, campaign.id or 0)
+        if s.step_order < step.step_order
     }
-    _apply_step(session, step, body, ["body"], earlier)
+    apply_step(session, step, body.model_dump(exclude_unset=True), ["body"], earlier)
     session.add(step)
     session.commit()
     return step_public(step)
@@ -397,14 +304,14 @@ def update_step(step_id: int, body: StepUpdate, session: SessionDep) -> StepPubl
 @router.delete("/steps/{step_id}", status_code=204, tags=["steps"])
 def delete_step(step_id: int, session: SessionDep) -> Response:
     step, campaign = _load_step(session, step_id)
-    _require_draft(campaign)
-    steps = _steps(session, campaign.id or 0)
+    require_draft(campaign)
+    steps = steps_of(session, campaign.id or 0)
     dependent = next((s for s in steps if s.condition_step_id == step_id), None)
     if dependent is not None:
         raise conflict(f"step {dependent.id} has a condition on step {step_id}: change it first")
     session.delete(step)
     session.flush()
-    _renumber(session, [s for s in steps if s.id != step_id])
+    renumber(session, [s for s in steps if s.id != step_id])
     session.commit()
     return Response(status_code=204)
 
@@ -415,33 +322,14 @@ def delete_step(step_id: int, session: SessionDep) -> Response:
     response_model_exclude_none=True,
     tags=["steps"],
 )
-def reorder_steps(
+def reordersteps_of(
     body: StepReorder, session: SessionDep, campaign_id: int = CampaignIdQuery
 ) -> list[StepPublic]:
     """Put a draft's steps in the given order (every step id exactly once)."""
     campaign = load_or_404(session, campaign_id)
-    _require_draft(campaign)
-    steps = {s.id: s for s in _steps(session, campaign_id)}
-    if sorted(body.step_ids) != sorted(steps):
-        raise invalid(
-            ["body", "step_ids"],
-            f"must list each step of campaign {campaign_id} once: {sorted(steps)}",
-        )
-    ordered = [steps[i] for i in body.step_ids]
-    position = {s.id: n for n, s in enumerate(ordered)}
-    for n, step in enumerate(ordered):
-        if step.condition_step_id is not None and position[step.condition_step_id] >= n:
-            raise invalid(
-                ["body", "step_ids"],
-                f"step {step.id} has a condition on step {step.condition_step_id}, "
-                "which must come before it",
-            )
-    _renumber(session, ordered)
+    require_draft(campaign)
+    steps = {s.id or 0: s for s in steps_of(session, campaign_id)}
+    ordered = check_order(campaign_id, steps, body.step_ids)
+    renumber(session, ordered)
     session.commit()
     return [step_public(s) for s in ordered]
-
-
-def _renumber(session: Session, ordered: list[Step]) -> None:
-    for n, step in enumerate(ordered, start=1):
-        step.step_order = n
-        session.add(step)

@@ -5,12 +5,11 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, JourneysDep, SessionDep
-from api.enrollment_batches import CsvRejected, accept, csv_rows, progress
-from api.errors import conflict, invalid, not_found
-from api.routes.campaigns import load_or_404
-from api.schemas import BatchAccepted, BatchProgress
-from domain.journey import CampaignStatus
+from api.deps import EngineDep, JourneysDep, SessionDep, load_or_404
+from api.errors import invalid, not_found
+from api.schemas import BatchAccepted, BatchProgress, batch_accepted, batch_progress
+from services.enrollment import require_active
+from services.enrollment_batches import CsvRejected, accept, csv_rows, rejected_rows
 from storage.models import EnrollmentBatch
 
 router = APIRouter(tags=["recipients"])
@@ -37,12 +36,12 @@ async def import_recipients(
     enrolled (no or invalid address, suppressed, too many values) are reported there, with
     their line numbers; addresses already enrolled count as duplicates, never twice."""
     campaign = await run_in_threadpool(load_or_404, session, campaign_id)
-    if campaign.status != CampaignStatus.ACTIVE:
-        raise conflict(f"campaign {campaign_id} is {campaign.status}: only active campaigns enroll")
+    require_active(campaign)
     try:
-        return await accept(
+        batch = await accept(
             engine, journeys.client, campaign_id, "csv", csv_rows(file.file), file.filename
         )
+        return batch_accepted(batch)
     except CsvRejected as exc:
         raise invalid(["body", "file"], str(exc)) from exc
     finally:
@@ -61,4 +60,5 @@ def get_batch(
     batch = session.get(EnrollmentBatch, batch_id)
     if batch is None:
         raise not_found("enrollment batch", batch_id)
-    return progress(session, batch, rejected_limit, rejected_offset)
+    rejected = rejected_rows(session, batch_id, rejected_limit, rejected_offset)
+    return batch_progress(batch, rejected, rejected_limit, rejected_offset)

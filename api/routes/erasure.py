@@ -13,7 +13,7 @@ In this order, so nothing is sent or recreated half-way:
 5. a suppression (unsubscribed, bounced, complained, or added by an operator) is kept only as
    `hmac-sha256:<keyed hash of the address>` (storage/suppression.py), so the address is never
    mailed or enrolled again while the database no longer holds it. A provider event about it
-   arriving later is stored without the address and still suppresses it (api/ingest.py).
+   arriving later is stored without the address and still suppresses it (services/events.py).
 
 An address nothing is known about answers 200 with `found: false` and zero counts: erasure is
 idempotent, so a client retrying a request whose answer it lost gets a success, not an error."""
@@ -24,7 +24,6 @@ import asyncio
 import time
 from typing import Annotated
 
-from email_validator import EmailNotValidError
 from fastapi import APIRouter, HTTPException, Path
 from pydantic import BaseModel, Field
 from sqlalchemy import delete, func, or_, update
@@ -37,11 +36,12 @@ from temporalio.client import Client
 from temporalio.service import RPCError, RPCStatusCode
 
 from api.deps import EngineDep, JourneysDep
-from api.enrollment import normalise_email
 from domain import search
 from domain.journey import TERMINAL_EVENTS, JourneyStatus
+from mail.addresses import stored_form
 from storage.counters import forget_enrollments
 from storage.db import session_scope
+from storage.inserts import insert_ignoring_conflicts
 from storage.models import (
     Delivery,
     DeliveryMilestone,
@@ -54,7 +54,6 @@ from storage.models import (
     utcnow,
 )
 from storage.suppression import hashed, legacy_hashed
-from storage.upsert import insert_ignoring_conflicts
 
 router = APIRouter(prefix="/api/recipients", tags=["erasure"])
 
@@ -87,7 +86,7 @@ async def erase_recipient(
     """Erase everything held about an address, in every campaign (GDPR right to erasure): end
     its journeys, delete their workflow histories from Temporal, and delete its enrollments,
     fields, deliveries and events. A suppression is kept as a hash of the address only."""
-    address = _lenient(email)
+    address = stored_form(email)
     active, workflow_ids = await run_in_threadpool(_stop_enrollments, engine, address)
     await asyncio.gather(*(journeys.remove(w, ERASED) for w in active))
     client = journeys.client
@@ -113,14 +112,6 @@ async def erase_recipient(
         events_deleted=counts["events"],
         suppression=suppression,
     )
-
-
-def _lenient(email: str) -> str:
-    """The stored form of an address, also for one that would not validate today."""
-    try:
-        return normalise_email(email)
-    except EmailNotValidError:
-        return email.strip().lower()
 
 
 # --- the database -----------------------------------------------------------------------------
@@ -195,7 +186,7 @@ def _forget(engine: Engine, address: str) -> tuple[dict[str, int], str | None]:
         plain += [legacy] if legacy is not None else []
         reason = plain[0].reason if plain else terminal
         if reason is not None:
-            keep = dict(email=hashed(address), reason=reason, source=ERASED)
+            keep: dict[str, object] = dict(email=hashed(address), reason=reason, source=ERASED)
             if plain:
                 keep.update(source=plain[0].source, created_at=plain[0].created_at)
             insert_ignoring_conflicts(session, Suppression, [keep], returning="email")

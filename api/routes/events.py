@@ -8,10 +8,9 @@ from fastapi import APIRouter, Query
 from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep
+from api.deps import EventsDep, SessionDep
 from api.errors import not_found
 from api.idempotency import Idempotent
-from api.ingest import deliver_signals, pending_signals, store_events
 from api.schemas import EventAccepted, EventIn, EventPublic
 from domain.events import IncomingEvent
 from storage.models import Delivery, Event
@@ -23,9 +22,7 @@ router = APIRouter(prefix="/api/events", tags=["events"])
 async def post_event(
     body: EventIn,
     session: SessionDep,
-    engine: EngineDep,
-    journeys: JourneysDep,
-    settings: SettingsDep,
+    events: EventsDep,
 ) -> EventAccepted:
     """Record one event for a delivery and signal its journey. Idempotent by `event_id`."""
     delivery = await run_in_threadpool(session.get, Delivery, body.delivery_id)
@@ -41,10 +38,9 @@ async def post_event(
         occurred_at=body.occurred_at,
         raw=body.model_dump(mode="json"),
     )
-    [stored] = await run_in_threadpool(store_events, engine, [event], settings.reputation_limits)
+    [stored] = await run_in_threadpool(events.store, [event])
     if not stored.duplicate:
-        pending = await run_in_threadpool(pending_signals, engine, [stored.id])
-        await deliver_signals(engine, journeys, pending)
+        await events.signal([stored.id])
     return EventAccepted(id=stored.id, duplicate=stored.duplicate)
 
 

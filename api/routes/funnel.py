@@ -6,8 +6,8 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CampaignDep, SessionDep
-from api.routes.campaigns import _steps
 from api.schemas import CampaignFunnel, FunnelStep
+from services.campaigns import steps_of
 from storage import counters
 from storage.counters import CAMPAIGN, Metric
 
@@ -51,6 +51,6 @@ def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunne
                 uncertain=count(step.id or 0, Metric.UNCERTAIN),
                 failed=count(step.id or 0, Metric.FAILED),
             )
-            for step in _steps(session, campaign_id)
+            for step in steps_of(session, campaign_id)
         ],
     )

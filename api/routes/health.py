@@ -13,21 +13,17 @@ from datetime import timedelta
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
+
+from api.schemas import Readiness
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["ops"])
 
 CHECK_TIMEOUT_SECONDS = 3.0
-
-
-class Readiness(BaseModel):
-    status: str  # ready | unavailable
-    checks: dict[str, str]  # check -> ok | unreachable
 
 
 @router.get("/healthz")

@@ -4,19 +4,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from email_validator import EmailNotValidError
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 from sqlalchemy import func
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep
-from api.enrollment import mark_started, normalise_email, write_enrollments
-from api.enrollment_batches import accept, json_rows
-from api.errors import conflict, not_found
+from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep, load_or_404
+from api.errors import not_found
 from api.idempotency import Idempotent
-from api.routes.campaigns import load_or_404
 from api.schemas import (
     BatchAccepted,
     EnrollmentPage,
@@ -24,9 +20,14 @@ from api.schemas import (
     EnrollRequest,
     EnrollResult,
     JourneyPublic,
+    Rejected,
     StepEngagement,
+    batch_accepted,
 )
-from domain.journey import CampaignStatus, EventType, JourneyStatus
+from domain.journey import EventType, JourneyStatus
+from mail.addresses import stored_form
+from services import enrollment as enrolling
+from services.enrollment_batches import accept, json_rows
 from storage.models import Delivery, Enrollment, Event
 
 router = APIRouter(prefix="/api/campaigns/{campaign_id}/recipients", tags=["recipients"])
@@ -52,18 +53,17 @@ async def enroll(
     larger call is stored and answered at once (202 with a batch id, see
     `GET /api/enrollment-batches/{id}`), and a batch job enrolls them."""
     campaign = await run_in_threadpool(load_or_404, session, campaign_id)
-    if campaign.status != CampaignStatus.ACTIVE:
-        raise conflict(f"campaign {campaign_id} is {campaign.status}: only active campaigns enroll")
-    if len(body.recipients) > settings.sync_enroll_limit:
-        rows = json_rows(body.recipients)
-        batch = await accept(engine, journeys.client, campaign_id, "api", rows)
-        return JSONResponse(batch.model_dump(mode="json"), status_code=202)
-    result, starts = await run_in_threadpool(
-        write_enrollments, engine, campaign_id, body.recipients
+    enrolling.require_active(campaign)
+    candidates = [enrolling.Candidate(r.email, r.fields) for r in body.recipients]
+    if len(candidates) > settings.sync_enroll_limit:
+        batch = await accept(engine, journeys.client, campaign_id, "api", json_rows(candidates))
+        return JSONResponse(batch_accepted(batch).model_dump(mode="json"), status_code=202)
+    summary = await enrolling.enroll(engine, journeys, campaign_id, candidates)
+    return EnrollResult(
+        enrolled=summary.enrolled,
+        already_enrolled=summary.already_enrolled,
+        rejected=[Rejected(email=r.email, reason=r.reason) for r in summary.rejected],
     )
-    started = await journeys.start(starts)
-    await run_in_threadpool(mark_started, engine, started)
-    return result
 
 
 @router.get("", response_model=EnrollmentPage)
@@ -100,10 +100,7 @@ def _enrollment_public(e: Enrollment) -> EnrollmentPublic:
 
 def _load_enrollment(session: Session, campaign_id: int, email: str) -> Enrollment:
     load_or_404(session, campaign_id)
-    try:
-        normalised = normalise_email(email)
-    except EmailNotValidError:
-        normalised = email.strip().lower()
+    normalised = stored_form(email)
     enrollment = session.exec(
         select(Enrollment).where(
             Enrollment.campaign_id == campaign_id, Enrollment.email == normalised

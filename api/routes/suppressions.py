@@ -4,63 +4,34 @@ complained, or added by an operator). The send activity checks it before every s
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
 
 from email_validator import EmailNotValidError
 from fastapi import APIRouter, Query, Response
-from pydantic import BaseModel, Field
 from sqlalchemy import func
 from sqlalchemy.engine import Engine
+from sqlalchemy.sql.elements import ColumnElement
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from activities.guards import SUPPRESSION_EXIT
 from api.deps import EngineDep, JourneysDep, SessionDep
-from api.enrollment import normalise_email
 from api.errors import invalid, not_found
-from api.schemas import SpecTime, Strict
-from domain.journey import TERMINAL_EVENTS, EngagementSignal, JourneyStatus
+from api.schemas import SuppressionCreate, SuppressionPage, SuppressionPublic
+from domain.journey import SUPPRESSION_EXIT, TERMINAL_EVENTS, EngagementSignal, JourneyStatus
+from mail.addresses import normalise_email, stored_form
 from storage.db import session_scope
+from storage.inserts import insert_ignoring_conflicts
 from storage.models import Enrollment, Suppression, utcnow
 from storage.suppression import find_suppression, stored_forms
-from storage.upsert import insert_ignoring_conflicts
 
 router = APIRouter(prefix="/api/suppressions", tags=["suppressions"])
 
 MANUAL = "manual"
 
 
-class SuppressionCreate(Strict):
-    email: Annotated[str, Field(max_length=320)]
-    reason: Annotated[str, Field(min_length=1, max_length=200)] | None = None
-
-
-class SuppressionPublic(BaseModel):
-    email: str
-    reason: str
-    source: str | None
-    created_at: SpecTime
-
-
-class SuppressionPage(BaseModel):
-    items: list[SuppressionPublic]
-    total: int
-    limit: int
-    offset: int
-
-
 def _public(row: Suppression) -> SuppressionPublic:
     return SuppressionPublic(
         email=row.email, reason=row.reason, source=row.source, created_at=row.created_at
     )
-
-
-def _lenient(email: str) -> str:
-    """The stored form of an address, also for one that would not validate today."""
-    try:
-        return normalise_email(email)
-    except EmailNotValidError:
-        return email.strip().lower()
 
 
 @router.get("", response_model=SuppressionPage)
@@ -73,9 +44,9 @@ def list_suppressions(
 ) -> SuppressionPage:
     """Suppressed addresses, newest first; `email` and `reason` filter exactly. An erased
     person's entry is kept (and listed) only as `hmac-sha256:<hash>`; `email` finds it too."""
-    where = []
+    where: list[ColumnElement[bool]] = []
     if email is not None:
-        address = _lenient(email)
+        address = stored_form(email)
         where.append(col(Suppression.email).in_(stored_forms(address)))
     if reason is not None:
         where.append(col(Suppression.reason) == reason)
@@ -156,7 +127,7 @@ async def suppress(
 def unsuppress(email: str, session: SessionDep) -> Response:
     """Lift a suppression: sends to the address resume for journeys still running and new
     enrollments; journeys it already ended stay ended."""
-    address = _lenient(email)
+    address = stored_form(email)
     rows = [r for r in (session.get(Suppression, k) for k in stored_forms(address)) if r]
     if not rows:
         raise not_found("suppression", email)

@@ -5,7 +5,7 @@
                           never anything from the URL, so there is no open redirect;
 - `GET|POST /u/{token}`   RFC 8058 one-click unsubscribe: POST acts, GET only shows a page.
 
-Hits are stored through api/ingest like any provider's event, answered, and then signalled to
+Hits are stored through services/events like any provider's event, answered, and then signalled to
 the journey after the response (a signal that fails is re-driven by the outbox) when they change
 it: the first human open of a delivery, the first human click of each of its links. `HEAD` is
 answered and records nothing: scanners use it. Each token records a few hits a minute at most
@@ -31,19 +31,18 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlmodel import select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, JourneysDep, SettingsDep
+from api.deps import EngineDep, EventsDep, SettingsDep
 from api.hit_limit import HitLimiter
-from api.ingest import deliver_signals, pending_signals, store_events
-from api.journeys import Journeys
 from domain.events import IncomingEvent
 from domain.journey import EventType
 from mail.classify import Hit, Thresholds, classify
 from mail.tokens import Tokens
 from observability.metrics import TRACKING_HITS_LIMITED
+from services.events import Events
 from settings import Settings
 from storage.db import session_scope
+from storage.inserts import insert_ignoring_conflicts
 from storage.models import Delivery, Enrollment, Event, Suppression, utcnow
-from storage.upsert import insert_ignoring_conflicts
 
 log = logging.getLogger(__name__)
 
@@ -147,7 +146,7 @@ def _lookup(engine: Engine, delivery_id: str, link_index: int | None) -> _Target
 
 
 def _record_hit(
-    engine: Engine, settings: Settings, kind: str, target: _Target, request: Request
+    events: Events, settings: Settings, kind: str, target: _Target, request: Request
 ) -> int:
     now = utcnow()
     user_agent = request.headers.get("user-agent")
@@ -168,16 +167,8 @@ def _record_hit(
         machine_reason=verdict.reason,
         raw={"user_agent": user_agent, "ip": request.client.host if request.client else None},
     )
-    [stored] = store_events(engine, [event])
+    [stored] = events.store([event])
     return stored.id
-
-
-async def _signal(engine: Engine, journeys: Journeys, event_id: int) -> None:
-    try:
-        pending = await run_in_threadpool(pending_signals, engine, [event_id])
-        await deliver_signals(engine, journeys, pending)
-    except Exception:  # stored already: the outbox signals it on its next round
-        log.warning("signalling event %s failed; the outbox retries", event_id, exc_info=True)
 
 
 # --- open pixel ------------------------------------------------------------------------------
@@ -191,7 +182,7 @@ async def open_pixel(
     background: BackgroundTasks,
     engine: EngineDep,
     settings: SettingsDep,
-    journeys: JourneysDep,
+    events: EventsDep,
 ) -> Response:
     """The open pixel. Always the image: a bad token, or a failure to record, is no reason to
     show a broken image in someone's inbox."""
@@ -201,9 +192,9 @@ async def open_pixel(
             target = await run_in_threadpool(_lookup, engine, delivery_id, None)
             if target is not None:
                 event_id = await run_in_threadpool(
-                    _record_hit, engine, settings, EventType.OPEN, target, request
+                    _record_hit, events, settings, EventType.OPEN, target, request
                 )
-                background.add_task(_signal, engine, journeys, event_id)
+                background.add_task(events.signal_quietly, [event_id])
         except Exception:
             log.exception("could not record an open for %s", delivery_id)
     return Response(PIXEL, media_type="image/gif", headers=PRIVATE)
@@ -220,7 +211,7 @@ async def click(
     background: BackgroundTasks,
     engine: EngineDep,
     settings: SettingsDep,
-    journeys: JourneysDep,
+    events: EventsDep,
 ) -> Response:
     """Redirect (307) to the link the message carried. The token names only a delivery and a
     link index; a forged, tampered or out-of-range one gets a neutral 404 and records nothing."""
@@ -233,9 +224,9 @@ async def click(
     if request.method == "GET" and _allowed(settings, token, "click"):
         try:
             event_id = await run_in_threadpool(
-                _record_hit, engine, settings, EventType.CLICK, target, request
+                _record_hit, events, settings, EventType.CLICK, target, request
             )
-            background.add_task(_signal, engine, journeys, event_id)
+            background.add_task(events.signal_quietly, [event_id])
         except Exception:  # the person still gets where they were going
             log.exception("could not record a click for %s", ref.delivery_id)
     return RedirectResponse(target.url, status_code=307, headers=REDIRECT_HEADERS)
@@ -255,7 +246,8 @@ def _delivery_exists(engine: Engine, delivery_id: str) -> bool:
         return session.get(Delivery, delivery_id) is not None
 
 
-def _unsubscribe(engine: Engine, delivery_id: str, raw: dict[str, object]) -> _Unsubscribed | None:
+def _unsubscribe(events: Events, delivery_id: str, raw: dict[str, object]) -> _Unsubscribed | None:
+    engine = events.engine
     with session_scope(engine) as session:
         delivery = session.get(Delivery, delivery_id)
         enrollment = session.get(Enrollment, delivery.enrollment_id) if delivery else None
@@ -263,8 +255,7 @@ def _unsubscribe(engine: Engine, delivery_id: str, raw: dict[str, object]) -> _U
             return None
         email = enrollment.email
     # One event per message, whatever the number of POSTs; ingest suppresses on its first insert.
-    [stored] = store_events(
-        engine,
+    [stored] = events.store(
         [
             IncomingEvent(
                 provider=PROVIDER,
@@ -296,7 +287,7 @@ def _unsubscribe(engine: Engine, delivery_id: str, raw: dict[str, object]) -> _U
 
 
 async def _unsubscribe_until_recorded(
-    engine: Engine, settings: Settings, delivery_id: str, raw: dict[str, object]
+    events: Events, settings: Settings, delivery_id: str, raw: dict[str, object]
 ) -> _Unsubscribed | None:
     """Mailbox providers send a one-click POST once and never retry it: a database that is
     locked or failing over is waited out here (the writes are idempotent), for up to
@@ -305,7 +296,7 @@ async def _unsubscribe_until_recorded(
     delay = 0.1
     while True:
         try:
-            return await run_in_threadpool(_unsubscribe, engine, delivery_id, raw)
+            return await run_in_threadpool(_unsubscribe, events, delivery_id, raw)
         except SQLAlchemyError as exc:
             if time.monotonic() + delay > deadline:
                 raise
@@ -348,9 +339,8 @@ async def unsubscribe(
     token: str,
     request: Request,
     background: BackgroundTasks,
-    engine: EngineDep,
     settings: SettingsDep,
-    journeys: JourneysDep,
+    events: EventsDep,
 ) -> Response:
     """RFC 8058 one-click: no cookies, auth or CSRF check (a mailbox provider POSTs with no
     context); any body is accepted. The suppression is written before answering, the answer is
@@ -359,13 +349,13 @@ async def unsubscribe(
     if delivery_id is None:
         return _not_found()
     body = await _read_some(request)
-    raw = {
+    raw: dict[str, object] = {
         "one_click": ONE_CLICK in body,
         "user_agent": request.headers.get("user-agent"),
         "ip": request.client.host if request.client else None,
     }
     try:
-        done = await _unsubscribe_until_recorded(engine, settings, delivery_id, raw)
+        done = await _unsubscribe_until_recorded(events, settings, delivery_id, raw)
     except SQLAlchemyError:  # the database stayed unavailable for the whole retry window
         log.exception("one-click unsubscribe of %s could not be recorded", delivery_id)
         page = _page("Try again", "<p>We could not record this just now; please retry.</p>", 503)
@@ -374,7 +364,7 @@ async def unsubscribe(
     if done is None:
         return _not_found()
     if done.first:
-        background.add_task(_signal, engine, journeys, done.event_id)
+        background.add_task(events.signal_quietly, [done.event_id])
     if "application/json" in request.headers.get("accept", ""):
         return JSONResponse({"unsubscribed": True}, headers=PRIVATE)
     return _page("Unsubscribed", "<p>You will not receive any more of these emails.</p>")

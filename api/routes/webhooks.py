@@ -3,7 +3,7 @@
 
 Verify on the raw bytes (webhooks/), store every event of the request in one transaction, answer
 2xx only once that has committed, then signal the journeys. A signal that fails after the answer
-is not lost: the row stays unsignalled and the outbox (api/outbox.py) re-drives it. A retried
+is not lost: the row stays unsignalled and the outbox (services/outbox.py) re-drives it. A retried
 request stores nothing new: rows are unique per (provider, dedupe_key).
 """
 
@@ -14,14 +14,11 @@ from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import APIRouter, BackgroundTasks, Depends, HTTPException, Request
-from pydantic import BaseModel
-from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import EngineDep, JourneysDep
-from api.ingest import deliver_signals, pending_signals, store_events
-from api.journeys import Journeys
+from api.deps import EventsDep
+from api.schemas import WebhookReceived
 from observability.metrics import WEBHOOK_VERIFICATION_FAILURES
 from storage import webhook_nonces
 from webhooks import WebhookAuthError, WebhookError, WebhookProvider
@@ -32,17 +29,11 @@ router = APIRouter(prefix="/api/webhooks", tags=["webhooks"])
 
 # SendGrid flushes a batch at 768 KB; the others post one event. 5 MiB leaves ample room.
 MAX_BODY_BYTES = 5 * 1024 * 1024
-SIGNAL_CHUNK = 1000  # events read back and signalled per round
-
-
-class WebhookReceived(BaseModel):
-    received: int  # events in the request
-    stored: int  # newly stored
-    duplicates: int  # already stored: a provider retry or a replay, counted once
 
 
 def get_providers(request: Request) -> Mapping[str, WebhookProvider]:
-    return request.app.state.webhook_providers
+    providers: Mapping[str, WebhookProvider] = request.app.state.webhook_providers
+    return providers
 
 
 ProvidersDep = Annotated[Mapping[str, WebhookProvider], Depends(get_providers)]
@@ -62,8 +53,7 @@ async def receive(
     provider: str,
     request: Request,
     providers: ProvidersDep,
-    engine: EngineDep,
-    journeys: JourneysDep,
+    events: EventsDep,
     background: BackgroundTasks,
 ) -> WebhookReceived:
     """Receive one provider webhook request. A 2xx means its events are stored."""
@@ -72,7 +62,7 @@ async def receive(
         raise HTTPException(404, f"unknown webhook provider {provider!r}")
     body = await _read_body(request)
     try:
-        events = await handler.handle(request.headers, body)
+        received = await handler.handle(request.headers, body)
     except WebhookError as exc:
         if isinstance(exc, WebhookAuthError):  # the signature or credentials did not verify
             WEBHOOK_VERIFICATION_FAILURES.labels(provider).inc()
@@ -81,18 +71,18 @@ async def receive(
         log.exception("%s webhook could not be verified", provider)
         raise HTTPException(503, "could not verify the request now; retry later") from exc
     try:
-        nonces = {e.nonce: e.raw for e in events if e.nonce}
-        if not await run_in_threadpool(webhook_nonces.claim, engine, provider, nonces):
+        nonces = {e.nonce: e.raw for e in received if e.nonce}
+        if not await run_in_threadpool(webhook_nonces.claim, events.engine, provider, nonces):
             WEBHOOK_VERIFICATION_FAILURES.labels(provider).inc()  # a replayed signature
             raise HTTPException(401, "signature already used for another event")
-        stored = await run_in_threadpool(store_events, engine, events)
+        stored = await run_in_threadpool(events.store, received)
     except SQLAlchemyError as exc:
-        log.exception("%s webhook: storing %d events failed", provider, len(events))
+        log.exception("%s webhook: storing %d events failed", provider, len(received))
         raise HTTPException(503, "could not store the events; retry later") from exc
     new = [s.id for s in stored if not s.duplicate]
     if new:
         # Runs after the answer is sent: acknowledge fast, signal right after.
-        background.add_task(_signal, engine, journeys, new)
+        background.add_task(events.signal_quietly, new)
     return WebhookReceived(received=len(stored), stored=len(new), duplicates=len(stored) - len(new))
 
 
@@ -110,15 +100,3 @@ async def _read_body(request: Request) -> bytes:
             raise too_large
         chunks.append(chunk)
     return b"".join(chunks)
-
-
-async def _signal(engine: Engine, journeys: Journeys, event_ids: list[int]) -> None:
-    try:
-        for start in range(0, len(event_ids), SIGNAL_CHUNK):
-            chunk = event_ids[start : start + SIGNAL_CHUNK]
-            pending = await run_in_threadpool(pending_signals, engine, chunk, None, SIGNAL_CHUNK)
-            await deliver_signals(engine, journeys, pending)
-    except Exception:  # Temporal unreachable, say: the outbox re-drives the unsignalled rows
-        log.warning(
-            "signalling %d webhook events failed; the outbox retries", len(event_ids), exc_info=True
-        )

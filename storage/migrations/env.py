@@ -27,7 +27,7 @@ def database_url() -> str:
     return Settings().database_url
 
 
-def render_item(type_: str, obj: Any, autogen_context: Any) -> str | bool:
+def render_item(type_: str, obj: Any, _autogen_context: Any) -> str | bool:
     # Write SQLModel's AutoString as plain sa.String, so revisions do not import sqlmodel.
     if type_ == "type" and isinstance(obj, AutoString):
         return f"sa.String(length={obj.length})" if obj.length else "sa.String()"

@@ -8,7 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from temporalio.exceptions import ApplicationError
 
-from activities.journey import JourneyActivities
+from activities.bookkeeping import BookkeepingActivities
 from storage.db import session_scope
 from storage.models import Campaign, Step, Template
 
@@ -34,7 +34,7 @@ def campaign_with_steps(engine: Engine, delays: list[float]) -> int:
 
 def test_a_campaign_plan_is_read_once_and_kept(engine: Engine) -> None:
     first, second = campaign_with_steps(engine, [0, 24]), campaign_with_steps(engine, [1])
-    activities = JourneyActivities(engine)
+    activities = BookkeepingActivities(engine)
     statements: list[str] = []
     event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
 
@@ -50,7 +50,7 @@ def test_a_campaign_plan_is_read_once_and_kept(engine: Engine) -> None:
 
 def test_a_campaign_without_steps_is_not_kept(engine: Engine) -> None:
     empty = campaign_with_steps(engine, [])
-    activities = JourneyActivities(engine)
+    activities = BookkeepingActivities(engine)
     with pytest.raises(ApplicationError, match="no steps"):
         activities.load_plan(empty)
     with session_scope(engine) as session:

@@ -14,8 +14,8 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from settings import Settings
-from tests.api.helpers import make_campaign, make_template
 from tests.conftest import serve_api
+from tests.support.factories import make_campaign, make_template
 
 BODY_LIMIT = 64 * 1024
 UPLOAD_LIMIT = 256 * 1024

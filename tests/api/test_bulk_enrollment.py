@@ -22,13 +22,15 @@ from sqlmodel import Session, col, select
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
-import activities.enrollment
+import activities.enrollment_batch
 from domain.journey import RecipientInput, workflow_id
 from settings import Settings
 from storage.db import make_engine
 from storage.models import Enrollment
-from tests.api.helpers import error_locs, eventually, make_campaign, make_template
+from tests.api.test_observability import sample, scrape
 from tests.conftest import unique_domain
+from tests.support.eventually import eventually
+from tests.support.factories import error_locs, make_campaign, make_template
 from worker import build_batch_worker
 
 # The bench (`make bench`) enrolls 10,000 in one call and times it (docs/performance.md); here
@@ -40,7 +42,7 @@ CHUNK_ROWS = 500
 
 @pytest.fixture(autouse=True)
 def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(activities.enrollment, "CHUNK_ROWS", CHUNK_ROWS)
+    monkeypatch.setattr(activities.enrollment_batch, "CHUNK_ROWS", CHUNK_ROWS)
 
 
 @contextlib.asynccontextmanager
@@ -231,6 +233,27 @@ async def test_csv_import_reports_bad_rows_and_reimport_enrolls_nobody_twice(
     assert enrollment_rows(engine, cid) == (3, 3, 3)  # old, ana, cy: once each
     stats = (await api.get("/api/campaigns/stats", params={"campaign_id": cid})).json()
     assert stats["recipients"] == 3
+
+
+async def test_batch_enrollments_count_in_the_enrollment_metric(
+    api: httpx.AsyncClient, worker: None
+) -> None:
+    """`drip_enrollments_total` counts every address, whichever path enrolled it: here a CSV
+    import run by the batch job (once, only the synchronous route counted)."""
+    cid, d = await sleeping_campaign(api), unique_domain()
+    text = f"email,name\na@{d},A\nb@{d},B\nnot-an-address,N\n,Nobody\nA@{d},A again\n"
+    before = await scrape(api)
+    response = await api.post(f"/api/campaigns/{cid}/recipients/import", files=csv_upload(text))
+    assert response.status_code == 202, response.text
+    batch = await finished_batch(api, response.json()["batch_id"], timeout=60)
+    assert (batch["enrolled"], batch["duplicates"], batch["rejected"]) == (2, 1, 2)
+    after = await scrape(api)
+
+    def delta(result: str) -> float:
+        name = "drip_enrollments_total"
+        return sample(after, name, result=result) - sample(before, name, result=result)
+
+    assert (delta("enrolled"), delta("already_enrolled"), delta("rejected")) == (2, 1, 2)
 
 
 async def test_bad_csv_uploads_are_refused_naming_the_file(api: httpx.AsyncClient) -> None:

@@ -6,7 +6,7 @@ import re
 
 import httpx
 
-from tests.api.helpers import error_locs, make_campaign, make_template
+from tests.support.factories import error_locs, make_campaign, make_template
 
 SPEC_TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 

@@ -13,9 +13,11 @@ import pytest
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from settings import Settings
-from tests.api.helpers import eventually, journey, make_campaign, make_template
 from tests.conftest import free_port, unique_domain
-from tests.smtp import SmtpSink
+from tests.support.eventually import eventually
+from tests.support.factories import make_campaign, make_template
+from tests.support.journey import journey
+from tools.smtp_sink import SmtpSink
 
 SECOND = 1 / 3600
 

@@ -22,16 +22,19 @@ from temporalio.service import RPCError, RPCStatusCode
 from temporalio.testing import WorkflowEnvironment
 
 from activities.guards import gate
-from api.ingest import store_events
 from domain import search
 from domain.events import IncomingEvent
 from domain.journey import JourneyStatus, StepOutcome
+from domain.reputation import ReputationLimits
+from services.events import Events
 from settings import Settings
 from storage.models import Campaign, Delivery, Enrollment, Suppression
 from storage.suppression import hashed, is_suppressed, use_hash_keys
-from tests.api.helpers import eventually, journey, make_campaign, make_template
 from tests.conftest import run_worker, serve_api, unique_domain
-from tests.smtp import SmtpSink
+from tests.support.eventually import eventually
+from tests.support.factories import make_campaign, make_template
+from tests.support.journey import journey
+from tools.smtp_sink import SmtpSink
 
 DAY = 24
 
@@ -283,8 +286,8 @@ async def test_an_address_with_a_slash_is_erased_and_a_late_event_stores_no_addr
         recipient=erin,
         raw={"recipient": erin, "event": "complained"},
     )
-    store_events(engine, [late])
-    store_events(engine, [late])  # the provider's retry changes nothing
+    Events(engine, ReputationLimits()).store([late])
+    Events(engine, ReputationLimits()).store([late])  # the provider's retry changes nothing
     assert rows_mentioning(engine, erin) == []
     with Session(engine) as session:
         assert is_suppressed(session, erin)
@@ -308,7 +311,7 @@ def test_a_late_event_naming_only_an_erased_address_stores_no_address(engine: En
         provider="postmark", dedupe_key="b-1", type="bounce_hard", raw_type="HardBounce",
         recipient=frank, raw={"Email": frank},
     )  # fmt: skip
-    store_events(engine, [bounce])
+    Events(engine, ReputationLimits()).store([bounce])
     assert rows_mentioning(engine, frank) == []
 
 

@@ -11,9 +11,11 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from storage import counters
-from tests.api.helpers import eventually, journey, make_campaign, make_template
 from tests.conftest import unique_domain
-from tests.smtp import SmtpSink
+from tests.support.eventually import eventually
+from tests.support.factories import make_campaign, make_template
+from tests.support.journey import journey
+from tools.smtp_sink import SmtpSink
 
 SECOND = 1 / 3600  # delay_hours for one second
 PIXEL = re.compile(r'src="(http://[^"]+/t/o/[^"]+\.gif)"')

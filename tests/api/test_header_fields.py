@@ -9,9 +9,9 @@ import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from settings import Settings
-from tests.api.helpers import error_locs, make_campaign, make_template
 from tests.api.test_bulk_enrollment import batch_worker, csv_upload, finished_batch
 from tests.conftest import unique_domain
+from tests.support.factories import error_locs, make_campaign, make_template
 
 ATTACK = "=?utf-8?q?=0D=0ABcc:_attacker@evil.example?="
 

@@ -17,8 +17,8 @@ from temporalio.testing import WorkflowEnvironment
 from api import idempotency
 from settings import Settings
 from storage.models import Delivery, Enrollment, IdempotencyRecord, utcnow
-from tests.api.helpers import make_campaign, make_template
 from tests.conftest import serve_api, unique_domain
+from tests.support.factories import make_campaign, make_template
 
 NO_AUTH_SCOPE = hashlib.sha256(b"").hexdigest()
 

@@ -6,18 +6,11 @@ from __future__ import annotations
 from temporalio.testing import WorkflowEnvironment
 
 from settings import Settings
-from tests.api.helpers import make_campaign, make_template
-from tests.api.mailbox import (
-    LINKS_HTML,
-    enroll,
-    html_of,
-    path_of,
-    pixel_url,
-    received,
-    unsubscribe_url,
-)
 from tests.conftest import run_worker, serve_api, unique_domain
-from tests.smtp import SmtpSink
+from tests.support.enroll import enroll
+from tests.support.factories import make_campaign, make_template
+from tests.support.mailbox import LINKS_HTML, html_of, path_of, pixel_url, received, unsubscribe_url
+from tools.smtp_sink import SmtpSink
 
 OLD, NEW = "o" * 40, "n" * 40
 

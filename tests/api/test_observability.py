@@ -27,8 +27,8 @@ from domain.journey import workflow_id
 from settings import Settings
 from storage.db import session_scope
 from storage.models import Campaign, Delivery, Enrollment, Step, Template
-from tests.api.helpers import make_campaign, make_template
 from tests.conftest import BIN, free_port, serve_api, unique_domain
+from tests.support.factories import make_campaign, make_template
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -231,7 +231,7 @@ async def test_an_enrollment_logs_a_json_line_naming_its_journey(
     assert started["workflow_id"] == f"drip-campaign-{campaign_id}-{email}"
     assert started["campaign_id"] == campaign_id
     assert started["recipient"] == email
-    assert started["level"] == "INFO" and started["logger"] == "api.journeys"
+    assert started["level"] == "INFO" and started["logger"] == "services.journeys"
 
 
 def metrics_text(port: int) -> str:

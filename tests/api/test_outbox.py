@@ -16,8 +16,10 @@ from temporalio.testing import WorkflowEnvironment
 from settings import Settings
 from storage.db import make_engine
 from storage.models import Enrollment, Event, utcnow
-from tests.api.helpers import eventually, journey, make_campaign, make_template
 from tests.conftest import free_port, run_worker, serve_api, unique_domain
+from tests.support.eventually import eventually
+from tests.support.factories import make_campaign, make_template
+from tests.support.journey import journey
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.api.helpers import error_locs, make_campaign, make_template
+from tests.support.factories import error_locs, make_campaign, make_template
 
 REQUIRED = {
     "template": ["name", "html"],

@@ -18,8 +18,8 @@ import schemathesis
 from schemathesis.config import SchemathesisConfig
 from schemathesis.engine import events, from_schema
 
-from tests.api.helpers import make_campaign, make_template
 from tests.conftest import unique_domain
+from tests.support.factories import make_campaign, make_template
 
 # Fuzzing examples per operation: enough to reach every validation branch of this API's small
 # bodies; more mostly repeats them. The coverage phase generates what it generates (no bound).
@@ -110,7 +110,7 @@ async def test_no_server_errors_and_no_schema_violations(api: httpx.AsyncClient)
     # Requests are sync (requests): in a thread, so this loop keeps serving the API.
     operations, phases, failures = await asyncio.to_thread(fuzz, base_url)
     runs = {phase: len(labels) for phase, labels in phases.items()}
-    print(f"fuzzed {operations} operations (per phase: {runs}), {len(failures)} failing")
+    print(f"fuzzed {operations} operations (per phase: {runs}), {len(failures)} failing")  # noqa: T201 (the figures measured)
     assert operations >= 20, "the schema lists every endpoint"
     assert runs == {"coverage": operations, "fuzzing": operations}, "every operation, both phases"
     assert not failures, "\n\n".join(sorted(set(failures)))

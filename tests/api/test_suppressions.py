@@ -13,10 +13,12 @@ from settings import Settings
 from storage.db import session_scope
 from storage.models import Suppression
 from storage.suppression import hashed
-from tests.api.helpers import error_locs, make_campaign, make_template
-from tests.api.mailbox import ended, ended_by_signal, enroll, received
 from tests.conftest import unique_domain
-from tests.smtp import SmtpSink
+from tests.support.enroll import enroll
+from tests.support.factories import error_locs, make_campaign, make_template
+from tests.support.journey import ended, ended_by_signal
+from tests.support.mailbox import received
+from tools.smtp_sink import SmtpSink
 
 NEXT_STEP_AFTER = 15.0  # seconds
 

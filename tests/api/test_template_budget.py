@@ -8,7 +8,7 @@ import time
 
 import httpx
 
-from tests.api.helpers import error_locs, make_template
+from tests.support.factories import error_locs, make_template
 
 NESTED = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
 FIELD_DRIVEN = "{% for i in range(n|int) %}{% for j in range(n|int) %}.{% endfor %}{% endfor %}"

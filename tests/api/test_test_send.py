@@ -5,9 +5,9 @@ from __future__ import annotations
 from temporalio.testing import WorkflowEnvironment
 
 from settings import Settings
-from tests.api.helpers import make_campaign, make_template
 from tests.conftest import serve_api, unique_domain
-from tests.smtp import SmtpSink
+from tests.support.factories import make_campaign, make_template
+from tools.smtp_sink import SmtpSink
 
 
 async def test_test_send_delivers_every_step_marked_as_test(

@@ -25,9 +25,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from observability import tracing
 from settings import Settings
-from tests.api.helpers import eventually, make_campaign, make_template
 from tests.conftest import run_worker, serve_api, unique_domain
-from tests.smtp import SmtpSink
+from tests.support.eventually import eventually
+from tests.support.factories import make_campaign, make_template
+from tools.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
 ENROLL = "POST /api/campaigns/{campaign_id}/recipients"
@@ -176,7 +177,7 @@ async def test_the_request_id_reaches_the_workers_log_lines_for_that_journey(
         generated = await api.get("/api/campaigns", headers={"X-Request-ID": "bad id; x"})
     by_message = {line["message"]: line for line in lines}
     assert by_message["journey started"]["request_id"] == "enroll-42"  # the API's line
-    assert by_message["journey started"]["logger"] == "api.journeys"
+    assert by_message["journey started"]["logger"] == "services.journeys"
     sent = by_message["send sent"]  # the worker's line, from the send activity
     assert sent["logger"] == "temporalio.activity" and sent["request_id"] == "enroll-42"
     # A value we do not accept is replaced, not echoed: a fresh id.

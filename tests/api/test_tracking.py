@@ -12,25 +12,25 @@ import pytest
 
 from mail.tokens import Tokens
 from settings import Settings
-from tests.api.helpers import make_campaign, make_template
-from tests.api.mailbox import (
+from tests.conftest import unique_domain
+from tests.support.enroll import enroll
+from tests.support.eventually import eventually
+from tests.support.factories import make_campaign, make_template
+from tests.support.journey import journey
+from tests.support.mailbox import (
     BROWSER,
     LINKS_HTML,
     ORIGINAL_LINKS,
-    enroll,
     events_of,
-    eventually,
     hrefs,
     html_of,
-    journey,
     path_of,
     pixel_url,
     received,
     text_of,
     unsubscribe_url,
 )
-from tests.conftest import unique_domain
-from tests.smtp import SmtpSink
+from tools.smtp_sink import SmtpSink
 
 # A hit sooner than this after the send is a scanner's; the tests wait it out to act as people.
 AFTER_SEND = 3.0

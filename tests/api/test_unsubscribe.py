@@ -15,12 +15,12 @@ import pytest
 
 from mail.tokens import Tokens
 from settings import Settings
-from tests.api.helpers import make_campaign, make_template
-from tests.api.mailbox import (
+from tests.conftest import unique_domain
+from tests.support.enroll import enroll
+from tests.support.factories import make_campaign, make_template
+from tests.support.journey import ended, ended_by_signal
+from tests.support.mailbox import (
     LINKS_HTML,
-    ended,
-    ended_by_signal,
-    enroll,
     events_of,
     hrefs,
     html_of,
@@ -29,8 +29,7 @@ from tests.api.mailbox import (
     text_of,
     unsubscribe_url,
 )
-from tests.conftest import unique_domain
-from tests.smtp import SmtpSink
+from tools.smtp_sink import SmtpSink
 
 NEXT_STEP_AFTER = 15.0  # seconds
 ONE_CLICK = {"List-Unsubscribe": "One-Click"}

@@ -183,6 +183,23 @@ async def test_the_key_and_the_address_come_from_settings(api: httpx.AsyncClient
     assert down.exit_code == 1 and "cannot reach the API" in down.stderr
 
 
+async def test_the_client_never_needs_the_servers_settings(api: httpx.AsyncClient) -> None:
+    """On a machine configured for production (DRIP_ENV=production without DRIP_SECRET_KEY,
+    where the server's settings refuse to load) the client still works; a bad client setting
+    is one line of error, never a settings traceback."""
+    created = await api.post("/api/campaigns", json={"name": "Prod box", "steps": []})
+    cid = created.json()["id"]
+    env = {"DRIP_API_URL": str(api.base_url), "DRIP_API_KEY": KEY, "DRIP_ENV": "production",
+           "DRIP_SECRET_KEY": None, "COLUMNS": "200"}  # fmt: skip
+    stats = await asyncio.to_thread(CliRunner().invoke, app, ["stats", str(cid)], env=env)
+    assert stats.exit_code == 0, stats.output
+    assert f"campaign {cid}: Prod box" in stats.stdout and "open rate" in stats.stdout
+    bad = {**env, "DRIP_API_URL": "not a url"}
+    refused = await asyncio.to_thread(CliRunner().invoke, app, ["stats", str(cid)], env=bad)
+    assert refused.exit_code == 1 and "Traceback" not in refused.output
+    assert refused.stderr.startswith("error: bad client setting: DRIP_API_URL"), refused.stderr
+
+
 # --- process commands, as the installed console script ---------------------------------------
 
 

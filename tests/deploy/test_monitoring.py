@@ -40,10 +40,11 @@ from storage.db import session_scope
 from storage.models import Campaign, Delivery, Enrollment, Event, Step, Template
 from storage.reputation import AUTO_PAUSE
 from temporal_client import connect_temporal
-from tests.api.helpers import eventually, make_campaign, make_template
-from tests.api.webhooks_support import serve_hooks
+from tests.api.webhooks.webhooks_support import serve_hooks
 from tests.conftest import BIN, free_port, run_worker, serve_api, unique_domain
-from tests.smtp import SmtpSink
+from tests.support.eventually import eventually
+from tests.support.factories import make_campaign, make_template
+from tools.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"

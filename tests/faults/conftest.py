@@ -31,14 +31,13 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session as DbSession
 from sqlmodel import col, select
 
-from devstack import dev_server_args
-from settings import Settings
+from devstack import SupervisorSettings, dev_server_args
 from storage import counters
 from storage.db import make_engine
 from storage.migrate import upgrade
 from storage.models import Delivery, Enrollment
 from tests.conftest import free_port, unique_domain
-from tests.smtp import SmtpSink
+from tools.smtp_sink import SmtpSink
 
 ROOT = Path(__file__).resolve().parents[2]
 SECOND = 1 / 3600  # delay_hours of one second
@@ -122,7 +121,9 @@ class DevServer(Proc):
 
     def __init__(self, tmp: Path) -> None:
         self.port = free_port()
-        settings = Settings(temporal_address=f"127.0.0.1:{self.port}", temporal_ui_port=free_port())
+        settings = SupervisorSettings(
+            temporal_address=f"127.0.0.1:{self.port}", temporal_ui_port=free_port()
+        )
         argv = [str(Path(sys.executable).parent / "temporal"),
                 *dev_server_args(settings, tmp / "temporal.db"), "--headless"]  # fmt: skip
         super().__init__("temporal", argv, child_env(), tmp / "temporal.log")

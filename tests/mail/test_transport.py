@@ -19,7 +19,7 @@ from mail.transport import (
     _classify,
 )
 from tests.conftest import free_port
-from tests.smtp import SmtpSink
+from tools.smtp_sink import SmtpSink
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,2 @@
+"""The application core that api/ (HTTP) and activities/ (the worker) both stand on. Never
+imports api/."""

@@ -1,0 +1,134 @@
+"""Campaigns' rules: which status may follow which, and what makes a step valid. The routes
+(api/routes/campaigns.py) only translate HTTP to these and back."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from domain.journey import CampaignStatus, ConditionType
+from services.errors import Conflict, Invalid
+from storage.models import Campaign, Step, Template
+
+Loc = list[str | int]
+
+# status -> statuses it may move to
+TRANSITIONS: dict[CampaignStatus, set[CampaignStatus]] = {
+    CampaignStatus.DRAFT: {CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED},
+    CampaignStatus.ACTIVE: {CampaignStatus.PAUSED, CampaignStatus.ARCHIVED},
+    CampaignStatus.PAUSED: {CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED},
+    CampaignStatus.ARCHIVED: set(),
+}
+
+
+def steps_of(session: Session, campaign_id: int) -> list[Step]:
+    return list(
+        session.exec(
+            select(Step).where(Step.campaign_id == campaign_id).order_by(col(Step.step_order))
+        )
+    )
+
+
+def check_transition(session: Session, campaign: Campaign, new: CampaignStatus) -> bool:
+    """Whether `new` changes the status; Conflict when it may not follow the current one."""
+    if new == campaign.status:
+        return False
+    if new not in TRANSITIONS[CampaignStatus(campaign.status)]:
+        raise Conflict(f"campaign {campaign.id} cannot go from {campaign.status} to {new}")
+    if new == CampaignStatus.ACTIVE and not steps_of(session, campaign.id or 0):
+        raise Conflict(f"campaign {campaign.id} has no steps to run")
+    return True
+
+
+def require_draft(campaign: Campaign) -> None:
+    if campaign.status != CampaignStatus.DRAFT:
+        raise Conflict(
+            f"campaign {campaign.id} is {campaign.status}: steps change only while it is a draft "
+            "(running journeys are pinned to the plan they started with); clone it to edit"
+        )
+
+
+def check_template(session: Session, loc: Loc, template_id: int) -> None:
+    if session.get(Template, template_id) is None:
+        raise Invalid(loc, f"template {template_id} does not exist")
+
+
+def apply_step(
+    session: Session, step: Step, changes: Mapping[str, Any], loc: Loc, earlier: dict[int, Step]
+) -> None:
+    """Validate and copy a step's fields (only those given in `changes`; `condition` and
+    `alternative` as mappings or None) onto `step`. `earlier` maps step_order -> step for the
+    steps before it; a condition must name one of them."""
+    if changes.get("subject") is not None:
+        step.subject = changes["subject"]
+    if changes.get("delay_hours") is not None:
+        step.delay_hours = changes["delay_hours"]
+    if changes.get("template_id") is not None:
+        check_template(session, [*loc, "template_id"], changes["template_id"])
+        step.template_id = changes["template_id"]
+    if "condition" in changes:
+        _apply_condition(step, changes["condition"], [*loc, "condition"], earlier)
+    if "alternative" in changes:
+        alternative = changes["alternative"]
+        if alternative is not None:
+            if not step.condition_type:
+                raise Invalid([*loc, "alternative"], "an alternative needs a condition")
+            template_id = alternative["template_id"]
+            check_template(session, [*loc, "alternative", "template_id"], template_id)
+            step.alt_subject, step.alt_template_id = alternative["subject"], template_id
+        else:
+            step.alt_subject, step.alt_template_id = None, None
+    if not step.condition_type and step.alt_template_id is not None:
+        raise Invalid([*loc, "alternative"], "an alternative needs a condition")
+
+
+def _apply_condition(
+    step: Step, condition: Mapping[str, Any] | None, loc: Loc, earlier: dict[int, Step]
+) -> None:
+    if condition is None:
+        step.condition_type = step.condition_step_id = step.condition_url = None
+        return
+    step_order, step_id = condition.get("step_order"), condition.get("step_id")
+    if step_order is not None:
+        target = earlier.get(step_order)
+        if target is None:
+            raise Invalid(
+                [*loc, "step_order"],
+                f"step_order {step_order} is not an earlier step of this campaign",
+            )
+    else:
+        target = next((s for s in earlier.values() if s.id == step_id), None)
+        if target is None:
+            raise Invalid(
+                [*loc, "step_id"], f"step {step_id} is not an earlier step of this campaign"
+            )
+    step.condition_type = ConditionType(condition["type"]).value
+    step.condition_step_id = target.id
+    step.condition_url = condition.get("url")
+
+
+def check_order(campaign_id: int, steps: dict[int, Step], step_ids: list[int]) -> list[Step]:
+    """The steps in the order asked: every step once, each after the step its condition names."""
+    if sorted(step_ids) != sorted(steps):
+        raise Invalid(
+            ["body", "step_ids"],
+            f"must list each step of campaign {campaign_id} once: {sorted(steps)}",
+        )
+    ordered = [steps[i] for i in step_ids]
+    position = {s.id: n for n, s in enumerate(ordered)}
+    for n, step in enumerate(ordered):
+        if step.condition_step_id is not None and position[step.condition_step_id] >= n:
+            raise Invalid(
+                ["body", "step_ids"],
+                f"step {step.id} has a condition on step {step.condition_step_id}, "
+                "which must come before it",
+            )
+    return ordered
+
+
+def renumber(session: Session, ordered: list[Step]) -> None:
+    for n, step in enumerate(ordered, start=1):
+        step.step_order = n
+        session.add(step)

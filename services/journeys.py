@@ -1,0 +1,235 @@
+"""The Temporal gateway: start journeys, signal them, read one live. Built once per process
+from settings (`Journeys.from_settings`)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from temporalio.api.batch.v1 import BatchOperationSignal
+from temporalio.api.workflowservice.v1 import StartBatchOperationRequest
+from temporalio.client import Client, WorkflowHandle
+from temporalio.common import (
+    SearchAttributePair,
+    TypedSearchAttributes,
+    WorkflowIDReusePolicy,
+)
+from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.service import RPCError, RPCStatusCode
+
+from domain import search
+from domain.journey import (
+    CURRENT_JOURNEY_VERSION,
+    SEND_TASK_QUEUE,
+    TASK_QUEUE,
+    EngagementSignal,
+    JourneyPlan,
+    JourneyState,
+    JourneyStatus,
+    JourneyVersion,
+    RecipientInput,
+)
+from observability.metrics import SIGNAL_FAILURES
+from settings import Settings
+from workflows.recipient import RecipientWorkflow
+
+log = logging.getLogger(__name__)
+
+# About the concurrency at which the server accepts starts fastest (reference/temporal-local.md).
+START_CONCURRENCY = 16
+# A lazily connected client that cannot reach the server raises RuntimeError, not RPCError;
+# either way the work stays in the database and the outbox retries it.
+UNREACHABLE = (RuntimeError,)
+BROADCAST_RETRY_SECONDS = 1.0
+BROADCAST_GIVE_UP_SECONDS = 300.0
+SIGNAL_CONCURRENCY = 32
+# A query needs a worker to answer it; without one, give up soon and fall back to the database.
+QUERY_TIMEOUT = timedelta(seconds=5)
+
+
+@dataclass
+class JourneyStart:
+    enrollment_id: int
+    campaign_id: int
+    email: str
+    workflow_id: str
+    plan: JourneyPlan | None = None  # None: the journey loads it
+
+
+class Journeys:
+    def __init__(
+        self,
+        client: Client,
+        pause_recheck_seconds: float = 3600.0,
+        task_queue: str = TASK_QUEUE,
+        send_task_queue: str = SEND_TASK_QUEUE,
+    ) -> None:
+        self.client = client
+        self.pause_recheck_seconds = pause_recheck_seconds
+        self.task_queue = task_queue
+        self.send_task_queue = send_task_queue
+        self._background: set[asyncio.Task[None]] = set()
+        self._broadcast_order = asyncio.Lock()
+
+    @classmethod
+    def from_settings(cls, client: Client, settings: Settings) -> Journeys:
+        return cls(
+            client, settings.pause_recheck_seconds, settings.task_queue, settings.send_task_queue
+        )
+
+    async def start(
+        self, starts: Iterable[JourneyStart], concurrency: int = START_CONCURRENCY
+    ) -> list[int]:
+        """Start journeys concurrently; return the enrollment ids Temporal now has. An id
+        already started counts as started: a journey runs at most once per (campaign, email)."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def start_one(item: JourneyStart) -> int | None:
+            async with gate:
+                try:
+                    await self.client.start_workflow(
+                        RecipientWorkflow.run,
+                        RecipientInput(
+                            item.campaign_id,
+                            item.enrollment_id,
+                            item.email,
+                            self.pause_recheck_seconds,
+                            self.send_task_queue,
+                            local_bookkeeping=True,  # what code before `version` reads
+                            plan=item.plan,
+                            version=CURRENT_JOURNEY_VERSION
+                            if item.plan is not None
+                            else JourneyVersion.LOCAL_BOOKKEEPING,
+                        ),
+                        id=item.workflow_id,
+                        task_queue=self.task_queue,
+                        # Never a second journey for the same id, even after the first finished.
+                        id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                        search_attributes=TypedSearchAttributes(
+                            [
+                                SearchAttributePair(search.CAMPAIGN_ID, item.campaign_id),
+                                SearchAttributePair(search.RECIPIENT_EMAIL, item.email),
+                                SearchAttributePair(search.DRIP_STEP, 0),
+                                SearchAttributePair(search.DRIP_STATUS, JourneyStatus.ACTIVE.value),
+                            ]
+                        ),
+                    )
+                except WorkflowAlreadyStartedError:
+                    pass
+                except (RPCError, *UNREACHABLE) as exc:
+                    log.warning(
+                        "could not start %s yet (%s); the outbox retries",
+                        item.workflow_id,
+                        exc,
+                        extra={"workflow_id": item.workflow_id},
+                    )
+                    return None
+                else:
+                    log.info("journey started", extra={"workflow_id": item.workflow_id})
+                return item.enrollment_id
+
+        results = await asyncio.gather(*(start_one(item) for item in starts))
+        return [r for r in results if r is not None]
+
+    async def signal_events(self, targets: list[tuple[str, EngagementSignal]]) -> list[bool]:
+        """Signal each (workflow id, event); True where the signal is done with — delivered, or
+        the journey is already over so there is nothing left to tell it."""
+        gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)
+
+        async def one(workflow_id: str, event: EngagementSignal) -> bool:
+            async with gate:
+                handle = self.client.get_workflow_handle_for(RecipientWorkflow.run, workflow_id)
+                return await _signal(handle, RecipientWorkflow.on_event, event)
+
+        return list(await asyncio.gather(*(one(w, e) for w, e in targets)))
+
+    async def remove(self, workflow_id: str, reason: str) -> bool:
+        handle = self.client.get_workflow_handle_for(RecipientWorkflow.run, workflow_id)
+        return await _signal(handle, RecipientWorkflow.remove, reason)
+
+    async def progress(self, workflow_id: str) -> JourneyState | None:
+        """The live state of a running journey; None once it has finished (or is unknown)."""
+        handle = self.client.get_workflow_handle_for(RecipientWorkflow.run, workflow_id)
+        try:
+            description = await handle.describe()
+            if description.status is None or description.status.name != "RUNNING":
+                return None
+            return await handle.query(RecipientWorkflow.progress, rpc_timeout=QUERY_TIMEOUT)
+        except UNREACHABLE as exc:
+            log.warning("no live state for %s (%s)", workflow_id, exc)
+            return None
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:
+                # No worker answered (none running, or all busy): the caller shows the
+                # database's view of the journey rather than failing.
+                log.warning("no live state for %s (%s)", workflow_id, exc)
+            return None
+
+    def broadcast_campaign_status(self, campaign_id: int, status: str) -> None:
+        """Tell every running journey of a campaign, with one server-side batch signal, sent in
+        the background (with retries: the server runs few batch operations at a time). A journey
+        the signal misses still learns it: every step re-reads the status from the database."""
+        task = asyncio.create_task(self._broadcast(campaign_id, status))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _broadcast(self, campaign_id: int, status: str) -> None:
+        from temporalio.api.common.v1 import Payloads
+
+        payloads = await self.client.data_converter.encode([status])
+        request = StartBatchOperationRequest(
+            namespace=self.client.namespace,
+            job_id=f"campaign-{campaign_id}-{status}-{uuid.uuid4()}",
+            reason=f"campaign {campaign_id} is now {status}",
+            visibility_query=f'CampaignId = {int(campaign_id)} AND ExecutionStatus = "Running"',
+            signal_operation=BatchOperationSignal(
+                signal="campaign_status", input=Payloads(payloads=payloads)
+            ),
+        )
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + BROADCAST_GIVE_UP_SECONDS
+        async with self._broadcast_order:  # issued in the order the changes were made
+            while True:
+                try:
+                    await self.client.workflow_service.start_batch_operation(request)
+                    return
+                except RPCError as exc:
+                    busy = exc.status == RPCStatusCode.RESOURCE_EXHAUSTED
+                    if not busy or loop.time() > give_up_at:
+                        log.warning("batch signal for campaign %s failed (%s)", campaign_id, exc)
+                        return
+                except UNREACHABLE as exc:
+                    log.warning("batch signal for campaign %s failed (%s)", campaign_id, exc)
+                    return
+                await asyncio.sleep(BROADCAST_RETRY_SECONDS)
+
+    async def drain(self) -> None:
+        """Let background broadcasts finish (at shutdown)."""
+        if self._background:
+            await asyncio.wait(self._background, timeout=10)
+
+
+async def _signal(handle: WorkflowHandle[Any, Any], signal: Any, arg: Any) -> bool:
+    try:
+        await handle.signal(signal, arg)
+        return True
+    except UNREACHABLE as exc:
+        SIGNAL_FAILURES.labels("UNREACHABLE").inc()
+        log.warning("signal to %s failed (%s); the outbox retries", handle.id, exc)
+        return False
+    except RPCError as exc:
+        if exc.status == RPCStatusCode.NOT_FOUND:
+            return True  # the journey is over: the event still counts in stats
+        SIGNAL_FAILURES.labels(exc.status.name if exc.status else "UNKNOWN").inc()
+        log.warning(
+            "signal to %s failed (%s); the outbox retries",
+            handle.id,
+            exc,
+            extra={"workflow_id": handle.id},
+        )
+        return False
