@@ -56,6 +56,7 @@ from mail.transport import (
 )
 from observability.sends import report_send, stopped_outcome
 from services import messages
+from services.errors import Conflict, NotFound
 from services.events import Events
 from settings import Settings
 from storage.counters import Metric, bump
@@ -147,7 +148,7 @@ class LeaseHeld(Exception):
         self.remaining = remaining
 
 
-class NotResendable(Exception):
+class NotResendable(Conflict):
     """An operator's resend of a delivery that is not `uncertain`, or of a suppressed address."""
 
 
@@ -344,7 +345,7 @@ class SendingActivities:
         with session_scope(self.engine) as session:
             delivery = session.get(Delivery, delivery_id)
             if delivery is None:
-                raise LookupError(delivery_id)
+                raise NotFound("delivery", delivery_id)
             if delivery.status != Status.UNCERTAIN:
                 raise NotResendable(f"delivery {delivery_id} is {delivery.status}, not uncertain")
             enrollment = session.get(Enrollment, delivery.enrollment_id)
