@@ -31,7 +31,11 @@ def gate(session: Session, enrollment: Enrollment | None) -> StepResult | None:
             StepOutcome.ENDED, exit_status=JourneyStatus.ARCHIVED, reason="campaign archived"
         )
     if campaign.status != CampaignStatus.ACTIVE:
-        return StepResult(StepOutcome.HELD, reason=f"campaign {campaign.status}")
+        return StepResult(
+            StepOutcome.HELD,
+            reason=f"campaign {campaign.status}",
+            status_version=campaign.status_version,
+        )
     suppression = find_suppression(session, enrollment.email)  # plain or hashed (erased)
     if suppression is not None:
         status = SUPPRESSION_EXIT.get(suppression.reason, JourneyStatus.SUPPRESSED)

@@ -209,6 +209,18 @@ class StepResult:
     delivery_id: str | None = None
     exit_status: JourneyStatus | None = None
     reason: str | None = None
+    # With HELD: the campaign's status version the activity read (see CampaignChange).
+    status_version: int = 0
+
+
+@dataclass
+class CampaignChange:
+    """A campaign's new status, broadcast to its running journeys. `version` counts the
+    campaign's status changes: batch signals can arrive out of order, and a step's HELD answer
+    can cross a resume in flight, so a journey keeps only the newest it has heard of."""
+
+    status: CampaignStatus
+    version: int
 
 
 @dataclass

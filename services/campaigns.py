@@ -3,13 +3,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 from typing import Any
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from domain.journey import CampaignStatus, ConditionType
+from domain.journey import CampaignChange, CampaignStatus, ConditionType
 from services.errors import Conflict, Invalid
+from services.journeys import Journeys
+from storage.campaign_status import mark_broadcast
 from storage.models import Campaign, Step, Template
 
 Loc = list[str | int]
@@ -132,3 +136,14 @@ def renumber(session: Session, ordered: list[Step]) -> None:
     for n, step in enumerate(ordered, start=1):
         step.step_order = n
         session.add(step)
+
+
+async def tell_journeys(
+    engine: Engine, journeys: Journeys, campaign_id: int, change: CampaignChange
+) -> bool:
+    """Broadcast a status change to the campaign's running journeys and record it as told;
+    if it does not go through, the outbox tries again."""
+    told = await journeys.broadcast(campaign_id, change)
+    if told:
+        await asyncio.to_thread(mark_broadcast, engine, campaign_id, change.version)
+    return told

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
-from collections.abc import Iterable
+from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -27,6 +26,7 @@ from domain.journey import (
     CURRENT_JOURNEY_VERSION,
     SEND_TASK_QUEUE,
     TASK_QUEUE,
+    CampaignChange,
     EngagementSignal,
     JourneyPlan,
     JourneyState,
@@ -74,7 +74,6 @@ class Journeys:
         self.task_queue = task_queue
         self.send_task_queue = send_task_queue
         self._background: set[asyncio.Task[None]] = set()
-        self._broadcast_order = asyncio.Lock()
 
     @classmethod
     def from_settings(cls, client: Client, settings: Settings) -> Journeys:
@@ -170,43 +169,47 @@ class Journeys:
                 log.warning("no live state for %s (%s)", workflow_id, exc)
             return None
 
-    def broadcast_campaign_status(self, campaign_id: int, status: str) -> None:
-        """Tell every running journey of a campaign, with one server-side batch signal, sent in
-        the background (with retries: the server runs few batch operations at a time). A journey
-        the signal misses still learns it: every step re-reads the status from the database."""
-        task = asyncio.create_task(self._broadcast(campaign_id, status))
+    def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run `work` after the answer has gone; `drain` waits for it at shutdown."""
+        task = asyncio.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _broadcast(self, campaign_id: int, status: str) -> None:
+    async def broadcast(self, campaign_id: int, change: CampaignChange) -> bool:
+        """One batch signal per (campaign, status version): its job id says which, so a second
+        try of the same change (another replica, the outbox) is refused by the server instead
+        of signalling twice. True once the server has it."""
         from temporalio.api.common.v1 import Payloads
 
-        payloads = await self.client.data_converter.encode([status])
+        payloads = await self.client.data_converter.encode([change])
         request = StartBatchOperationRequest(
             namespace=self.client.namespace,
-            job_id=f"campaign-{campaign_id}-{status}-{uuid.uuid4()}",
-            reason=f"campaign {campaign_id} is now {status}",
+            job_id=f"campaign-{campaign_id}-status-{change.version}",
+            reason=f"campaign {campaign_id} is now {change.status} (change {change.version})",
             visibility_query=f'CampaignId = {int(campaign_id)} AND ExecutionStatus = "Running"',
             signal_operation=BatchOperationSignal(
-                signal="campaign_status", input=Payloads(payloads=payloads)
+                signal=RecipientWorkflow.campaign_changed.__name__,
+                input=Payloads(payloads=payloads),
             ),
         )
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + BROADCAST_GIVE_UP_SECONDS
-        async with self._broadcast_order:  # issued in the order the changes were made
-            while True:
-                try:
-                    await self.client.workflow_service.start_batch_operation(request)
-                    return
-                except RPCError as exc:
-                    busy = exc.status == RPCStatusCode.RESOURCE_EXHAUSTED
-                    if not busy or loop.time() > give_up_at:
-                        log.warning("batch signal for campaign %s failed (%s)", campaign_id, exc)
-                        return
-                except UNREACHABLE as exc:
+        while True:
+            try:
+                await self.client.workflow_service.start_batch_operation(request)
+                break
+            except RPCError as exc:
+                if exc.status == RPCStatusCode.ALREADY_EXISTS:
+                    break  # this very change was broadcast already
+                busy = exc.status == RPCStatusCode.RESOURCE_EXHAUSTED
+                if not busy or loop.time() > give_up_at:
                     log.warning("batch signal for campaign %s failed (%s)", campaign_id, exc)
-                    return
-                await asyncio.sleep(BROADCAST_RETRY_SECONDS)
+                    return False
+            except UNREACHABLE as exc:
+                log.warning("batch signal for campaign %s failed (%s)", campaign_id, exc)
+                return False
+            await asyncio.sleep(BROADCAST_RETRY_SECONDS)
+        return True
 
     async def drain(self) -> None:
         """Let background broadcasts finish (at shutdown)."""

@@ -1,6 +1,7 @@
 """Re-drives accepted work that has not reached Temporal yet: enrollments whose journey did not
-start, enrollment batches whose workflow did not start, and events whose signal did not go
-through (Temporal down, API killed mid-request).
+start, enrollment batches whose workflow did not start, campaign status changes not yet told to
+the running journeys, and events whose signal did not go through (Temporal down, API killed
+mid-request).
 With several API replicas, a round runs under a lease, one replica at a time, so no start or
 signal is issued twice by two replicas racing over the same rows."""
 
@@ -15,11 +16,13 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from observability.backlog import measure_now_and_then
+from services.campaigns import tell_journeys
 from services.enrollment import mark_started, unstarted
 from services.enrollment_batches import discard_abandoned, start_batch, unstarted_batches
 from services.events import Events
 from services.journeys import Journeys
 from storage import leases
+from storage.campaign_status import unbroadcast
 from storage.models import utcnow
 
 log = logging.getLogger(__name__)
@@ -35,6 +38,8 @@ async def redrive_once(
     for batch_id, token in await run_in_threadpool(unstarted_batches, engine, cutoff):
         await start_batch(journeys.client, engine, batch_id, token)
     await run_in_threadpool(discard_abandoned, engine)
+    for campaign_id, change in await run_in_threadpool(unbroadcast, engine, cutoff):
+        await tell_journeys(engine, journeys, campaign_id, change)
     pending = await run_in_threadpool(events.pending, None, cutoff)
     signalled = await events.deliver(pending)
     if started or signalled:

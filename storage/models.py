@@ -29,6 +29,10 @@ class Campaign(SQLModel, table=True):
     name: str
     status: str = Field(default="draft", index=True)
     status_reason: str | None = None
+    # Counts status changes (services/campaigns.py): journeys keep the newest they have heard of.
+    status_version: int = 0
+    # The newest status_version told to the running journeys; the outbox tells the rest.
+    broadcast_version: int = 0
     from_email: str | None = None
     from_name: str | None = None
     reply_to: str | None = None

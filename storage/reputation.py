@@ -10,7 +10,8 @@ from sqlmodel import Session, col, select
 
 from domain.journey import CampaignStatus, EventType
 from domain.reputation import ReputationLimits
-from storage.models import Campaign, Delivery, Event, utcnow
+from storage.campaign_status import set_status
+from storage.models import Campaign, Delivery, Event
 
 log = logging.getLogger(__name__)
 
@@ -47,10 +48,7 @@ def guard_campaign(session: Session, campaign_id: int, limits: ReputationLimits)
                 f"{AUTO_PAUSE}: {kind} rate {rate:.2%} reached the {limit:.2%} limit "
                 f"({affected} of {sent} sent)"
             )
-            campaign.status = CampaignStatus.PAUSED
-            campaign.status_reason = reason
-            campaign.updated_at = utcnow()
-            session.add(campaign)
+            set_status(session, campaign, CampaignStatus.PAUSED, reason)
             log.warning("campaign %s %s", campaign_id, reason)
             return reason
     return None

@@ -14,6 +14,7 @@ with workflow.unsafe.imports_passed_through():
     from domain.journey import (
         TERMINAL_EVENTS,
         ActivityName,
+        CampaignChange,
         CampaignStatus,
         ConditionType,
         Decision,
@@ -49,6 +50,7 @@ class JourneyMemory:
     exit: JourneyStatus | None = None  # set once: the first exit wins
     exit_reason: str | None = None
     paused: bool = False
+    status_version: int = 0  # the newest CampaignChange.version heard of (0: none)
     seen_events: set[str] = field(default_factory=set)
     opened: set[int] = field(default_factory=set)  # step ids
     clicked: dict[int, set[str]] = field(default_factory=dict)  # step id -> normalised URLs
@@ -170,7 +172,9 @@ class RecipientWorkflow:
                     retry_policy=RETRY,
                 )
             if result.outcome == StepOutcome.HELD:
-                self._state.paused = True
+                # Unless a newer status arrived while the step was out (a resume crossing it).
+                if result.status_version >= self._state.status_version:
+                    self._state.paused = True
                 continue
             if result.outcome == StepOutcome.ENDED:
                 self._end(result.exit_status or JourneyStatus.REMOVED, result.reason)
@@ -241,6 +245,17 @@ class RecipientWorkflow:
 
     @workflow.signal
     def campaign_status(self, status: str) -> None:
+        """The unversioned form, as histories recorded before CampaignChange carry it."""
+        self._apply_status(CampaignStatus(status))
+
+    @workflow.signal
+    def campaign_changed(self, change: CampaignChange) -> None:
+        if change.version < self._state.status_version:
+            return  # older than one already applied: a batch signal overtaken by the next
+        self._state.status_version = change.version
+        self._apply_status(change.status)
+
+    def _apply_status(self, status: CampaignStatus) -> None:
         if status == CampaignStatus.ARCHIVED:
             self._end(JourneyStatus.ARCHIVED, "campaign archived")
         else:

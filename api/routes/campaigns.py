@@ -7,7 +7,7 @@ from sqlalchemy import func
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import CampaignDep, JourneysDep, SessionDep, load_or_404
+from api.deps import CampaignDep, EngineDep, JourneysDep, SessionDep, load_or_404
 from api.errors import conflict, invalid, not_found
 from api.idempotency import Idempotent
 from api.schemas import (
@@ -23,7 +23,7 @@ from api.schemas import (
     StepReorder,
     StepUpdate,
 )
-from domain.journey import CampaignStatus
+from domain.journey import CampaignChange, CampaignStatus
 from services.campaigns import (
     apply_step,
     check_order,
@@ -31,8 +31,10 @@ from services.campaigns import (
     renumber,
     require_draft,
     steps_of,
+    tell_journeys,
 )
 from storage import counters
+from storage.campaign_status import set_status
 from storage.counters import Metric
 from storage.models import Campaign, Enrollment, Step, utcnow
 
@@ -183,18 +185,22 @@ def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic
 
 @router.patch("/{campaign_id}", response_model=CampaignPublic)
 async def update_campaign(
-    campaign_id: int, body: CampaignUpdate, session: SessionDep, journeys: JourneysDep
+    campaign_id: int,
+    body: CampaignUpdate,
+    session: SessionDep,
+    engine: EngineDep,
+    journeys: JourneysDep,
 ) -> CampaignPublic:
-    public, new_status = await run_in_threadpool(_update_campaign, session, campaign_id, body)
-    if new_status in (CampaignStatus.PAUSED, CampaignStatus.ACTIVE, CampaignStatus.ARCHIVED):
-        journeys.broadcast_campaign_status(campaign_id, new_status)
+    public, change = await run_in_threadpool(_update_campaign, session, campaign_id, body)
+    if change is not None:
+        journeys.in_background(tell_journeys(engine, journeys, campaign_id, change))
     return public
 
 
 def _update_campaign(
     session: Session, campaign_id: int, body: CampaignUpdate
-) -> tuple[CampaignPublic, str | None]:
-    """Apply the change; return the campaign and its new status when the status changed."""
+) -> tuple[CampaignPublic, CampaignChange | None]:
+    """Apply the change; return the campaign, and the status change when there was one."""
     campaign = load_or_404(session, campaign_id)
     changes = body.model_dump(exclude_unset=True)
     new_status = changes.pop("status", None)
@@ -204,13 +210,18 @@ def _update_campaign(
         if key == "name" and value is None:
             raise invalid(["body", "name"], "name cannot be empty")
         setattr(campaign, key, value)
-    if new_status is not None:
-        campaign.status = new_status
-        campaign.status_reason = None
     campaign.updated_at = utcnow()
     session.add(campaign)
+    change = None
+    if new_status is not None:
+        was = campaign.status
+        set_status(session, campaign, CampaignStatus(new_status))
+        if was == CampaignStatus.DRAFT:  # no journey runs yet: nobody to tell
+            campaign.broadcast_version = campaign.status_version
+        else:
+            change = CampaignChange(CampaignStatus(new_status), campaign.status_version)
     session.commit()
-    return _public(session, campaign), new_status
+    return _public(session, campaign), change
 
 
 @router.delete("/{campaign_id}", status_code=204)

@@ -4,6 +4,7 @@ Activities are fakes registered under the real names; the workflow is the real o
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,8 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from domain.journey import (
+    CampaignChange,
+    CampaignStatus,
     ConditionPlan,
     EngagementSignal,
     FinishInput,
@@ -30,6 +33,7 @@ from domain.journey import (
 from workflows.recipient import RecipientWorkflow
 
 HOUR = 3600.0
+ACTIVE, PAUSED = CampaignStatus.ACTIVE, CampaignStatus.PAUSED
 
 
 @dataclass
@@ -342,3 +346,54 @@ async def test_progress_query_shows_the_next_due_step(time_env: WorkflowEnvironm
         assert state.next_step_due_at is not None
         assert [s.decision for s in state.steps] == ["sent"]
         await handle.result()
+
+
+async def test_a_pause_overtaken_by_the_resume_after_it_is_ignored(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """Batch signals can arrive out of order: the journey keeps the newest status it heard."""
+    fakes = Fakes(plan(step(1, 0), step(2, 24)))
+    async with journey(time_env, fakes) as handle:
+        await time_env.sleep(timedelta(hours=1))
+        await handle.signal(RecipientWorkflow.campaign_changed, CampaignChange(ACTIVE, 3))
+        await handle.signal(RecipientWorkflow.campaign_changed, CampaignChange(PAUSED, 2))
+        state = await handle.query(RecipientWorkflow.progress)
+        assert not state.paused, "a stale pause was applied over the newer resume"
+        assert await handle.result() == "completed"
+    step1, step2 = (at for *_, at in fakes.actions)
+    assert step2 - step1 < timedelta(hours=25), "step 2 was held by a stale pause"
+
+
+@dataclass
+class HeldWhileResumed(Fakes):
+    """The first send reads the campaign paused (status version 1) and answers HELD only after
+    the resume (version 2) has reached the journey: the answer crosses the resume."""
+
+    reading: asyncio.Event = field(default_factory=asyncio.Event)
+    answer: asyncio.Event = field(default_factory=asyncio.Event)
+    attempts: int = 0
+
+    @activity.defn(name="send_step")
+    async def send_step(self, step: StepInput) -> StepResult:
+        self.attempts += 1
+        if self.attempts == 1:
+            self.reading.set()
+            await self.answer.wait()
+            return StepResult(StepOutcome.HELD, reason="campaign paused", status_version=1)
+        return await super().send_step(step)
+
+
+async def test_a_held_answer_crossing_a_resume_does_not_pause_the_journey(
+    time_env: WorkflowEnvironment,
+) -> None:
+    fakes = HeldWhileResumed(plan(step(1, 0)))
+    async with journey(time_env, fakes) as handle:
+        await asyncio.wait_for(fakes.reading.wait(), 30)
+        await handle.signal(RecipientWorkflow.campaign_changed, CampaignChange(ACTIVE, 2))
+        fakes.answer.set()
+        assert await handle.result() == "completed"
+        start = (await handle.describe()).start_time
+    assert fakes.attempts == 2
+    (sent_at,) = (at for *_, at in fakes.actions)
+    # Without the versions the journey waited for the status re-check (24 h in this test).
+    assert sent_at - start < timedelta(hours=1), "the journey held on after the resume"
