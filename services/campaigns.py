@@ -12,7 +12,7 @@ from sqlmodel import Session, col, select
 
 from domain.journey import CampaignChange, CampaignStatus, ConditionType
 from services.errors import Conflict, Invalid
-from services.journeys import Journeys
+from services.journeys import BROADCAST_GIVE_UP_SECONDS, Journeys
 from storage.campaign_status import mark_broadcast
 from storage.models import Campaign, Step, Template
 
@@ -139,11 +139,15 @@ def renumber(session: Session, ordered: list[Step]) -> None:
 
 
 async def tell_journeys(
-    engine: Engine, journeys: Journeys, campaign_id: int, change: CampaignChange
+    engine: Engine,
+    journeys: Journeys,
+    campaign_id: int,
+    change: CampaignChange,
+    patience: float = BROADCAST_GIVE_UP_SECONDS,
 ) -> bool:
     """Broadcast a status change to the campaign's running journeys and record it as told;
     if it does not go through, the outbox tries again."""
-    told = await journeys.broadcast(campaign_id, change)
+    told = await journeys.broadcast(campaign_id, change, patience)
     if told:
         await asyncio.to_thread(mark_broadcast, engine, campaign_id, change.version)
     return told

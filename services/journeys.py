@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Coroutine, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -175,16 +176,18 @@ class Journeys:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def broadcast(self, campaign_id: int, change: CampaignChange) -> bool:
-        """One batch signal per (campaign, status version): its job id says which, so a second
-        try of the same change (another replica, the outbox) is refused by the server instead
-        of signalling twice. True once the server has it."""
+    async def broadcast(
+        self, campaign_id: int, change: CampaignChange, patience: float = BROADCAST_GIVE_UP_SECONDS
+    ) -> bool:
+        """One server-side batch signal to every running journey of the campaign; True once
+        the server has it. Sending the same change twice is harmless: a journey applies a
+        version once."""
         from temporalio.api.common.v1 import Payloads
 
         payloads = await self.client.data_converter.encode([change])
         request = StartBatchOperationRequest(
             namespace=self.client.namespace,
-            job_id=f"campaign-{campaign_id}-status-{change.version}",
+            job_id=f"campaign-{campaign_id}-status-{change.version}-{uuid.uuid4()}",
             reason=f"campaign {campaign_id} is now {change.status} (change {change.version})",
             visibility_query=f'CampaignId = {int(campaign_id)} AND ExecutionStatus = "Running"',
             signal_operation=BatchOperationSignal(
@@ -193,14 +196,12 @@ class Journeys:
             ),
         )
         loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + BROADCAST_GIVE_UP_SECONDS
+        give_up_at = loop.time() + patience  # the server runs few batch operations at once
         while True:
             try:
                 await self.client.workflow_service.start_batch_operation(request)
                 break
             except RPCError as exc:
-                if exc.status == RPCStatusCode.ALREADY_EXISTS:
-                    break  # this very change was broadcast already
                 busy = exc.status == RPCStatusCode.RESOURCE_EXHAUSTED
                 if not busy or loop.time() > give_up_at:
                     log.warning("batch signal for campaign %s failed (%s)", campaign_id, exc)

@@ -39,7 +39,8 @@ async def redrive_once(
         await start_batch(journeys.client, engine, batch_id, token)
     await run_in_threadpool(discard_abandoned, engine)
     for campaign_id, change in await run_in_threadpool(unbroadcast, engine, cutoff):
-        await tell_journeys(engine, journeys, campaign_id, change)
+        # Briefly: the round holds the outbox lease, and the next round tries again.
+        await tell_journeys(engine, journeys, campaign_id, change, patience=5.0)
     pending = await run_in_threadpool(events.pending, None, cutoff)
     signalled = await events.deliver(pending)
     if started or signalled:

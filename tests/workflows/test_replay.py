@@ -117,13 +117,13 @@ def test_recorded_histories_are_the_branches_they_are_named_after() -> None:
     assert "send_step:alternative" in shapes["alternative"].activities
     assert "record_skip:skipped" in shapes["skipped"].activities
     paused = shapes["paused"]
-    assert paused.signals == ["campaign_status", "campaign_status"], "paused, then resumed"
+    assert paused.signals == ["campaign_changed", "campaign_changed"], "paused, then resumed"
     assert paused.activities.count("send_step:sent") > 2, "held past due: the step was re-tried"
     assert shapes["unsubscribed"].signals == ["on_event"]
     assert shapes["bounced_event"].signals == ["on_event"]
     assert shapes["bounced_smtp"].signals == [], "the 550 ended it from the send itself"
     assert shapes["removed"].signals == ["remove"]
-    assert shapes["archived"].signals == ["campaign_status"]
+    assert shapes["archived"].signals == ["campaign_changed"]
 
 
 # --- the test can fail: a workflow whose first command differs does not replay ---------------

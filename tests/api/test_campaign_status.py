@@ -1,0 +1,95 @@
+"""A campaign's status reaches its running journeys in order and is never lost: each change is
+counted, journeys keep the newest they hear of, and a change the API could not broadcast (Temporal
+unreachable, the API killed) is broadcast by the outbox."""
+
+from __future__ import annotations
+
+import httpx
+from sqlmodel import Session
+from temporalio.testing import WorkflowEnvironment
+
+from settings import Settings
+from storage.db import make_engine
+from storage.models import Campaign
+from tests.conftest import free_port, run_worker, serve_api, unique_domain
+from tests.support.enroll import enroll
+from tests.support.eventually import eventually
+from tests.support.factories import make_campaign, make_template
+from tests.support.journey import journey
+
+
+def versions(settings: Settings, campaign_id: int) -> tuple[int, int]:
+    engine = make_engine(settings.database_url)
+    with Session(engine) as session:
+        campaign = session.get(Campaign, campaign_id)
+        assert campaign is not None
+        result = campaign.status_version, campaign.broadcast_version
+    engine.dispose()
+    return result
+
+
+async def test_a_status_change_the_api_could_not_broadcast_reaches_the_journeys(
+    settings: Settings, dev_env: WorkflowEnvironment
+) -> None:
+    email = f"held@{unique_domain()}"
+    async with serve_api(settings, dev_env.client) as api, run_worker(settings, dev_env.client):
+        template = await make_template(api)
+        campaign = await make_campaign(
+            api,
+            [
+                {"subject": "one", "delay_hours": 0, "template_id": template},
+                {"subject": "two", "delay_hours": 24, "template_id": template},
+            ],
+        )
+        await enroll(api, campaign["id"], email)
+
+        async def first_sent() -> bool:
+            return bool((await journey(api, campaign["id"], email))["steps"])
+
+        await eventually(first_sent, what="step 1")
+        assert versions(settings, campaign["id"]) == (1, 1)  # activated: nobody to tell
+
+    down = settings.model_copy(update={"temporal_address": f"127.0.0.1:{free_port()}"})
+    async with serve_api(down, None) as api:
+        response = await api.patch(f"/api/campaigns/{campaign['id']}", json={"status": "paused"})
+        assert response.status_code == 200, response.text
+    assert versions(settings, campaign["id"]) == (2, 1), "the broadcast should have failed"
+
+    async with serve_api(settings, dev_env.client) as api, run_worker(settings, dev_env.client):
+
+        async def paused() -> bool:
+            return (await journey(api, campaign["id"], email))["paused"] is True
+
+        await eventually(paused, timeout=60, what="the outbox to tell the journey it is paused")
+    assert versions(settings, campaign["id"]) == (2, 2)
+
+
+async def test_a_quick_pause_and_resume_leaves_no_journey_paused(
+    system: httpx.AsyncClient,
+) -> None:
+    """Pause and resume at once, while journeys are sending: every journey goes on (before,
+    a pause signal overtaking the resume, or a held send crossing it, kept a journey paused until
+    its hourly status re-check)."""
+    domain = unique_domain()
+    emails = [f"r{i}@{domain}" for i in range(20)]
+    template = await make_template(system)
+    campaign = await make_campaign(
+        system,
+        [
+            {"subject": "one", "delay_hours": 0, "template_id": template},
+            {"subject": "two", "delay_hours": 0, "template_id": template},
+            {"subject": "three", "delay_hours": 0, "template_id": template},
+        ],
+    )
+    await enroll(system, campaign["id"], *emails)
+    for status in ("paused", "active", "paused", "active"):
+        response = await system.patch(f"/api/campaigns/{campaign['id']}", json={"status": status})
+        assert response.status_code == 200, response.text
+
+    async def all_completed() -> bool:
+        views = [await journey(system, campaign["id"], e) for e in emails]
+        return all(v["status"] == "completed" for v in views)
+
+    await eventually(all_completed, timeout=90, what="every journey to finish after the resume")
+    views = [await journey(system, campaign["id"], e) for e in emails]
+    assert not any(v["paused"] for v in views)
