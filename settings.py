@@ -19,7 +19,6 @@ log = logging.getLogger(__name__)
 
 DEV_SECRET_KEY = "dev-insecure-secret-change-me"
 MIN_SECRET_KEY_LENGTH = 32  # `openssl rand -hex 32` gives 64
-ROOT = Path(__file__).resolve().parent
 
 CommaList = Annotated[list[str], NoDecode]
 URL_SCHEMES = {
@@ -33,7 +32,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DRIP_", extra="ignore")
 
     env: Literal["development", "production"] = "development"  # production: no placeholders
-    var_dir: Path = ROOT / "var"
+    # Relative to the working directory at start-up (the repository under `make run`, /app in
+    # the image), never to where the package is installed (site-packages for a wheel install).
+    var_dir: Path = Field(default_factory=lambda: Path.cwd() / "var")
     database_url: str = ""  # default: SQLite file under var/
 
     # Without DRIP_API_KEYS the API answers only on loopback and refuses to start on any other

@@ -1202,14 +1202,40 @@ def dockerfile_instructions() -> list[tuple[str, str]]:
     return result
 
 
-def test_dockerfile_base_image() -> None:
-    froms = [args for keyword, args in dockerfile_instructions() if keyword == "FROM"]
-    assert froms and froms[-1].split()[0] == "python:3.11-slim", froms
+def dockerfile_args() -> dict[str, str]:
+    return dict(
+        args.split("=", 1) for keyword, args in dockerfile_instructions() if keyword == "ARG"
+    )
 
 
-def test_dockerfile_installs_the_project() -> None:
+def test_dockerfile_base_image_is_pinned() -> None:
+    """Every stage starts from one Python image, pinned by full version and by digest."""
+    base = dockerfile_args()["PYTHON_IMAGE"]
+    assert re.fullmatch(r"python:3\.11\.\d+-slim-bookworm@sha256:[0-9a-f]{64}", base), base
+    froms = [args.split()[0] for keyword, args in dockerfile_instructions() if keyword == "FROM"]
+    assert froms and set(froms) == {"${PYTHON_IMAGE}"}, froms
+
+
+def test_dockerfile_is_multi_stage() -> None:
+    """Build tools and pip's work stay in the build stage; the final one copies the venv."""
+    instructions = dockerfile_instructions()
+    froms = [i for i, (keyword, _) in enumerate(instructions) if keyword == "FROM"]
+    assert len(froms) >= 2, "a single stage"
+    build_stage = instructions[froms[0]][1].split()
+    assert build_stage[1:] == ["AS", "build"], build_stage
+    final = instructions[froms[-1] :]
+    assert ("COPY", "--from=build /opt/venv /opt/venv") in final
+    assert not any(keyword == "RUN" and "pip install" in args for keyword, args in final)
+
+
+def test_dockerfile_installs_from_the_lock() -> None:
     runs = [args for keyword, args in dockerfile_instructions() if keyword == "RUN"]
-    assert any(re.search(r"pip install\b[^&;|]*\s\.(\s|$)", run) for run in runs), runs
+    copies = [args for keyword, args in dockerfile_instructions() if keyword == "COPY"]
+    assert "requirements/runtime.txt /tmp/runtime.txt" in copies
+    assert any("pip install --require-hashes -r /tmp/runtime.txt" in run for run in runs), runs
+    # The project itself, without dependencies: nothing unhashed gets in.
+    assert any(re.search(r"pip install --no-deps \.(\s|$)", run) for run in runs), runs
+    assert not any(re.search(r"pip install(?! --no-deps)(?! --require-hashes)", r) for r in runs)
 
 
 def test_dockerfile_runs_as_non_root() -> None:
