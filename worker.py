@@ -33,6 +33,7 @@ from storage.suppression import use_hash_keys
 from temporal_client import connect_temporal
 from workflows.enrollment_batch import EnrollmentBatchWorkflow
 from workflows.recipient import RecipientWorkflow
+from workflows.resend import ResendWorkflow
 
 log = logging.getLogger("drip.worker")
 
@@ -71,7 +72,7 @@ def build_workers(
         Worker(
             client,
             task_queue=settings.task_queue,
-            workflows=[RecipientWorkflow],
+            workflows=[RecipientWorkflow, ResendWorkflow],
             activities=[journey.load_plan, journey.record_skip, journey.finish_journey],
             interceptors=[HistoryAlert(settings.journey_history_alert_events)],
             activity_executor=executor,
@@ -82,7 +83,7 @@ def build_workers(
         Worker(
             client,
             task_queue=settings.send_task_queue,
-            activities=[sending.send_step],
+            activities=[sending.send_step, sending.resend_delivery],
             max_concurrent_activities=64,
             max_task_queue_activities_per_second=settings.send_rate,
             # On SIGTERM (a deploy, Ctrl-C) let running sends finish and record `sent`: one

@@ -43,6 +43,7 @@ from domain.journey import (
     StepResult,
 )
 from domain.journey import DeliveryStatus as Status
+from domain.resend import RESEND_DELIVERY, ResendRefused
 from mail.compose import RenderFailed, compose
 from mail.message import Envelope, relay_provider
 from mail.tokens import Tokens
@@ -322,6 +323,21 @@ class SendingActivities:
             subject,
             template,
         )
+
+    @activity.defn(name=RESEND_DELIVERY)
+    async def resend_delivery(self, delivery_id: str) -> str:
+        """The resend workflow's one attempt; a refusal is final (the operator is told why)."""
+        async with _heartbeating():
+            try:
+                return await self.resend(delivery_id)
+            except NotFound as exc:
+                raise ApplicationError(
+                    str(exc), type=ResendRefused.NOT_FOUND, non_retryable=True
+                ) from exc
+            except NotResendable as exc:
+                raise ApplicationError(
+                    str(exc), type=ResendRefused.CONFLICT, non_retryable=True
+                ) from exc
 
     async def resend(self, delivery_id: str) -> str:
         """An operator's resend of an `uncertain` delivery (POST /api/deliveries/{id}/resend),

@@ -13,13 +13,14 @@ from typing import Any
 
 from temporalio.api.batch.v1 import BatchOperationSignal
 from temporalio.api.workflowservice.v1 import StartBatchOperationRequest
-from temporalio.client import Client, WorkflowHandle
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import (
     SearchAttributePair,
     TypedSearchAttributes,
+    WorkflowIDConflictPolicy,
     WorkflowIDReusePolicy,
 )
-from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain import search
@@ -35,9 +36,12 @@ from domain.journey import (
     JourneyVersion,
     RecipientInput,
 )
+from domain.resend import ResendInput, ResendRefused, resend_workflow_id
 from observability.metrics import SIGNAL_FAILURES
+from services.errors import Conflict, NotFound
 from settings import Settings
 from workflows.recipient import RecipientWorkflow
+from workflows.resend import ResendWorkflow
 
 log = logging.getLogger(__name__)
 
@@ -211,6 +215,27 @@ class Journeys:
                 return False
             await asyncio.sleep(BROADCAST_RETRY_SECONDS)
         return True
+
+    async def resend(self, delivery_id: str) -> str:
+        """Have the worker send an `uncertain` delivery again, and wait for the outcome (its
+        status after the attempt). A second request while one runs joins it."""
+        handle = await self.client.start_workflow(
+            ResendWorkflow.run,
+            ResendInput(delivery_id, self.send_task_queue),
+            id=resend_workflow_id(delivery_id),
+            task_queue=self.task_queue,
+            id_reuse_policy=WorkflowIDReusePolicy.ALLOW_DUPLICATE,
+            id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        )
+        try:
+            return await handle.result()
+        except WorkflowFailureError as exc:
+            refused = exc.cause.cause if isinstance(exc.cause, ActivityError) else exc.cause
+            if isinstance(refused, ApplicationError) and refused.type == ResendRefused.NOT_FOUND:
+                raise NotFound("delivery", delivery_id) from exc
+            if isinstance(refused, ApplicationError) and refused.type == ResendRefused.CONFLICT:
+                raise Conflict(refused.message) from exc
+            raise
 
     async def drain(self) -> None:
         """Let background broadcasts finish (at shutdown)."""

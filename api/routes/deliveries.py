@@ -9,10 +9,8 @@ from typing import Literal
 from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
-from activities.sending import SendingActivities
-from api.deps import EngineDep, SessionDep, SettingsDep
+from api.deps import JourneysDep, SessionDep
 from api.schemas import DeliveryPage, DeliveryPublic
-from mail.transport import build_transport
 from services import deliveries
 from services.deliveries import Listed
 
@@ -55,19 +53,12 @@ async def list_deliveries(
 
 @router.post("/{delivery_id}/resend", response_model=DeliveryPublic)
 async def resend_delivery(
-    delivery_id: str, session: SessionDep, engine: EngineDep, settings: SettingsDep
+    delivery_id: str, session: SessionDep, journeys: JourneysDep
 ) -> DeliveryPublic:
     """Send an `uncertain` delivery again, now (the operator accepts it may arrive twice).
     Answers with the delivery after the attempt: `sent`, `failed`, `bounced`, or `uncertain`
     still when the server could not take it now (try again later). 404 for an unknown id, 409
     for a delivery that is not uncertain or an address now suppressed."""
-    transport = build_transport(
-        settings.smtp_url, settings.outbox_dir, settings.smtp_timeout_seconds
-    )
-    # The send activity's own protocol (lease, point of no return, record), outside Temporal.
-    sender = SendingActivities(settings, engine, transport)
-    try:
-        await sender.resend(delivery_id)
-    finally:
-        sender.close()
+    await run_in_threadpool(deliveries.one, session, delivery_id)  # 404 before anything runs
+    await journeys.resend(delivery_id)  # by the worker, through the send activity's protocol
     return _public(await run_in_threadpool(deliveries.one, session, delivery_id))
