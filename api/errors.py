@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse
 
-from services.errors import Conflict, Invalid, NotFound
+from services.errors import Conflict, Invalid, NotFound, Unavailable
 
 
 def invalid(loc: Sequence[str | int], message: str) -> HTTPException:
@@ -30,6 +30,8 @@ def _answer(_request: Request, exc: Exception) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=404)
     if isinstance(exc, Conflict):
         return JSONResponse({"detail": str(exc)}, status_code=409)
+    if isinstance(exc, Unavailable):
+        return JSONResponse({"detail": str(exc)}, status_code=503)
     assert isinstance(exc, Invalid)
     detail = [{"loc": exc.loc, "msg": exc.msg, "type": "value_error"}]
     return JSONResponse({"detail": detail}, status_code=422)
@@ -37,5 +39,5 @@ def _answer(_request: Request, exc: Exception) -> JSONResponse:
 
 def install(app: FastAPI) -> None:
     """The services' refusals (services/errors.py) as HTTP answers, in one place."""
-    for kind in (NotFound, Conflict, Invalid):
+    for kind in (NotFound, Conflict, Invalid, Unavailable):
         app.add_exception_handler(kind, _answer)

@@ -556,3 +556,17 @@ def batch_progress(
         updated_at=batch.updated_at,
         finished_at=batch.finished_at,
     )
+
+
+class ErasureSummary(BaseModel):
+    email: str
+    found: bool = Field(description="whether anything was held about the address")
+    journeys_ended: int = Field(description="running journeys told to stop")
+    workflows_deleted: int = Field(description="workflow executions deleted from Temporal")
+    enrollments_deleted: int
+    deliveries_deleted: int
+    events_deleted: int
+    suppression: str | None = Field(
+        description="the suppression reason kept as a hash of the address, so it is never "
+        "mailed again; null when the address was not suppressed"
+    )

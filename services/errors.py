@@ -1,4 +1,4 @@
-"""What a service refuses, in its own words; api/ maps these to 404, 409 and 422 in one place.
+"""What a service refuses, in its own words; api/ maps these to 404, 409, 422 and 503 in one place.
 Services never raise HTTPException."""
 
 from __future__ import annotations
@@ -17,6 +17,11 @@ class NotFound(ServiceError):
 
 class Conflict(ServiceError):
     """The request is valid but the current state forbids it."""
+
+
+class Unavailable(ServiceError):
+    """A system the service needs (Temporal) did not do its part: nothing was half-done, and the
+    same request may be retried."""
 
 
 class Invalid(ServiceError):
