@@ -5,7 +5,10 @@ this once per deploy, before any API or worker starts (docker-compose's `migrate
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +53,51 @@ BASELINE = "0001"
 
 def upgrade(database_url: str, revision: str = "heads") -> None:
     config = alembic_config(database_url)
-    if _unversioned_with_tables(database_url):
-        log.warning("database has tables but no migration history: recording it as %s", BASELINE)
-        command.stamp(config, BASELINE)
-    # "heads": revisions written in parallel on two branches both apply until they are merged.
-    command.upgrade(config, revision)
+    with _one_migrator(database_url):
+        if _unversioned_with_tables(database_url):
+            log.warning(
+                "database has tables but no migration history: recording it as %s", BASELINE
+            )
+            command.stamp(config, BASELINE)
+        # "heads": revisions written in parallel on two branches both apply until they are merged.
+        command.upgrade(config, revision)
+
+
+# Any 64-bit number: the PostgreSQL advisory lock all drip migrators take.
+MIGRATION_LOCK_KEY = 0x647269705F6D6967  # "drip_mig"
+
+
+@contextlib.contextmanager
+def _one_migrator(database_url: str) -> Iterator[None]:
+    """One migrating process at a time (`drip api` and `drip worker` started together on a
+    fresh database both migrate it; on SQLite, DDL is not transactional and the second one
+    failed with "table already exists"). The next one then finds the schema at head."""
+    if database_url.startswith("sqlite"):
+        path = database_url.split("///", 1)[-1]
+        if not path or path == ":memory:":
+            yield
+            return
+        lock = Path(path + ".migrate-lock")
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        with lock.open("a") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+        return
+    engine = migration_engine(database_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
+            try:
+                yield
+            finally:
+                conn.execute(
+                    sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK_KEY}
+                )
+    finally:
+        engine.dispose()
 
 
 def _unversioned_with_tables(database_url: str) -> bool:

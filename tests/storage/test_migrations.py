@@ -142,3 +142,27 @@ def test_a_database_made_before_migrations_is_adopted_not_recreated(
             assert conn.exec_driver_sql("SELECT name FROM template").scalars().all() == ["kept"]
     finally:
         engine.dispose()
+
+
+def test_processes_migrating_one_fresh_database_at_once_all_succeed(
+    empty_database_url: str,
+) -> None:
+    """`drip api` and `drip worker` started together both migrate a fresh database."""
+    code = "import sys; from storage.migrate import upgrade; upgrade(sys.argv[1])"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DRIP_")}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, empty_database_url],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=120)[0].decode() for p in procs]
+    failed = [out for p, out in zip(procs, outputs, strict=True) if p.returncode != 0]
+    assert not failed, failed[0][-2000:]
+    heads = ScriptDirectory.from_config(alembic_config(empty_database_url)).get_heads()
+    assert current_revision(empty_database_url) in heads
+    assert schema_drift(empty_database_url) == []
