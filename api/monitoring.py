@@ -42,19 +42,29 @@ class RequestMetrics:
             return
         started = time.perf_counter()
         status = 500
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            counted = True
+            route = route_template(scope)
+            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
+            HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
 
         async def send_recording_status(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                # Before the last byte leaves: a client's next request (a scrape) sees it.
+                count()
             await send(message)
 
         try:
             await self.app(scope, receive, send_recording_status)
         finally:
-            route = route_template(scope)
-            HTTP_REQUESTS.labels(scope["method"], route, str(status)).inc()
-            HTTP_LATENCY.labels(scope["method"], route).observe(time.perf_counter() - started)
+            if not counted:  # failed before its answer was complete
+                count()
 
 
 def install_monitoring(app: FastAPI) -> None:
