@@ -143,7 +143,7 @@ def _steps_with_engagement(session: Session, enrollment_id: int) -> list[StepEng
     return steps
 
 
-@router.get("/{email}", response_model=JourneyPublic)
+@router.get("/{email:path}", response_model=JourneyPublic)
 async def get_journey(
     campaign_id: int, email: str, session: SessionDep, journeys: JourneysDep
 ) -> JourneyPublic:
@@ -173,7 +173,7 @@ async def get_journey(
     )
 
 
-@router.delete("/{email}", status_code=202, response_model=EnrollmentPublic)
+@router.delete("/{email:path}", status_code=202, response_model=EnrollmentPublic)
 async def remove_recipient(
     campaign_id: int, email: str, session: SessionDep, journeys: JourneysDep
 ) -> EnrollmentPublic:
