@@ -1,6 +1,7 @@
 """The docs describe what exists: every `DRIP_*` setting is documented and every documented one
 is read somewhere, and every curl example in the README runs against the real API (with a worker,
-so the example's delivery id exists), keyless and with a bearer key as under docker compose."""
+so the example's delivery id exists), keyless and with a bearer key as under docker compose; and
+the signed test request of each provider in docs/webhooks.md passes its verification."""
 
 from __future__ import annotations
 
@@ -249,3 +250,65 @@ async def test_every_readme_curl_example_runs(
     if keyed:  # and the key was needed: the check is not vacuous
         response = await api.get("/api/campaigns")
         assert response.status_code == 401
+
+
+# --- the signed test requests of docs/webhooks.md -----------------------------------------------
+
+
+def code_blocks(path: Path, language: str) -> list[str]:
+    return re.findall(rf"^```{language}\n(.*?)^```", path.read_text(), flags=re.M | re.S)
+
+
+@pytest.fixture
+async def hooks_api(
+    settings: Settings, dev_env: WorkflowEnvironment
+) -> AsyncIterator[httpx.AsyncClient]:
+    from tests.api.webhooks.webhooks_support import serve_hooks
+
+    async with serve_hooks(settings, dev_env, worker=False) as hooks:
+        yield hooks.api
+
+
+async def test_the_webhook_test_requests_in_the_docs_verify(
+    hooks_api: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each sample in docs/webhooks.md, run as written (its address replaced by the test API's),
+    passes the provider's verification and is stored."""
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    from tests.api.webhooks import webhooks_support as secrets
+
+    path = ROOT / "docs" / "webhooks.md"
+    base = str(hooks_api.base_url).rstrip("/")
+    monkeypatch.setenv("DRIP_MAILGUN_WEBHOOK_SIGNING_KEY", secrets.MAILGUN_KEY)
+    monkeypatch.setenv("DRIP_RESEND_WEBHOOK_SECRET", secrets.RESEND_SECRET)
+    monkeypatch.setenv("DRIP_POSTMARK_WEBHOOK_PASSWORD", secrets.POSTMARK_PASSWORD)
+    # The SendGrid sample makes its own key pair and asks for the API to be started with it:
+    # here the API already runs with the test's key, so that is the pair it gets.
+    monkeypatch.setattr(ec, "generate_private_key", lambda curve: secrets.SENDGRID.private_key)
+
+    samples = code_blocks(path, "python")
+    assert len(samples) == 3, "SendGrid, Mailgun and Resend each have a signed sample"
+    for sample in samples:
+        printed: list[str] = []
+        namespace = {
+            "print": lambda *a, out=printed: out.append(" ".join(map(str, a))),
+            "input": str,
+        }
+        code = sample.replace("http://127.0.0.1:8000", base)
+        await asyncio.to_thread(exec, compile(code, str(path), "exec"), namespace)
+        answer = json.loads(printed[-1])
+        assert answer == {"received": 1, "stored": 1, "duplicates": 0}, (sample, printed)
+
+    [postmark] = [argv for b in code_blocks(path, "sh") for argv in commands(b)]
+    user, _, password = postmark[postmark.index("-u") + 1].partition(":")
+    assert user == secrets.POSTMARK_USER and password == "$DRIP_POSTMARK_WEBHOOK_PASSWORD"
+    del postmark[postmark.index("-u") : postmark.index("-u") + 2]
+    curl = Curl(postmark)
+    response = await hooks_api.post(
+        curl.url.replace("http://127.0.0.1:8000", ""),
+        content=curl.data,
+        headers=curl.headers,
+        auth=(user, secrets.POSTMARK_PASSWORD),
+    )
+    assert response.json() == {"received": 1, "stored": 1, "duplicates": 0}, response.text
