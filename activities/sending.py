@@ -43,7 +43,7 @@ from domain.journey import (
     StepResult,
 )
 from domain.journey import DeliveryStatus as Status
-from domain.resend import RESEND_DELIVERY, ResendRefused
+from domain.resend import RESEND_DELIVERY, ResendDelivery, ResendRefused
 from mail.compose import RenderFailed, compose
 from mail.message import Envelope, relay_provider
 from mail.tokens import Tokens
@@ -325,11 +325,11 @@ class SendingActivities:
         )
 
     @activity.defn(name=RESEND_DELIVERY)
-    async def resend_delivery(self, delivery_id: str) -> str:
+    async def resend_delivery(self, request: ResendDelivery) -> str:
         """The resend workflow's one attempt; a refusal is final (the operator is told why)."""
         async with _heartbeating():
             try:
-                return await self.resend(delivery_id)
+                return await self.resend(request.delivery_id)
             except NotFound as exc:
                 raise ApplicationError(
                     str(exc), type=ResendRefused.NOT_FOUND, non_retryable=True

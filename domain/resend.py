@@ -19,6 +19,13 @@ class ResendInput:
     send_task_queue: str
 
 
+@dataclass
+class ResendDelivery:
+    """The resend activity's argument."""
+
+    delivery_id: str
+
+
 class ResendRefused:
     """ApplicationError types the resend activity fails with, for the API to map."""
 

@@ -13,8 +13,8 @@ from sqlmodel import Session, col, select
 from domain.journey import CampaignChange, CampaignStatus, ConditionType
 from services.errors import Conflict, Invalid
 from services.journeys import BROADCAST_GIVE_UP_SECONDS, Journeys
-from storage.campaign_status import mark_broadcast
-from storage.models import Campaign, Step, Template
+from storage.campaign_status import mark_broadcast, set_status
+from storage.models import Campaign, Step, Template, utcnow
 
 Loc = list[str | int]
 
@@ -136,6 +136,30 @@ def renumber(session: Session, ordered: list[Step]) -> None:
     for n, step in enumerate(ordered, start=1):
         step.step_order = n
         session.add(step)
+
+
+def update(session: Session, campaign: Campaign, changes: dict[str, Any]) -> CampaignChange | None:
+    """Apply a PATCH (name, sender fields, status) in one transaction; return the status change
+    the running journeys must hear of, if any."""
+    new_status = changes.pop("status", None)
+    if new_status is None or not check_transition(session, campaign, new_status):
+        new_status = None
+    for key, value in changes.items():
+        if key == "name" and value is None:
+            raise Invalid(["body", "name"], "name cannot be empty")
+        setattr(campaign, key, value)
+    campaign.updated_at = utcnow()
+    session.add(campaign)
+    change = None
+    if new_status is not None:
+        was = campaign.status
+        set_status(session, campaign, CampaignStatus(new_status))
+        if was == CampaignStatus.DRAFT:  # no journey runs yet: nobody to tell
+            campaign.broadcast_version = campaign.status_version
+        else:
+            change = CampaignChange(CampaignStatus(new_status), campaign.status_version)
+    session.commit()
+    return change
 
 
 async def tell_journeys(

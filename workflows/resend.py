@@ -9,7 +9,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from domain.resend import RESEND_DELIVERY, ResendInput
+    from domain.resend import RESEND_DELIVERY, ResendDelivery, ResendInput
 
 # As for a journey's send: a dead worker is noticed within the heartbeat timeout.
 SEND_TIMEOUT = timedelta(minutes=2)
@@ -25,7 +25,7 @@ class ResendWorkflow:
         """The delivery's status after the attempt: sent, failed, bounced or uncertain."""
         status: str = await workflow.execute_activity(
             RESEND_DELIVERY,
-            input.delivery_id,
+            ResendDelivery(input.delivery_id),
             result_type=str,
             task_queue=input.send_task_queue,
             start_to_close_timeout=SEND_TIMEOUT,

@@ -8,7 +8,7 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CampaignDep, EngineDep, JourneysDep, SessionDep, load_or_404
-from api.errors import conflict, invalid, not_found
+from api.errors import conflict, not_found
 from api.idempotency import Idempotent
 from api.schemas import (
     AlternativeOut,
@@ -27,16 +27,15 @@ from domain.journey import CampaignChange, CampaignStatus
 from services.campaigns import (
     apply_step,
     check_order,
-    check_transition,
     renumber,
     require_draft,
     steps_of,
     tell_journeys,
+    update,
 )
 from storage import counters
-from storage.campaign_status import set_status
 from storage.counters import Metric
-from storage.models import Campaign, Enrollment, Step, utcnow
+from storage.models import Campaign, Enrollment, Step
 
 router = APIRouter(prefix="/api/campaigns", tags=["campaigns"])
 
@@ -200,27 +199,8 @@ async def update_campaign(
 def _update_campaign(
     session: Session, campaign_id: int, body: CampaignUpdate
 ) -> tuple[CampaignPublic, CampaignChange | None]:
-    """Apply the change; return the campaign, and the status change when there was one."""
     campaign = load_or_404(session, campaign_id)
-    changes = body.model_dump(exclude_unset=True)
-    new_status = changes.pop("status", None)
-    if new_status is None or not check_transition(session, campaign, new_status):
-        new_status = None
-    for key, value in changes.items():
-        if key == "name" and value is None:
-            raise invalid(["body", "name"], "name cannot be empty")
-        setattr(campaign, key, value)
-    campaign.updated_at = utcnow()
-    session.add(campaign)
-    change = None
-    if new_status is not None:
-        was = campaign.status
-        set_status(session, campaign, CampaignStatus(new_status))
-        if was == CampaignStatus.DRAFT:  # no journey runs yet: nobody to tell
-            campaign.broadcast_version = campaign.status_version
-        else:
-            change = CampaignChange(CampaignStatus(new_status), campaign.status_version)
-    session.commit()
+    change = update(session, campaign, body.model_dump(exclude_unset=True))
     return _public(session, campaign), change
 
 
