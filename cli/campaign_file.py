@@ -1,11 +1,15 @@
-"""A campaign described in one YAML file, for `drip campaign create FILE.yaml`:
+"""A campaign described in one YAML file, for `drip apply` / `drip plan` (and
+`drip campaign create`). Its shape is the pydantic model `CampaignFile`; `drip schema` prints its
+JSON Schema for editor completion (committed as docs/campaign.schema.json).
 
 ```yaml
-name: Onboarding
+# yaml-language-server: $schema=campaign.schema.json
+name: Onboarding                  # matches the campaign of that name (or give its `id:`)
 from_email: hello@example.com     # optional, like from_name and reply_to
-activate: true                    # optional: start it right away (default: stays a draft)
-templates:                        # a name each, used by the steps below
+activate: true                    # optional: start it once applied (default: stays a draft)
+templates:                        # a key each, used by the steps below
   welcome:
+    name: Welcome                 # optional: the template's name in drip (default: the key)
     html: "<p>Hi {{ first_name | default('there') }}</p>"
     text: "Hi!"                   # optional
   reminder:
@@ -21,99 +25,169 @@ steps:
     alternative: {subject: Glad you're here, template: welcome}
 ```
 
-Only the file's shape is checked here (names a human wrote, clear messages); the API validates
-the rest and names the offending field."""
+Checked here: the shape and the names a human wrote; the API judges the rest (a template's
+Jinja, a sender address) and names the offending field."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-CAMPAIGN_KEYS = {"name", "from_email", "from_name", "reply_to", "activate", "templates", "steps"}
+Text = Annotated[str, Field(min_length=1, max_length=1000)]
 
 
 class CampaignFileError(ValueError):
     pass
 
 
-@dataclass
-class CampaignFile:
-    campaign: dict[str, Any]  # the body of POST /api/campaigns, steps naming templates by key
-    templates: dict[str, dict[str, Any]]  # key -> body of POST /api/templates
-    activate: bool = False
-
-    def campaign_body(self, template_ids: dict[str, int]) -> dict[str, Any]:
-        """The campaign body with every template key replaced by its id."""
-        body = dict(self.campaign)
-        steps = [dict(step) for step in body.get("steps", [])]
-        for step in steps:
-            step["template_id"] = template_ids[str(step.pop("template"))]
-            if isinstance(step.get("alternative"), dict):
-                alternative = dict(step["alternative"])
-                alternative["template_id"] = template_ids[str(alternative.pop("template"))]
-                step["alternative"] = alternative
-        body["steps"] = steps
-        return body
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
 
 
-def load(path: Path) -> CampaignFile:
+class TemplateSpec(_Strict):
+    """A template, matched in drip by its name: created, or updated to this content."""
+
+    name: Text | None = Field(None, description="its name in drip; default: its key in the file")
+    html: str | None = Field(None, min_length=1, description="Jinja2 HTML source")
+    html_file: str | None = Field(None, description="or the HTML from this file (relative path)")
+    text: str | None = Field(None, description="Jinja2 plain-text source (optional)")
+    text_file: str | None = Field(None, description="or the text from this file")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> TemplateSpec:
+        if (self.html is None) == (self.html_file is None):
+            raise ValueError("give exactly one of html or html_file")
+        if self.text is not None and self.text_file is not None:
+            raise ValueError("give at most one of text or text_file")
+        return self
+
+
+class ConditionSpec(_Strict):
+    """Send this step only if the recipient did (not) open/click an earlier step."""
+
+    type: Literal["opened", "not_opened", "clicked", "not_clicked"]
+    step_order: int = Field(ge=1, description="the earlier step, by its position (1 = first)")
+    url: str | None = Field(None, min_length=1, description="clicked/not_clicked: this link only")
+
+
+class AlternativeSpec(_Strict):
+    """Sent instead when the condition fails."""
+
+    subject: Text
+    template: str = Field(description="a key of `templates`")
+
+
+class StepSpec(_Strict):
+    subject: Text = Field(description="Jinja2 subject line")
+    delay_hours: float = Field(ge=0, description="hours after the previous step (or enrollment)")
+    template: str = Field(description="a key of `templates`")
+    condition: ConditionSpec | None = None
+    alternative: AlternativeSpec | None = None
+
+
+class CampaignFile(_Strict):
+    """A campaign, its steps and the templates they use: what `drip apply` makes true."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"$schema": "https://json-schema.org/draft/2020-12/schema"},
+    )
+
+    id: int | None = Field(None, description="the campaign to apply to; default: matched by name")
+    name: Text
+    from_email: str | None = None
+    from_name: str | None = None
+    reply_to: str | None = None
+    activate: bool = Field(False, description="start the campaign once applied")
+    templates: dict[str, TemplateSpec] = Field(default_factory=dict)
+    steps: list[StepSpec] = Field(default_factory=list, max_length=100)
+
+    @model_validator(mode="after")
+    def _references(self) -> CampaignFile:
+        for number, step in enumerate(self.steps, start=1):
+            refs = [("template", step.template)]
+            if step.alternative is not None:
+                refs.append(("alternative.template", step.alternative.template))
+                if step.condition is None:
+                    raise ValueError(f"step {number}: an alternative needs a condition")
+            for where, key in refs:
+                if key not in self.templates:
+                    raise ValueError(
+                        f"step {number} {where} {key!r} is not one of the templates "
+                        f"{sorted(self.templates)}"
+                    )
+            if step.condition is not None and step.condition.step_order >= number:
+                raise ValueError(f"step {number}: a condition names an earlier step_order")
+        return self
+
+    def template_bodies(self, base: Path) -> dict[str, dict[str, Any]]:
+        """key -> the body of POST /api/templates, files read relative to `base`."""
+        bodies = {}
+        for key, spec in self.templates.items():
+            body: dict[str, Any] = {"name": spec.name or key}
+            for part in ("html", "text"):
+                source = getattr(spec, f"{part}_file")
+                if source is not None:
+                    try:
+                        body[part] = (base / source).read_text(encoding="utf-8")
+                    except OSError as exc:
+                        raise CampaignFileError(f"template {key!r}: {exc}") from exc
+                else:
+                    body[part] = getattr(spec, part)
+            bodies[key] = body
+        return bodies
+
+    def step_bodies(self, template_ids: dict[str, int]) -> list[dict[str, Any]]:
+        """The steps as the API takes them, every template key replaced by its id."""
+        bodies = []
+        for step in self.steps:
+            body: dict[str, Any] = {
+                "subject": step.subject,
+                "delay_hours": step.delay_hours,
+                "template_id": template_ids.get(step.template),
+                "condition": step.condition.model_dump() if step.condition else None,
+                "alternative": {
+                    "subject": step.alternative.subject,
+                    "template_id": template_ids.get(step.alternative.template),
+                }
+                if step.alternative
+                else None,
+            }
+            bodies.append(body)
+        return bodies
+
+    def fields(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("name", "from_email", "from_name", "reply_to")}
+
+
+def load(path: Path) -> tuple[CampaignFile, dict[str, dict[str, Any]]]:
+    """The file's campaign and its template bodies; CampaignFileError naming what is wrong."""
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise CampaignFileError(f"{path}: {exc}") from exc
-    if not isinstance(data, dict):
-        raise CampaignFileError(f"{path}: expected a mapping with name, templates and steps")
-    unknown = set(data) - CAMPAIGN_KEYS
-    if unknown:
-        raise CampaignFileError(f"{path}: unknown keys {sorted(unknown)}")
-    if not data.get("name"):
-        raise CampaignFileError(f"{path}: `name` is required")
-    templates = _templates(path, data.get("templates") or {})
-    steps = data.get("steps") or []
-    if not isinstance(steps, list):
-        raise CampaignFileError(f"{path}: `steps` must be a list")
-    for number, step in enumerate(steps, start=1):
-        if not isinstance(step, dict):
-            raise CampaignFileError(f"{path}: step {number} must be a mapping")
-        _check_ref(path, templates, number, "template", step.get("template"))
-        if isinstance(step.get("alternative"), dict):
-            _check_ref(
-                path, templates, number, "alternative.template", step["alternative"].get("template")
-            )
-    campaign = {k: v for k, v in data.items() if k not in ("activate", "templates")}
-    return CampaignFile(campaign=campaign, templates=templates, activate=bool(data.get("activate")))
+    try:
+        spec = CampaignFile.model_validate(data)
+    except ValidationError as exc:
+        raise CampaignFileError(f"{path}: {_problems(exc)}") from None
+    try:
+        return spec, spec.template_bodies(path.parent)
+    except CampaignFileError as exc:
+        raise CampaignFileError(f"{path}: {exc}") from None
 
 
-def _templates(path: Path, raw: Any) -> dict[str, dict[str, Any]]:
-    if not isinstance(raw, dict):
-        raise CampaignFileError(f"{path}: `templates` must map a name to html (and text)")
-    templates = {}
-    for key, spec in raw.items():
-        if not isinstance(spec, dict):
-            raise CampaignFileError(f"{path}: template {key!r} must be a mapping")
-        body = {"name": str(spec.get("name", key))}
-        for part in ("html", "text"):
-            if f"{part}_file" in spec:
-                source = path.parent / str(spec[f"{part}_file"])
-                try:
-                    body[part] = source.read_text(encoding="utf-8")
-                except OSError as exc:
-                    raise CampaignFileError(f"{path}: template {key!r}: {exc}") from exc
-            elif part in spec:
-                body[part] = spec[part]
-        if "html" not in body:
-            raise CampaignFileError(f"{path}: template {key!r} needs html or html_file")
-        templates[str(key)] = body
-    return templates
+def _problems(exc: ValidationError) -> str:
+    def one(error: Any) -> str:
+        where = ".".join(str(part) for part in error["loc"])
+        message = str(error["msg"]).removeprefix("Value error, ")
+        return f"{where}: {message}" if where else message
+
+    return "; ".join(one(e) for e in exc.errors())
 
 
-def _check_ref(path: Path, templates: dict[str, Any], step: int, where: str, key: Any) -> None:
-    if key is None:
-        raise CampaignFileError(f"{path}: step {step} needs `{where}` (a template name)")
-    if str(key) not in templates:
-        raise CampaignFileError(
-            f"{path}: step {step} {where} {key!r} is not one of the templates {sorted(templates)}"
-        )
+def json_schema() -> str:
+    return json.dumps(CampaignFile.model_json_schema(), indent=2) + "\n"

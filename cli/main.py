@@ -1,31 +1,93 @@
 """`drip`: the command line (installed by the package as a console script).
 
 Processes: `drip run` (everything, as `make run`), `drip worker`, `drip api`, `drip migrate`.
-Against a running API (DRIP_API_URL, key DRIP_API_KEY): `drip campaign create FILE.yaml`,
-`drip enroll CAMPAIGN recipients.csv`, `drip stats CAMPAIGN`."""
+Against a running API (DRIP_API_URL, key DRIP_API_KEY): every resource the API has
+(`drip campaign list`, `drip recipients show 3 ana@example.com`, ...), each read with `--json`;
+campaigns as code with `drip plan FILE.yaml` / `drip apply FILE.yaml`.
+
+Starts fast (`drip --help` well under 300 ms): the HTTP client, pydantic and the commands'
+helpers are imported only by the commands that use them, never the server's settings."""
 
 from __future__ import annotations
 
-import asyncio
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from pydantic import ValidationError
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from cli import campaign_file, recipients_csv
-from cli.client import ApiClient, ApiError
-from cli.settings import ClientSettings
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from cli import recipients_csv
+    from cli.client import ApiClient
 
 CHUNK = 1000  # recipients per enroll call (the API takes up to this many synchronously)
 SHOWN_REJECTS = 50
+SETTINGS_HELP = """Settings (environment variables) of the commands that call the API:
 
-app = typer.Typer(help="drip: email drip campaigns on Temporal.", no_args_is_help=True)
-campaign_app = typer.Typer(help="Campaigns.", no_args_is_help=True)
-app.add_typer(campaign_app, name="campaign")
+DRIP_API_URL  the API's base URL (default: http://DRIP_API_HOST:DRIP_API_PORT)
+
+DRIP_API_KEY  the bearer key to send (one of the server's DRIP_API_KEYS)
+
+DRIP_API_HOST, DRIP_API_PORT  the default URL's host and port (127.0.0.1, 8000)
+
+The process commands (run, api, worker, migrate) read the server's settings instead."""
+DISTRIBUTIONS = ("drip-journeys", "drip")  # the package's name on the index, and its old one
+
+app = typer.Typer(
+    help="drip: email drip campaigns on Temporal.", epilog=SETTINGS_HELP, no_args_is_help=True
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib import metadata
+
+        for name in DISTRIBUTIONS:
+            try:
+                print(f"drip {metadata.version(name)}")
+                break
+            except metadata.PackageNotFoundError:
+                continue
+        else:  # renamed again: find it by its package (slower: reads every distribution)
+            name = metadata.packages_distributions().get("cli", ["drip"])[0]
+            print(f"drip {metadata.version(name)}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="print the version")
+    ] = False,
+) -> None:
+    pass
+
+
+def group(name: str, help: str) -> typer.Typer:
+    sub = typer.Typer(help=help, no_args_is_help=True)
+    app.add_typer(sub, name=name)
+    return sub
+
+
+campaign_app = group("campaign", "Campaigns: list, show, status changes, clone, test-send.")
+step_app = group("step", "A campaign's steps (edited only while a draft).")
+template_app = group("template", "Templates: list, show, preview, delete.")
+recipients_app = group("recipients", "A campaign's recipients and their journeys.")
+events_app = group("events", "Engagement events: list, record one.")
+suppressions_app = group("suppressions", "Addresses never mailed: list, add, remove.")
+deliveries_app = group("deliveries", "Messages sent: list by status, resend an uncertain one.")
+batch_app = group("batch", "Enrollment batches (CSV imports).")
+
+Json = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
+CampaignId = Annotated[int, typer.Argument(help="campaign id")]
+Limit = Annotated[int, typer.Option(min=1, max=1000, help="rows per page")]
+Offset = Annotated[int, typer.Option(min=0, help="rows to skip")]
 
 
 def console() -> Console:
@@ -37,19 +99,67 @@ def fail(message: str, code: int = 1) -> typer.Exit:
     return typer.Exit(code)
 
 
-def api_client() -> ApiClient:
+@contextmanager
+def connected() -> Iterator[ApiClient]:
+    """A client of the API from the client's settings; an API error ends the command, in one
+    line on stderr."""
+    from pydantic import ValidationError
+
+    from cli.client import ApiClient, ApiError
+    from cli.settings import ClientSettings
+
     try:
         settings = ClientSettings()
     except ValidationError as exc:  # one line for a human, not a traceback
         raise fail(f"bad client setting: {_problems(exc)}") from None
-    return ApiClient(settings)
+    with ApiClient(settings) as client:
+        try:
+            yield client
+        except ApiError as exc:
+            raise fail(str(exc)) from None
 
 
-def _problems(exc: ValidationError) -> str:
+def _problems(exc: Any) -> str:
     def name(loc: tuple[int | str, ...]) -> str:
         return "DRIP_" + ("_".join(map(str, loc)) or "api_url").upper()
 
     return "; ".join(f"{name(e['loc'])}: {e['msg']}" for e in exc.errors())
+
+
+def show(
+    data: Any, as_json: bool, title: str | None = None, columns: list[str] | None = None
+) -> None:
+    """The API's answer: as JSON, or a table (a list: a row each; an object: a row per field)."""
+    if as_json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return
+    if isinstance(data, dict) and isinstance(data.get("items"), list):  # a page
+        shown = len(data["items"])
+        title = f"{title or ''} ({shown} of {data.get('total', shown)})".strip()
+        data = data["items"]
+    table = Table(title=title)
+    if isinstance(data, list):
+        names = columns or [k for k, v in (data[0] if data else {}).items() if _scalar(v)]
+        for name in names:
+            table.add_column(name)
+        for row in data:
+            table.add_row(*(_cell(row.get(name)) for name in names))
+    else:
+        table.add_column("field")
+        table.add_column("value")
+        for key, value in data.items():
+            table.add_row(key, _cell(value))
+    console().print(table)
+
+
+def _scalar(value: Any) -> bool:
+    return not isinstance(value, dict | list)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return str(value) if _scalar(value) else json.dumps(value, ensure_ascii=False)
 
 
 # --- processes ---------------------------------------------------------------------------------
@@ -68,6 +178,8 @@ def run() -> None:
 @app.command()
 def worker() -> None:
     """Run a worker (journeys and sends); start as many as you like."""
+    import asyncio
+
     import worker as worker_module
 
     asyncio.run(worker_module.main())
@@ -92,24 +204,111 @@ def migrate() -> None:
     migrations.main()
 
 
-# --- against the API ---------------------------------------------------------------------------
+# --- campaigns ---------------------------------------------------------------------------------
+
+
+@campaign_app.command("list")
+def campaign_list(as_json: Json = False) -> None:
+    """All campaigns, with their status and counts."""
+    with connected() as client:
+        show(client.get("/api/campaigns"), as_json, "campaigns")
+
+
+@campaign_app.command("show")
+def campaign_show(campaign: CampaignId, as_json: Json = False) -> None:
+    """One campaign, its sender fields and its steps."""
+    with connected() as client:
+        data = client.get(f"/api/campaigns/{campaign}")
+    if as_json:
+        return show(data, True)
+    show({k: v for k, v in data.items() if k != "steps"}, False, f"campaign {campaign}")
+    show(data["steps"], False, "steps", STEP_COLUMNS)
+
+
+def _set_status(campaign: int, status: str) -> None:
+    with connected() as client:
+        data = client.patch(f"/api/campaigns/{campaign}", {"status": status})
+    console().print(f"campaign {campaign} {data['name']!r} is {data['status']}", highlight=False)
+
+
+@campaign_app.command("activate")
+def campaign_activate(campaign: CampaignId) -> None:
+    """Start a draft campaign: enrollments begin their journeys."""
+    _set_status(campaign, "active")
+
+
+@campaign_app.command("pause")
+def campaign_pause(campaign: CampaignId) -> None:
+    """Pause an active campaign: journeys hold before their next send."""
+    _set_status(campaign, "paused")
+
+
+@campaign_app.command("resume")
+def campaign_resume(campaign: CampaignId) -> None:
+    """Resume a paused campaign."""
+    _set_status(campaign, "active")
+
+
+@campaign_app.command("archive")
+def campaign_archive(campaign: CampaignId) -> None:
+    """Archive a campaign: its running journeys end, nothing more is sent."""
+    _set_status(campaign, "archived")
+
+
+@campaign_app.command("clone")
+def campaign_clone(campaign: CampaignId) -> None:
+    """Copy a campaign and its steps into a new draft; prints the new id last."""
+    with connected() as client:
+        data = client.post(f"/api/campaigns/{campaign}/clone")
+    console().print(f"created draft campaign {data['id']} {data['name']!r}", highlight=False)
+    print(data["id"])
+
+
+@campaign_app.command("delete")
+def campaign_delete(campaign: CampaignId) -> None:
+    """Delete a draft campaign (others are archived)."""
+    with connected() as client:
+        client.delete(f"/api/campaigns/{campaign}")
+    console().print(f"deleted campaign {campaign}")
+
+
+@campaign_app.command("test-send")
+def campaign_test_send(
+    campaign: CampaignId,
+    email: Annotated[str, typer.Argument(help="where to send the test messages")],
+    field: Annotated[list[str] | None, typer.Option(help="a template field, name=value")] = None,
+    step: Annotated[int | None, typer.Option(help="only this step (id)")] = None,
+    alternative: Annotated[bool, typer.Option(help="send the alternatives instead")] = False,
+    as_json: Json = False,
+) -> None:
+    """Send the campaign's messages to one address now, outside any journey."""
+    body = {"email": email, "fields": _fields(field), "step_id": step, "alternative": alternative}
+    with connected() as client:
+        show(client.post(f"/api/campaigns/{campaign}/test-send", body), as_json, "test send")
 
 
 @campaign_app.command("create")
 def campaign_create(
     file: Annotated[Path, typer.Argument(help="YAML: templates, campaign and steps")],
 ) -> None:
-    """Create a campaign and its templates from a YAML file; prints the campaign id."""
+    """Create a campaign and its templates from a YAML file; prints the campaign id.
+
+    Always creates new ones; `drip apply` makes an existing campaign match the file."""
+    from cli import campaign_file
+    from cli.client import ApiError
+
     try:
-        spec = campaign_file.load(file)
+        spec, template_bodies = campaign_file.load(file)
     except campaign_file.CampaignFileError as exc:
         raise fail(str(exc), code=2) from exc
-    with api_client() as client:
+    with connected() as client:
         template_ids: dict[str, int] = {}
         try:
-            for key, body in spec.templates.items():
+            for key, body in template_bodies.items():
                 template_ids[key] = client.post("/api/templates", body)["id"]
-            campaign = client.post("/api/campaigns", spec.campaign_body(template_ids))
+            campaign = client.post(
+                "/api/campaigns", {**spec.fields(), "steps": spec.step_bodies(template_ids)}
+            )
         except ApiError as exc:
             for template_id in template_ids.values():  # leave nothing half-made behind
                 try:
@@ -134,14 +333,175 @@ def campaign_create(
 
 
 @app.command()
+def stats(campaign: CampaignId, as_json: Json = False) -> None:
+    """A campaign's recipients, completions and rates."""
+    with connected() as client:
+        details: dict[str, Any] = client.get(f"/api/campaigns/{campaign}")
+        numbers: dict[str, Any] = client.get("/api/campaigns/stats", campaign_id=campaign)
+    if as_json:
+        return show(numbers, True)
+    table = Table(title=f"campaign {campaign}: {details['name']} ({details['status']})")
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, value in numbers.items():
+        if key == "campaign_id" or isinstance(value, dict | list):
+            continue  # the table shows the campaign's numbers; breakdowns are in the API
+        shown = f"{value:.1%}" if key.endswith("_rate") else str(value)
+        table.add_row(key.replace("_", " "), shown)
+    console().print(table)
+
+
+@app.command()
+def funnel(campaign: CampaignId, as_json: Json = False) -> None:
+    """Per step: how many recipients reached it, were sent it, opened and clicked."""
+    with connected() as client:
+        data = client.get(f"/api/campaigns/{campaign}/funnel")
+    if as_json:
+        return show(data, True)
+    title = f"campaign {campaign}: {data['recipients']} recipients, {data['completed']} completed"
+    show(data["steps"], False, title)
+
+
+# --- steps -------------------------------------------------------------------------------------
+
+STEP_COLUMNS = ["id", "step_order", "subject", "delay_hours", "template_id", "condition"]
+
+
+@step_app.command("list")
+def step_list(campaign: CampaignId, as_json: Json = False) -> None:
+    """A campaign's steps in order."""
+    with connected() as client:
+        show(
+            client.get("/api/campaigns/steps", campaign_id=campaign), as_json, "steps", STEP_COLUMNS
+        )
+
+
+@step_app.command("remove")
+def step_remove(step: Annotated[int, typer.Argument(help="step id")]) -> None:
+    """Remove a step of a draft campaign (the later ones move up)."""
+    with connected() as client:
+        client.delete(f"/api/campaigns/steps/{step}")
+    console().print(f"removed step {step}")
+
+
+@step_app.command("reorder")
+def step_reorder(
+    campaign: CampaignId,
+    steps: Annotated[list[int], typer.Argument(help="every step id, in the new order")],
+    as_json: Json = False,
+) -> None:
+    """Put a draft's steps in a new order."""
+    with connected() as client:
+        data = client.post(
+            "/api/campaigns/steps/reorder", {"step_ids": steps}, campaign_id=campaign
+        )
+    show(data, as_json, "steps", STEP_COLUMNS)
+
+
+# --- templates ---------------------------------------------------------------------------------
+
+TemplateId = Annotated[int, typer.Argument(help="template id")]
+
+
+@template_app.command("list")
+def template_list(as_json: Json = False) -> None:
+    """All templates."""
+    with connected() as client:
+        show(client.get("/api/templates"), as_json, "templates", ["id", "name", "updated_at"])
+
+
+@template_app.command("show")
+def template_show(template: TemplateId, as_json: Json = False) -> None:
+    """One template's sources."""
+    with connected() as client:
+        show(client.get(f"/api/templates/{template}"), as_json, f"template {template}")
+
+
+@template_app.command("preview")
+def template_preview(
+    template: TemplateId,
+    email: Annotated[str | None, typer.Option(help="the recipient's address")] = None,
+    field: Annotated[list[str] | None, typer.Option(help="a template field, name=value")] = None,
+    as_json: Json = False,
+) -> None:
+    """Render a template for a sample recipient: prints its HTML and text."""
+    body: dict[str, Any] = {"fields": _fields(field)}
+    if email is not None:
+        body["email"] = email
+    with connected() as client:
+        data = client.post(f"/api/templates/{template}/preview", body)
+    if as_json:
+        return show(data, True)
+    print(f"--- html\n{data['html']}\n--- text\n{data['text']}")
+
+
+@template_app.command("delete")
+def template_delete(template: TemplateId) -> None:
+    """Delete a template no step uses."""
+    with connected() as client:
+        client.delete(f"/api/templates/{template}")
+    console().print(f"deleted template {template}")
+
+
+def _fields(pairs: list[str] | None) -> dict[str, str]:
+    fields = {}
+    for pair in pairs or []:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise fail(f"--field {pair!r}: expected name=value", code=2)
+        fields[name] = value
+    return fields
+
+
+# --- recipients and journeys -------------------------------------------------------------------
+
+Email = Annotated[str, typer.Argument(help="the recipient's address")]
+
+
+@recipients_app.command("list")
+def recipients_list(
+    campaign: CampaignId,
+    status: Annotated[str | None, typer.Option(help="only journeys in this status")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    as_json: Json = False,
+) -> None:
+    """A campaign's recipients, a page at a time."""
+    with connected() as client:
+        page = client.get(
+            f"/api/campaigns/{campaign}/recipients", status=status, limit=limit, offset=offset
+        )
+    show(page, as_json, "recipients")
+
+
+@recipients_app.command("show")
+def recipients_show(campaign: CampaignId, email: Email, as_json: Json = False) -> None:
+    """One recipient's journey: status, current step, what each step decided."""
+    with connected() as client:
+        data = client.get(f"/api/campaigns/{campaign}/recipients/{email}")
+    show(data, as_json, f"journey of {email} in campaign {campaign}")
+
+
+@recipients_app.command("remove")
+def recipients_remove(campaign: CampaignId, email: Email, as_json: Json = False) -> None:
+    """Take a recipient out of a campaign: the journey ends, nothing more is sent."""
+    with connected() as client:
+        data = client.delete(f"/api/campaigns/{campaign}/recipients/{email}")
+    show(data, as_json, f"removed {email} from campaign {campaign}")
+
+
+@app.command()
 def enroll(
-    campaign: Annotated[int, typer.Argument(help="campaign id")],
+    campaign: CampaignId,
     file: Annotated[Path, typer.Argument(help="CSV with an `email` column; others are fields")],
     chunk_size: Annotated[int, typer.Option(min=1, max=CHUNK, help="rows per API call")] = CHUNK,
 ) -> None:
     """Enroll the recipients of a CSV file into a campaign.
 
     Posted in chunks with a progress bar; ends with a summary and the rejected rows."""
+    from cli import recipients_csv
+    from cli.client import ApiError
+
     try:
         rows, local_rejects = recipients_csv.read(file)
     except recipients_csv.RecipientsFileError as exc:
@@ -151,7 +511,7 @@ def enroll(
         (r.line, r.email, r.reason) for r in local_rejects
     ]
     out = console()
-    with api_client() as client, _progress(out) as progress:
+    with connected() as client, _progress(out) as progress:
         task = progress.add_task("enrolling", total=len(rows))
         for start in range(0, len(rows), chunk_size):
             chunk = rows[start : start + chunk_size]
@@ -171,6 +531,8 @@ def enroll(
 
 
 def _progress(out: Console) -> Progress:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
     return Progress(
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -221,24 +583,211 @@ def _summary(
         out.print(f"... and {len(rejects) - SHOWN_REJECTS} more")
 
 
+@batch_app.command("import")
+def batch_import(
+    campaign: CampaignId,
+    file: Annotated[Path, typer.Argument(help="CSV with an `email` column; others are fields")],
+    as_json: Json = False,
+) -> None:
+    """Upload a CSV of any size to an active campaign; the API enrolls it in the background
+    (follow it with `drip batch status ID`). Prints the batch id last."""
+    if not file.is_file():
+        raise fail(f"{file}: no such file", code=2)
+    with connected() as client:
+        data = client.upload(f"/api/campaigns/{campaign}/recipients/import", file)
+    show(data, as_json, "batch accepted")
+    if not as_json:
+        print(data["batch_id"])
+
+
+@batch_app.command("status")
+def batch_status(
+    batch: Annotated[int, typer.Argument(help="batch id")],
+    rejected: Annotated[int, typer.Option(min=0, max=1000, help="rejected rows to list")] = 100,
+    as_json: Json = False,
+) -> None:
+    """An enrollment batch's progress: accepted, processed, enrolled, rejected rows."""
+    with connected() as client:
+        data = client.get(f"/api/enrollment-batches/{batch}", rejected_limit=rejected)
+    if as_json:
+        return show(data, True)
+    listed = data.get("rejected_rows") or data.get("rejected_items")
+    show({k: v for k, v in data.items() if _scalar(v)}, False, f"batch {batch}")
+    if listed:
+        show(listed, False, "rejected rows")
+
+
+# --- events, suppressions, deliveries, erasure -------------------------------------------------
+
+
+@events_app.command("list")
+def events_list(
+    email: Annotated[str | None, typer.Option(help="of this address")] = None,
+    campaign: Annotated[int | None, typer.Option(help="of this campaign")] = None,
+    delivery: Annotated[str | None, typer.Option(help="of this delivery")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    as_json: Json = False,
+) -> None:
+    """Engagement events, newest first."""
+    with connected() as client:
+        data = client.get(
+            "/api/events",
+            email=email,
+            campaign_id=campaign,
+            delivery_id=delivery,
+            limit=limit,
+            offset=offset,
+        )
+    show(data, as_json, "events")
+
+
+@events_app.command("send")
+def events_send(
+    delivery: Annotated[str, typer.Argument(help="the delivery's id")],
+    type: Annotated[str, typer.Argument(help="delivered, opened, clicked, bounced, ...")],
+    url: Annotated[str | None, typer.Option(help="the link, for a click")] = None,
+    event_id: Annotated[
+        str | None, typer.Option(help="your id for it: sent twice, kept once")
+    ] = None,
+    as_json: Json = False,
+) -> None:
+    """Record an event for a delivery (as a provider's webhook would)."""
+    body = {"delivery_id": delivery, "type": type, "url": url, "event_id": event_id}
+    with connected() as client:
+        data = client.post("/api/events", {k: v for k, v in body.items() if v is not None})
+    show(data, as_json, "event")
+
+
+@suppressions_app.command("list")
+def suppressions_list(
+    email: Annotated[str | None, typer.Option(help="only this address")] = None,
+    reason: Annotated[str | None, typer.Option(help="only this reason")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    as_json: Json = False,
+) -> None:
+    """Suppressed addresses."""
+    with connected() as client:
+        data = client.get(
+            "/api/suppressions", email=email, reason=reason, limit=limit, offset=offset
+        )
+    show(data, as_json, "suppressions")
+
+
+@suppressions_app.command("add")
+def suppressions_add(
+    email: Email,
+    reason: Annotated[str | None, typer.Option(help="why (default: manual)")] = None,
+    as_json: Json = False,
+) -> None:
+    """Never mail an address again; its running journeys end."""
+    body = {"email": email, **({"reason": reason} if reason else {})}
+    with connected() as client:
+        show(client.post("/api/suppressions", body), as_json, "suppressed")
+
+
+@suppressions_app.command("remove")
+def suppressions_remove(email: Email) -> None:
+    """Allow mail to an address again."""
+    with connected() as client:
+        client.delete(f"/api/suppressions/{email}")
+    console().print(f"{email} is no longer suppressed", highlight=False)
+
+
+@deliveries_app.command("list")
+def deliveries_list(
+    status: Annotated[
+        str, typer.Option(help="uncertain, failed, sent, bounced, ...")
+    ] = "uncertain",
+    campaign: Annotated[int | None, typer.Option(help="of this campaign")] = None,
+    limit: Limit = 100,
+    offset: Offset = 0,
+    as_json: Json = False,
+) -> None:
+    """Deliveries in one status (by default: uncertain, those a crash left unconfirmed)."""
+    with connected() as client:
+        data = client.get(
+            "/api/deliveries", status=status, campaign_id=campaign, limit=limit, offset=offset
+        )
+    show(data, as_json, f"{status} deliveries")
+
+
+@deliveries_app.command("resend")
+def deliveries_resend(
+    delivery: Annotated[str, typer.Argument(help="the delivery's id")], as_json: Json = False
+) -> None:
+    """Send an uncertain delivery again (after checking it did not arrive)."""
+    with connected() as client:
+        show(client.post(f"/api/deliveries/{delivery}/resend"), as_json, "resent")
+
+
 @app.command()
-def stats(campaign: Annotated[int, typer.Argument(help="campaign id")]) -> None:
-    """A campaign's recipients, completions and rates."""
-    with api_client() as client:
+def erase(
+    email: Email,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+    as_json: Json = False,
+) -> None:
+    """Erase everything drip holds about an address (GDPR): journeys, deliveries, events."""
+    if not yes and not typer.confirm(f"erase everything about {email}?"):
+        raise typer.Exit(1)
+    with connected() as client:
+        show(client.delete(f"/api/recipients/{email}"), as_json, f"erased {email}")
+
+
+# --- campaigns as code -------------------------------------------------------------------------
+
+CampaignFileArg = Annotated[Path, typer.Argument(help="the campaign file (YAML)")]
+
+
+@app.command()
+def schema() -> None:
+    """Print the campaign file's JSON Schema (for editor completion)."""
+    from cli import campaign_file
+
+    print(campaign_file.json_schema(), end="")
+
+
+@app.command()
+def plan(file: CampaignFileArg) -> None:
+    """Print what `drip apply FILE` would change; exit 2 if it cannot be applied."""
+    with _planned(file) as (the_plan, _):
+        console().print("\n".join(the_plan.describe()), highlight=False, markup=False)
+        if the_plan.blocked:
+            raise typer.Exit(2)
+
+
+@app.command("apply")
+def apply_file(file: CampaignFileArg) -> None:
+    """Make the campaign and its templates what FILE says (creating them if need be).
+
+    Idempotent: applying the same file again changes nothing. A live (active or paused)
+    campaign's steps cannot change: then nothing is applied. Prints the campaign id last."""
+    from cli import apply
+
+    with _planned(file) as (the_plan, bodies), connected() as client:
+        out = console()
+        if the_plan.blocked:
+            raise fail(the_plan.blocked, code=2)
+        out.print("\n".join(the_plan.describe()), highlight=False, markup=False)
+        campaign_id = apply.apply(client, the_plan, bodies)
+    print(campaign_id)
+
+
+@contextmanager
+def _planned(file: Path) -> Iterator[tuple[Any, dict[str, dict[str, Any]]]]:
+    from cli import apply, campaign_file
+
+    try:
+        spec, bodies = campaign_file.load(file)
+    except campaign_file.CampaignFileError as exc:
+        raise fail(str(exc), code=2) from exc
+    with connected() as client:
         try:
-            details: dict[str, Any] = client.get(f"/api/campaigns/{campaign}")
-            numbers: dict[str, Any] = client.get("/api/campaigns/stats", campaign_id=campaign)
-        except ApiError as exc:
-            raise fail(str(exc)) from exc
-    table = Table(title=f"campaign {campaign}: {details['name']} ({details['status']})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in numbers.items():
-        if key == "campaign_id" or isinstance(value, dict | list):
-            continue  # the table shows the campaign's numbers; breakdowns are in the API
-        shown = f"{value:.1%}" if key.endswith("_rate") else str(value)
-        table.add_row(key.replace("_", " "), shown)
-    console().print(table)
+            the_plan = apply.make_plan(client, spec, bodies)
+        except apply.PlanError as exc:
+            raise fail(str(exc), code=2) from exc
+    yield the_plan, bodies
 
 
 def main() -> None:

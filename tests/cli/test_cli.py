@@ -15,33 +15,16 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy
-from click.testing import Result
 from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from cli.main import app
-from settings import Settings
-from tests.conftest import free_port, serve_api, unique_domain
+from tests.cli.conftest import KEY, drip
+from tests.conftest import free_port, unique_domain
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 DRIP = Path(sys.executable).parent / "drip"  # the console script `pip install -e .` made
-KEY = "cli-test-key"
-
-
-@pytest.fixture
-async def api(settings: Settings, dev_env: WorkflowEnvironment) -> AsyncIterator[httpx.AsyncClient]:
-    """The API with an API key configured; this client sends it too."""
-    configured = settings.model_copy(update={"api_keys": [KEY]})
-    async with serve_api(configured, dev_env.client) as http:
-        http.headers["Authorization"] = f"Bearer {KEY}"
-        yield http
-
-
-async def drip(api: httpx.AsyncClient, *args: str, key: str | None = KEY) -> Result:
-    """Run `drip ARGS` in a thread (its HTTP calls are sync), so this loop keeps serving."""
-    env = {"DRIP_API_URL": str(api.base_url), "DRIP_API_KEY": key, "COLUMNS": "200"}
-    return await asyncio.to_thread(CliRunner().invoke, app, list(args), env=env)
 
 
 async def test_campaign_create_from_a_yaml_file(api: httpx.AsyncClient) -> None:
@@ -85,16 +68,16 @@ async def test_a_bad_campaign_file_creates_nothing(api: httpx.AsyncClient, tmp_p
     assert result.exit_code == 2
     assert "step 1 template 'b' is not one of the templates ['a']" in result.stderr
 
-    # Refused by the API (a negative delay): the message names the field, and the templates
-    # made before the refusal are deleted again.
+    # Refused by the API (a subject that is no Jinja template): the message names the field,
+    # and the templates made before the refusal are deleted again.
     refused = tmp_path / "refused.yaml"
     refused.write_text(
         "name: X\ntemplates: {a: {html: hi}}\nsteps:\n"
-        "  - {subject: S, delay_hours: -1, template: a}\n"
+        "  - {subject: '{{ oops', delay_hours: 0, template: a}\n"
     )
     result = await drip(api, "campaign", "create", str(refused))
     assert result.exit_code == 1
-    assert "422" in result.stderr and "body.steps.0.delay_hours" in result.stderr
+    assert "422" in result.stderr and "body.steps.0.subject" in result.stderr, result.stderr
     assert (await api.get("/api/templates")).json() == []
     assert (await api.get("/api/campaigns")).json() == []
 

@@ -1,0 +1,222 @@
+"""`drip plan` / `drip apply`: make the API's campaign and templates what a campaign file says.
+
+The plan compares the file with what the API holds: templates by name (created, or their html
+and text updated), the campaign by `id:` or by name (created, or its name and sender fields
+edited), and its steps by position (edited, added, removed). Steps change only while the
+campaign is a draft: for a live (active/paused) campaign a plan that changes steps is blocked,
+and `apply` refuses it before doing anything. Applying a plan, then planning again, finds no
+changes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from cli.campaign_file import CampaignFile
+from cli.client import ApiClient
+
+SENDER_FIELDS = ("name", "from_email", "from_name", "reply_to")
+STEP_FIELDS = ("subject", "delay_hours", "template_id", "condition", "alternative")
+LIVE = ("active", "paused")
+
+
+class PlanError(ValueError):
+    """The file cannot be applied to what the API holds (an unknown id, an ambiguous name)."""
+
+
+@dataclass
+class TemplateChange:
+    key: str
+    body: dict[str, Any]
+    id: int | None = None  # None: to be created
+    changed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class StepChange:
+    action: str  # add | edit | remove
+    order: int
+    body: dict[str, Any]
+    id: int | None = None
+    changed: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    spec: CampaignFile
+    campaign: dict[str, Any] | None  # None: to be created
+    templates: list[TemplateChange]
+    fields: dict[str, tuple[Any, Any]]  # name -> (now, then)
+    steps: list[StepChange]
+    activate: bool
+    template_ids: dict[str, int]  # file key -> id, of the templates that exist
+    blocked: str | None = None  # why this plan cannot be applied
+
+    @property
+    def changes(self) -> bool:
+        return bool(
+            self.campaign is None or self.templates or self.fields or self.steps or self.activate
+        )
+
+    def describe(self) -> list[str]:
+        if not self.changes:
+            return ["no changes"]
+        lines = []
+        for t in self.templates:
+            if t.id is None:
+                lines.append(f"+ template {t.body['name']!r} created")
+            else:
+                lines.append(
+                    f"~ template {t.body['name']!r} (id {t.id}) updated: {', '.join(t.changed)}"
+                )
+        if self.campaign is None:
+            lines.append(f"+ campaign {self.spec.name!r} created with {len(self.spec.steps)} steps")
+        else:
+            c = self.campaign
+            lines.append(f"campaign {c['id']} {c['name']!r} ({c['status']}):")
+            lines += [f"  ~ {k}: {now!r} -> {then!r}" for k, (now, then) in self.fields.items()]
+            for s in self.steps:
+                if s.action == "add":
+                    lines.append(f"  + step {s.order} added: {s.body['subject']!r}")
+                elif s.action == "edit":
+                    lines.append(f"  ~ step {s.order} (id {s.id}) edited: {', '.join(s.changed)}")
+                else:
+                    lines.append(f"  - step {s.order} (id {s.id}) removed: {s.body['subject']!r}")
+        if self.activate:
+            lines.append("  > campaign activated")
+        if self.blocked:
+            lines.append(f"cannot apply: {self.blocked}")
+        return lines
+
+
+def make_plan(
+    client: ApiClient, spec: CampaignFile, template_bodies: dict[str, dict[str, Any]]
+) -> Plan:
+    templates, template_ids = _plan_templates(client, template_bodies)
+    campaign = _find_campaign(client, spec)
+    wanted = spec.step_bodies(template_ids)
+    if campaign is None:
+        return Plan(spec, None, templates, {}, [], spec.activate, template_ids)
+    fields = {k: (campaign.get(k), v) for k, v in spec.fields().items() if campaign.get(k) != v}
+    steps = _plan_steps(campaign["steps"], wanted)
+    activate = spec.activate and campaign["status"] == "draft"  # a paused one stays paused
+    plan = Plan(spec, campaign, templates, fields, steps, activate, template_ids)
+    if campaign["status"] == "archived" and (fields or steps):
+        plan.blocked = f"campaign {campaign['id']} is archived: it cannot change"
+    elif campaign["status"] in LIVE and steps:
+        plan.blocked = (
+            f"campaign {campaign['id']} is {campaign['status']}: its steps cannot change "
+            "(running journeys are pinned to the steps they started with; live changes need "
+            "campaign versions, not available yet). Only its name and sender fields can: keep "
+            "the steps as they are, or `drip campaign clone` it and apply to the draft copy "
+            "(`id:` in the file)"
+        )
+    return plan
+
+
+def _plan_templates(
+    client: ApiClient, bodies: dict[str, dict[str, Any]]
+) -> tuple[list[TemplateChange], dict[str, int]]:
+    existing: dict[str, dict[str, Any]] = {}
+    for t in client.get("/api/templates"):
+        existing.setdefault(t["name"], t)  # the oldest of that name
+    changes, ids = [], {}
+    for key, body in bodies.items():
+        now = existing.get(body["name"])
+        if now is None:
+            changes.append(TemplateChange(key, body))
+            continue
+        ids[key] = now["id"]
+        changed = [part for part in ("html", "text") if now.get(part) != body.get(part)]
+        if changed:
+            changes.append(TemplateChange(key, body, now["id"], changed))
+    return changes, ids
+
+
+def _find_campaign(client: ApiClient, spec: CampaignFile) -> dict[str, Any] | None:
+    if spec.id is not None:
+        from cli.client import ApiError
+
+        try:
+            return client.get(f"/api/campaigns/{spec.id}")  # type: ignore[no-any-return]
+        except ApiError as exc:
+            if exc.status == 404:
+                raise PlanError(f"campaign {spec.id} (`id:` in the file) does not exist") from None
+            raise
+    named = [
+        c
+        for c in client.get("/api/campaigns")
+        if c["name"] == spec.name and c["status"] != "archived"
+    ]
+    if len(named) > 1:
+        ids = ", ".join(str(c["id"]) for c in named)
+        raise PlanError(f"campaigns {ids} are all named {spec.name!r}: say which with `id:`")
+    return client.get(f"/api/campaigns/{named[0]['id']}") if named else None
+
+
+def _plan_steps(existing: list[dict[str, Any]], wanted: list[dict[str, Any]]) -> list[StepChange]:
+    order_of = {s["id"]: s["step_order"] for s in existing}
+    changes = []
+    for order, body in enumerate(wanted, start=1):
+        if order > len(existing):
+            changes.append(StepChange("add", order, body))
+            continue
+        now = _as_body(existing[order - 1], order_of)
+        changed = [k for k in STEP_FIELDS if now[k] != body[k]]
+        if changed:
+            changes.append(StepChange("edit", order, body, existing[order - 1]["id"], changed))
+    for step in reversed(existing[len(wanted) :]):  # from the last: nothing after depends on it
+        changes.append(StepChange("remove", step["step_order"], step, step["id"]))
+    return changes
+
+
+def _as_body(step: dict[str, Any], order_of: dict[int, int]) -> dict[str, Any]:
+    """An existing step in the shape of the file's step bodies (a condition by position)."""
+    condition = step.get("condition")
+    return {
+        "subject": step["subject"],
+        "delay_hours": step["delay_hours"],
+        "template_id": step["template_id"],
+        "condition": {
+            "type": condition["type"],
+            "step_order": order_of.get(condition["step_id"]),
+            "url": condition.get("url"),
+        }
+        if condition
+        else None,
+        "alternative": step.get("alternative"),
+    }
+
+
+def apply(client: ApiClient, plan: Plan, template_bodies: dict[str, dict[str, Any]]) -> int:
+    """Carry the plan out; returns the campaign's id."""
+    assert plan.blocked is None
+    created = False
+    for t in plan.templates:
+        if t.id is None:
+            client.post("/api/templates", t.body)
+            created = True
+        else:
+            client.patch(f"/api/templates/{t.id}", {k: t.body.get(k) for k in t.changed})
+    if created:  # steps named templates that did not exist yet: their ids are known now
+        plan = make_plan(client, plan.spec, template_bodies)
+    if plan.campaign is None:
+        steps = plan.spec.step_bodies(plan.template_ids)
+        campaign_id: int = client.post("/api/campaigns", {**plan.spec.fields(), "steps": steps})[
+            "id"
+        ]
+    else:
+        campaign_id = plan.campaign["id"]
+        if plan.fields:
+            changes = {k: then for k, (_, then) in plan.fields.items()}
+            client.patch(f"/api/campaigns/{campaign_id}", changes)
+        for s in plan.steps:
+            if s.action == "add":
+                client.post("/api/campaigns/steps", s.body, campaign_id=campaign_id)
+            elif s.action == "edit":
+                client.patch(f"/api/campaigns/steps/{s.id}", {k: s.body[k] for k in s.changed})
+            else:
+                client.delete(f"/api/campaigns/steps/{s.id}")
+    if plan.activate:
+        client.patch(f"/api/campaigns/{campaign_id}", {"status": "active"})
+    return campaign_id
