@@ -1,0 +1,232 @@
+"""`drip plan` / `drip apply`: campaigns as code against the real API."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from cli import campaign_file
+from tests.cli.conftest import drip
+
+ROOT = Path(__file__).resolve().parents[2]
+
+V1: dict[str, Any] = {
+    "name": "Declared",
+    "from_email": "hello@drip.example.com",
+    "templates": {
+        "welcome": {"name": "Declared welcome", "html_file": "welcome.html", "text": "Hi!"},
+        "nudge": {"html": "<p>Still there?</p>"},
+    },
+    "steps": [
+        {"subject": "Welcome", "delay_hours": 0, "template": "welcome"},
+        {
+            "subject": "Did you see this?",
+            "delay_hours": 48,
+            "template": "nudge",
+            "condition": {"type": "not_opened", "step_order": 1},
+            "alternative": {"subject": "Thanks for opening", "template": "welcome"},
+        },
+        {"subject": "Last one", "delay_hours": 24, "template": "nudge"},
+    ],
+}
+
+
+def write(tmp_path: Path, spec: dict[str, Any]) -> Path:
+    (tmp_path / "welcome.html").write_text("<p>Welcome aboard.</p>")
+    path = tmp_path / "campaign.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+async def state(api: httpx.AsyncClient) -> tuple[list[Any], list[Any]]:
+    """Every campaign (with its steps) and every template the API holds."""
+    campaigns = [
+        (await api.get(f"/api/campaigns/{c['id']}")).json()
+        for c in (await api.get("/api/campaigns")).json()
+    ]
+    return campaigns, (await api.get("/api/templates")).json()
+
+
+async def test_apply_creates_then_changes_nothing(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    path = write(tmp_path, V1)
+
+    plan = await drip(api, "plan", str(path))
+    assert plan.exit_code == 0, plan.output
+    assert plan.stdout.splitlines() == [
+        "+ template 'Declared welcome' created",
+        "+ template 'nudge' created",
+        "+ campaign 'Declared' created with 3 steps",
+    ]
+    assert await state(api) == ([], []), "plan changes nothing"
+
+    applied = await drip(api, "apply", str(path))
+    assert applied.exit_code == 0, applied.output
+    campaign_id = int(applied.stdout.splitlines()[-1])
+    campaigns, templates = await state(api)
+    assert [t["name"] for t in templates] == ["Declared welcome", "nudge"]
+    assert templates[0]["html"] == "<p>Welcome aboard.</p>" and templates[0]["text"] == "Hi!"
+    (campaign,) = campaigns
+    assert (campaign["id"], campaign["status"], campaign["from_email"]) == (
+        campaign_id,
+        "draft",
+        "hello@drip.example.com",
+    )
+    first, second, third = campaign["steps"]
+    assert second["condition"] == {"type": "not_opened", "step_id": first["id"], "url": None}
+    assert second["alternative"] == {
+        "subject": "Thanks for opening",
+        "template_id": templates[0]["id"],
+    }
+    assert (third["subject"], third["template_id"]) == ("Last one", templates[1]["id"])
+
+    # The same file again: nothing to do, and nothing done.
+    before = await state(api)
+    again = await drip(api, "plan", str(path))
+    assert (again.exit_code, again.stdout) == (0, "no changes\n"), again.output
+    reapplied = await drip(api, "apply", str(path))
+    assert reapplied.exit_code == 0, reapplied.output
+    assert reapplied.stdout.splitlines() == ["no changes", str(campaign_id)]
+    assert await state(api) == before
+
+
+async def test_a_draft_is_edited_through_its_steps(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    path = write(tmp_path, V1)
+    assert (await drip(api, "apply", str(path))).exit_code == 0
+    (old,), _ = await state(api)
+
+    v2 = json.loads(json.dumps(V1))
+    v2["from_name"] = "The drip team"
+    v2["templates"]["nudge"]["html"] = "<p>Still with us?</p>"
+    v2["steps"][0]["subject"] = "Welcome aboard"
+    del v2["steps"][1]["condition"], v2["steps"][1]["alternative"]
+    v2["steps"][1]["delay_hours"] = 24
+    v2["steps"].pop()  # the third step goes
+    write(tmp_path, v2)
+
+    plan = await drip(api, "plan", str(path))
+    assert plan.exit_code == 0, plan.output
+    first, second, third = (s["id"] for s in old["steps"])
+    assert plan.stdout.splitlines() == [
+        f"~ template 'nudge' (id {old['steps'][1]['template_id']}) updated: html",
+        f"campaign {old['id']} 'Declared' (draft):",
+        "  ~ from_name: None -> 'The drip team'",
+        f"  ~ step 1 (id {first}) edited: subject",
+        f"  ~ step 2 (id {second}) edited: delay_hours, condition, alternative",
+        f"  - step 3 (id {third}) removed: 'Last one'",
+    ]
+    applied = await drip(api, "apply", str(path))
+    assert applied.exit_code == 0, applied.output
+    (campaign,), templates = await state(api)
+    assert campaign["from_name"] == "The drip team"
+    assert [(s["id"], s["subject"], s["delay_hours"]) for s in campaign["steps"]] == [
+        (first, "Welcome aboard", 0),
+        (second, "Did you see this?", 24),
+    ]
+    assert campaign["steps"][1]["condition"] is None
+    assert campaign["steps"][1]["alternative"] is None
+    assert templates[1]["html"] == "<p>Still with us?</p>"
+    assert (await drip(api, "plan", str(path))).stdout == "no changes\n"
+
+    # A step added, with a condition on one before it, and the campaign started.
+    v2["steps"].append(
+        {
+            "subject": "You clicked",
+            "delay_hours": 1,
+            "template": "welcome",
+            "condition": {"type": "clicked", "step_order": 2, "url": "https://example.com/"},
+        }
+    )
+    v2["activate"] = True
+    write(tmp_path, v2)
+    plan = await drip(api, "plan", str(path))
+    assert plan.stdout.splitlines()[-2:] == [
+        "  + step 3 added: 'You clicked'",
+        "  > campaign activated",
+    ], plan.output
+    assert (await drip(api, "apply", str(path))).exit_code == 0
+    (campaign,), _ = await state(api)
+    assert campaign["status"] == "active"
+    assert campaign["steps"][2]["condition"] == {
+        "type": "clicked",
+        "step_id": second,
+        "url": "https://example.com/",
+    }
+    assert (await drip(api, "plan", str(path))).stdout == "no changes\n"
+
+
+async def test_a_live_campaigns_steps_are_refused(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    live = {**V1, "activate": True}
+    path = write(tmp_path, live)
+    assert (await drip(api, "apply", str(path))).exit_code == 0
+    before = await state(api)
+    campaign_id = before[0][0]["id"]
+
+    changed = json.loads(json.dumps(live))
+    changed["steps"][0]["subject"] = "Edited"
+    changed["templates"]["nudge"]["html"] = "<p>new</p>"
+    write(tmp_path, changed)
+    plan = await drip(api, "plan", str(path))
+    assert plan.exit_code == 2, plan.output
+    explanation = f"campaign {campaign_id} is active: its steps cannot change"
+    assert f"cannot apply: {explanation}" in plan.stdout, plan.stdout
+    assert "clone" in plan.stdout
+    refused = await drip(api, "apply", str(path))
+    assert refused.exit_code == 2, refused.output
+    assert explanation in refused.stderr
+    assert await state(api) == before, "nothing applied, not even the template"
+
+    # Paused, the name and sender fields still apply (and `activate` does not resume it).
+    assert (await drip(api, "campaign", "pause", str(campaign_id))).exit_code == 0
+    renamed = {
+        **live,
+        "id": campaign_id,
+        "name": "Declared, renamed",
+        "reply_to": "r@drip.example.com",
+    }
+    write(tmp_path, renamed)
+    plan = await drip(api, "plan", str(path))
+    assert plan.exit_code == 0, plan.output
+    assert plan.stdout.splitlines() == [
+        f"campaign {campaign_id} 'Declared' (paused):",
+        "  ~ name: 'Declared' -> 'Declared, renamed'",
+        "  ~ reply_to: None -> 'r@drip.example.com'",
+    ]
+    assert (await drip(api, "apply", str(path))).exit_code == 0
+    campaign = (await api.get(f"/api/campaigns/{campaign_id}")).json()
+    assert (campaign["name"], campaign["reply_to"], campaign["status"]) == (
+        "Declared, renamed",
+        "r@drip.example.com",
+        "paused",
+    )
+    assert (await drip(api, "plan", str(path))).stdout == "no changes\n"
+
+
+async def test_what_cannot_be_applied_is_named(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    missing = write(tmp_path, {**V1, "id": 999999})
+    result = await drip(api, "plan", str(missing))
+    assert result.exit_code == 2
+    assert "campaign 999999 (`id:` in the file) does not exist" in result.stderr
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(
+        "name: X\nstatus: active\nsteps:\n  - {subject: S, delay_hours: -1, template: a}\n"
+    )
+    result = await drip(api, "apply", str(bad))
+    assert result.exit_code == 2
+    assert "status: Extra inputs are not permitted" in result.stderr, result.stderr
+    assert "steps.0.delay_hours: Input should be greater than or equal to 0" in result.stderr
+    assert await state(api) == ([], [])
+
+
+def test_the_published_schema_is_the_models() -> None:
+    """docs/campaign.schema.json, for editors, is what `drip schema` prints: regenerate it with
+    `drip schema > docs/campaign.schema.json`."""
+    committed = (ROOT / "docs" / "campaign.schema.json").read_text()
+    assert committed == campaign_file.json_schema()
+    schema = json.loads(committed)
+    assert set(schema["required"]) == {"name"}
+    assert "delay_hours" in schema["$defs"]["StepSpec"]["properties"]
