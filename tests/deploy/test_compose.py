@@ -93,7 +93,7 @@ APP_WIRING = {
 # ... and what the committed defaults file adds (deploy/drip-defaults.env).
 APP_DEFAULTS = {"DRIP_SMTP_URL", "DRIP_FROM_EMAIL"}
 APP_ENV_NAMES = APP_WIRING | APP_DEFAULTS
-USER_ENV_FILE = "${DRIP_ENV_FILE:-drip.env}"
+USER_ENV_FILE = "${APP_ENV_FILE:-drip.env}"
 WORKER_ONLY_ENV = {"DRIP_WORKER_METRICS_PORT": "9464"}
 
 EXPECTED_SEARCH_ATTRIBUTES = {
@@ -1028,7 +1028,7 @@ def test_every_setting_reaches_the_containers_through_the_user_env_file(
     tmp_path: Path, raw_compose: dict[str, Any], dotenv: dict[str, str], monkeypatch
 ) -> None:
     """Webhook secrets and any other DRIP_* setting: written in the operator's env file
-    (DRIP_ENV_FILE names it; default ./drip.env), they reach api, worker and migrate as they
+    (APP_ENV_FILE names it; default ./drip.env), they reach api, worker and migrate as they
     are, over the committed defaults, without editing docker-compose.yml."""
     from settings import Settings
 
@@ -1043,7 +1043,7 @@ def test_every_setting_reaches_the_containers_through_the_user_env_file(
         "DRIP_POSTMARK_WEBHOOK_PASSWORD": "pm-password",
     }
     user_file.write_text("".join(f"{k}={v}\n" for k, v in chosen.items()))
-    env = {**dotenv, **REQUIRED, "DRIP_ENV_FILE": str(user_file)}
+    env = {**dotenv, **REQUIRED, "APP_ENV_FILE": str(user_file)}
     services = interpolate(raw_compose, env)["services"]
     for name in APP_SERVICES:
         seen = container_env(services[name], optional_files=True)
