@@ -89,6 +89,31 @@ def test_the_docs_check_sees_fields_and_aliases() -> None:
     assert "TEMPORAL_ADDRESS" in env_names(Settings)
 
 
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces as hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_links_between_the_docs_resolve() -> None:
+    """Every relative link of the README and docs/ names a file that exists, and a heading of it
+    when it has an anchor."""
+    link = re.compile(r"\]\(([^)\s]+)\)")
+    broken = []
+    for path in doc_files():
+        for target in link.findall(path.read_text()):
+            if re.match(r"[a-z]+:", target):
+                continue  # http(s), mailto: not ours to check
+            name, _, anchor = target.partition("#")
+            linked = (path.parent / name).resolve() if name else path
+            if not linked.exists():
+                broken.append(f"{path.name}: {target}")
+            elif anchor and linked.suffix == ".md":
+                headings = re.findall(r"^#+ (.+)$", linked.read_text(), flags=re.M)
+                if anchor not in {slug(h) for h in headings}:
+                    broken.append(f"{path.name}: {target} (no such heading)")
+    assert not broken, broken
+
+
 # --- the README's curl examples ------------------------------------------------------------------
 
 
