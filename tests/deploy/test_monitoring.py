@@ -384,6 +384,12 @@ async def test_every_metric_in_alerts_and_dashboard_is_exported(
         await eventually(
             lambda: _has(worker_port, "drip_messages_sent_total"), timeout=30, what="send counter"
         )
+        # The mail arrives before the journey has finished; the SDK counts its completion then.
+        await eventually(
+            lambda: _has(worker_port, "temporal_workflow_completed"),
+            timeout=30,
+            what="the journey to complete",
+        )
         offered = (
             exported((await api.get("/metrics")).text)
             | exported(await asyncio.to_thread(get_text, worker_port))
