@@ -1,6 +1,6 @@
 """Request bodies are limited while they stream in, whatever the client declares: a Content-Length
 over the limit is refused before the body is read, and a body without one (chunked) is cut off
-the moment it passes the limit. Either way a JSON 413, like every other error of this API.
+the moment it passes the limit. Either way a problem+json 413, like every other error of this API.
 
 (FastAPI's own `max_body_size` counts the same way, but answers a declared oversize body in plain
 text, whatever the app would have said.)"""
@@ -13,8 +13,9 @@ from collections.abc import Mapping
 from fastapi import HTTPException
 from starlette._utils import get_route_path
 from starlette.datastructures import Headers
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api.errors import problem
 
 
 class BodyTooLarge(HTTPException):
@@ -74,7 +75,5 @@ class BodyLimitMiddleware:
 
 async def _refuse(exc: BodyTooLarge, scope: Scope, receive: Receive, send: Send) -> None:
     # `Connection: close`: the rest of the body is never read, so the connection cannot be reused.
-    response = JSONResponse(
-        {"detail": exc.detail}, status_code=exc.status_code, headers={"Connection": "close"}
-    )
+    response = problem(exc.status_code, exc.detail, headers={"Connection": "close"})
     await response(scope, receive, send)

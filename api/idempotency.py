@@ -33,9 +33,10 @@ from sqlalchemy import and_, delete, or_, update
 from sqlalchemy.engine import Engine
 from sqlmodel import col
 from starlette.concurrency import run_in_threadpool
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import problem, validation_problem
 from storage.db import session_scope
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import IdempotencyRecord, utcnow
@@ -210,28 +211,24 @@ def _replay(record: IdempotencyRecord) -> Response:
 
 
 def _mismatch(record: IdempotencyRecord) -> Response:
-    return JSONResponse(
-        {
-            "detail": [
-                {
-                    "loc": ["header", HEADER],
-                    "msg": f"this {HEADER} was already used for a different request "
-                    f"({record.method} {record.path} with another body); use a new key",
-                    "type": "value_error",
-                }
-            ]
-        },
-        status_code=422,
+    return validation_problem(
+        [
+            {
+                "loc": ["header", HEADER],
+                "msg": f"this {HEADER} was already used for a different request "
+                f"({record.method} {record.path} with another body); use a new key",
+                "type": "value_error",
+            }
+        ]
     )
 
 
 def _in_progress() -> Response:
-    return JSONResponse(
-        {
-            "detail": f"a request with this {HEADER} is still in progress; retry it in a moment "
-            "to get its answer"
-        },
-        status_code=409,
+    return problem(
+        409,
+        f"a request with this {HEADER} is still in progress; retry it in a moment to get its "
+        "answer",
+        code="idempotency_key_in_progress",
         headers={"Retry-After": "1"},
     )
 

@@ -106,12 +106,14 @@ def create_app(
         suppressions,
         erasure,
     ):
-        app.include_router(protected.router, dependencies=[API_KEY])
+        app.include_router(
+            protected.router, dependencies=[API_KEY], responses=errors.problems(401, 403, 421)
+        )
     # Open by design (security.OPEN_PREFIXES / OPEN_PATHS): signed links, signed webhooks, ops.
     app.include_router(webhooks.router)
     app.include_router(tracking.router)
     app.include_router(health.router)
-    errors.install(app)  # the services' NotFound, Conflict and Invalid as 404, 409 and 422
+    errors.install(app)  # every error as problem+json, in the schema too
     # Before security: inside it, so a key is claimed only by an authorised request.
     idempotency.install(app)
     out_of_range.install(app)  # huge ids and offsets: 422, not a database error

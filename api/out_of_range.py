@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from fastapi import FastAPI, Request
 from sqlalchemy.exc import DataError
-from starlette.responses import JSONResponse, Response
+from starlette.responses import Response
+
+from api.errors import validation_problem
 
 LARGEST = 2**63 - 1
 NUMERIC_VALUE_OUT_OF_RANGE = "22003"
@@ -32,15 +34,12 @@ async def _postgres_out_of_range(request: Request, exc: DataError) -> Response:
     return _answer(request)
 
 
-def _answer(request: Request) -> JSONResponse:
+def _answer(request: Request) -> Response:
     params = [("path", k, v) for k, v in request.path_params.items()]
     params += [("query", k, v) for k, v in request.query_params.multi_items()]
     locs = [[where, name] for where, name, value in params if _too_large(value)] or [["body"]]
     message = f"out of range: integers here are at most {LARGEST} in absolute value"
-    return JSONResponse(
-        {"detail": [{"loc": loc, "msg": message, "type": "value_error"} for loc in locs]},
-        status_code=422,
-    )
+    return validation_problem([{"loc": loc, "msg": message, "type": "value_error"} for loc in locs])
 
 
 def _too_large(value: object) -> bool:

@@ -570,3 +570,71 @@ class ErasureSummary(BaseModel):
         description="the suppression reason kept as a hash of the address, so it is never "
         "mailed again; null when the address was not suppressed"
     )
+
+
+# --- errors (RFC 9457 problem details; answered by api/errors.py) ---------------------------
+
+
+class FieldError(BaseModel):
+    """One wrong part of a request: where it is, what is wrong with it."""
+
+    loc: list[str | int] = Field(
+        description="where: `body`, `query`, `path` or `header`, then the field's path",
+        examples=[["body", "steps", 0, "template_id"]],
+    )
+    msg: str = Field(examples=["template 7 does not exist"])
+    type: str = Field(description="the kind of error (FastAPI's and pydantic's names)")
+
+
+class Problem(BaseModel):
+    """An error answer, `application/problem+json` (RFC 9457)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "urn:drip:problem:not_found",
+                    "title": "Not Found",
+                    "status": 404,
+                    "detail": "campaign 7 not found",
+                    "code": "not_found",
+                }
+            ]
+        }
+    )
+
+    type: str = Field(description="a URI naming the kind of problem: `urn:drip:problem:{code}`")
+    title: str = Field(description="the HTTP status phrase")
+    status: int = Field(description="the HTTP status code")
+    detail: str = Field(description="what went wrong, in one sentence for a person")
+    code: str = Field(
+        description="stable and machine-readable: `not_found`, `conflict`, `validation_failed`, "
+        "`unauthorized`, `body_too_large`, ..."
+    )
+
+
+class ValidationProblem(Problem):
+    """A 422: the request's fields that are wrong, each named by its location."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "type": "urn:drip:problem:validation_failed",
+                    "title": "Unprocessable Entity",
+                    "status": 422,
+                    "detail": "body.steps.0.template_id: template 7 does not exist",
+                    "code": "validation_failed",
+                    "errors": [
+                        {
+                            "loc": ["body", "steps", 0, "template_id"],
+                            "msg": "template 7 does not exist",
+                            "type": "value_error",
+                        }
+                    ],
+                }
+            ]
+        }
+    )
+
+    errors: list[FieldError]

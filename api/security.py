@@ -34,6 +34,7 @@ from starlette._utils import get_route_path
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.errors import problem
 from settings import Settings, is_loopback
 
 log = logging.getLogger(__name__)
@@ -117,15 +118,11 @@ def key_matches(header: bytes, keys: list[bytes]) -> bool:
     return matched
 
 
-def _refuse(status: int, detail: str, **headers: str) -> JSONResponse:
-    return JSONResponse({"detail": detail}, status_code=status, headers=headers or None)
-
-
 def _unauthorized() -> JSONResponse:
-    return _refuse(
+    return problem(
         401,
         "missing or invalid API key: send `Authorization: Bearer <key>`",
-        **{"WWW-Authenticate": "Bearer"},
+        headers={"WWW-Authenticate": "Bearer"},
     )
 
 
@@ -145,9 +142,10 @@ class ApiKeyMiddleware:
     def refusal(self, scope: Scope) -> JSONResponse | None:
         headers = dict(scope["headers"])
         if not self.keys and on_network_address(scope):
-            return _refuse(
+            return problem(
                 403,
                 "no API key is configured (DRIP_API_KEYS): this API answers on loopback only",
+                code="loopback_only",
             )
         if is_open(get_route_path(scope)):
             return None
@@ -164,17 +162,19 @@ def local_mode_refusal(method: str, headers: dict[bytes, bytes]) -> JSONResponse
     """Keyless: only this machine's own clients, never a web page on another site."""
     name = host_name(headers.get(b"host", b"").decode("latin-1"))
     if not is_loopback(name):
-        return _refuse(
+        return problem(
             421,
             "no API key is configured (DRIP_API_KEYS): this API answers only to loopback host "
             "names (localhost, 127.0.0.1, [::1]), not to "
             f"{name or 'a request without a Host header'}",
+            code="not_a_loopback_host",
         )
     if method not in SAFE_METHODS and cross_site(headers):
-        return _refuse(
+        return problem(
             403,
             "cross-site request refused: without DRIP_API_KEYS, state-changing calls are "
             "accepted only from this API's own origin",
+            code="cross_site_request",
         )
     return None
 

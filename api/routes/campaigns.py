@@ -8,7 +8,7 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import CampaignDep, EngineDep, JourneysDep, SessionDep, load_or_404
-from api.errors import conflict, not_found
+from api.errors import conflict, not_found, problems
 from api.idempotency import Idempotent
 from api.schemas import (
     AlternativeOut,
@@ -101,7 +101,9 @@ def _public(session: Session, campaign: Campaign) -> CampaignPublic:
     )
 
 
-@router.get("", response_model=list[CampaignSummary])
+@router.get(
+    "", operation_id="listCampaigns", summary="List campaigns", response_model=list[CampaignSummary]
+)
 def list_campaigns(session: SessionDep) -> list[CampaignSummary]:
     """All campaigns with their current status and metadata."""
     campaigns = list(session.exec(select(Campaign).order_by(col(Campaign.id))))
@@ -120,7 +122,13 @@ def list_campaigns(session: SessionDep) -> list[CampaignSummary]:
 
 
 @router.get(
-    "/steps", response_model=list[StepPublic], response_model_exclude_none=True, tags=["steps"]
+    "/steps",
+    operation_id="listSteps",
+    summary="List a campaign's steps",
+    responses=problems(404),
+    response_model=list[StepPublic],
+    response_model_exclude_none=True,
+    tags=["steps"],
 )
 def liststeps_of(session: SessionDep, campaign_id: int = CampaignIdQuery) -> list[StepPublic]:
     """The campaign's steps in order."""
@@ -129,7 +137,14 @@ def liststeps_of(session: SessionDep, campaign_id: int = CampaignIdQuery) -> lis
     return [step_public(s) for s in steps_of(session, campaign_id)]
 
 
-@router.get("/stats", response_model=CampaignStats, tags=["stats"])
+@router.get(
+    "/stats",
+    operation_id="getCampaignStats",
+    summary="Read a campaign's stats",
+    responses=problems(404),
+    response_model=CampaignStats,
+    tags=["stats"],
+)
 def campaign_stats(session: SessionDep, campaign_id: int = CampaignIdQuery) -> CampaignStats:
     """Recipients, completed journeys and rates. `completed`: journeys that reached the end;
     `open_rate` / `click_rate`: recipients with at least one human open (a click counts as an
@@ -156,7 +171,14 @@ def campaign_stats(session: SessionDep, campaign_id: int = CampaignIdQuery) -> C
     )
 
 
-@router.get("/{campaign_id}", response_model=CampaignPublic, response_model_exclude_none=False)
+@router.get(
+    "/{campaign_id}",
+    operation_id="getCampaign",
+    summary="Read a campaign with its steps",
+    responses=problems(404),
+    response_model=CampaignPublic,
+    response_model_exclude_none=False,
+)
 def get_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic:
     return _public(session, campaign)
 
@@ -164,7 +186,15 @@ def get_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic:
 # --- writing ---------------------------------------------------------------------------------
 
 
-@router.post("", status_code=201, response_model=CampaignPublic, dependencies=[Idempotent])
+@router.post(
+    "",
+    operation_id="createCampaign",
+    summary="Create a campaign with its steps",
+    responses=problems(409),
+    status_code=201,
+    response_model=CampaignPublic,
+    dependencies=[Idempotent],
+)
 def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic:
     campaign = Campaign(
         name=body.name, from_email=body.from_email, from_name=body.from_name, reply_to=body.reply_to
@@ -182,7 +212,13 @@ def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic
     return _public(session, campaign)
 
 
-@router.patch("/{campaign_id}", response_model=CampaignPublic)
+@router.patch(
+    "/{campaign_id}",
+    operation_id="updateCampaign",
+    summary="Change a campaign's name, sender or status",
+    responses=problems(404, 409),
+    response_model=CampaignPublic,
+)
 async def update_campaign(
     campaign_id: int,
     body: CampaignUpdate,
@@ -204,7 +240,13 @@ def _update_campaign(
     return _public(session, campaign), change
 
 
-@router.delete("/{campaign_id}", status_code=204)
+@router.delete(
+    "/{campaign_id}",
+    operation_id="deleteCampaign",
+    summary="Delete a draft campaign",
+    responses=problems(404, 409),
+    status_code=204,
+)
 def delete_campaign(campaign: CampaignDep, session: SessionDep) -> Response:
     if campaign.status != CampaignStatus.DRAFT:
         raise conflict(
@@ -218,7 +260,14 @@ def delete_campaign(campaign: CampaignDep, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{campaign_id}/clone", status_code=201, response_model=CampaignPublic)
+@router.post(
+    "/{campaign_id}/clone",
+    operation_id="cloneCampaign",
+    summary="Copy a campaign and its steps into a new draft",
+    responses=problems(404),
+    status_code=201,
+    response_model=CampaignPublic,
+)
 def clone_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic:
     copy = Campaign(
         name=f"{campaign.name} (copy)",
@@ -255,6 +304,9 @@ def _load_step(session: Session, step_id: int) -> tuple[Step, Campaign]:
 
 @router.post(
     "/steps",
+    operation_id="createStep",
+    summary="Append a step to a draft campaign",
+    responses=problems(404, 409),
     status_code=201,
     response_model=StepPublic,
     response_model_exclude_none=True,
@@ -276,7 +328,13 @@ def append_step(
 
 
 @router.patch(
-    "/steps/{step_id}", response_model=StepPublic, response_model_exclude_none=True, tags=["steps"]
+    "/steps/{step_id}",
+    operation_id="updateStep",
+    summary="Change a step of a draft campaign",
+    responses=problems(404, 409),
+    response_model=StepPublic,
+    response_model_exclude_none=True,
+    tags=["steps"],
 )
 def update_step(step_id: int, body: StepUpdate, session: SessionDep) -> StepPublic:
     step, campaign = _load_step(session, step_id)
@@ -292,7 +350,14 @@ def update_step(step_id: int, body: StepUpdate, session: SessionDep) -> StepPubl
     return step_public(step)
 
 
-@router.delete("/steps/{step_id}", status_code=204, tags=["steps"])
+@router.delete(
+    "/steps/{step_id}",
+    operation_id="deleteStep",
+    summary="Delete a step of a draft campaign",
+    responses=problems(404, 409),
+    status_code=204,
+    tags=["steps"],
+)
 def delete_step(step_id: int, session: SessionDep) -> Response:
     step, campaign = _load_step(session, step_id)
     require_draft(campaign)
@@ -309,6 +374,9 @@ def delete_step(step_id: int, session: SessionDep) -> Response:
 
 @router.post(
     "/steps/reorder",
+    operation_id="reorderSteps",
+    summary="Reorder a draft campaign's steps",
+    responses=problems(404, 409),
     response_model=list[StepPublic],
     response_model_exclude_none=True,
     tags=["steps"],

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Query
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import JourneysDep, SessionDep
+from api.errors import problems
 from api.schemas import DeliveryPage, DeliveryPublic
 from services import deliveries
 from services.deliveries import Listed
@@ -36,7 +37,12 @@ def _public(listed: Listed) -> DeliveryPublic:
     )
 
 
-@router.get("", response_model=DeliveryPage)
+@router.get(
+    "",
+    operation_id="listDeliveries",
+    summary="List deliveries in one status",
+    response_model=DeliveryPage,
+)
 async def list_deliveries(
     session: SessionDep,
     status: Status = Query(...),
@@ -51,7 +57,13 @@ async def list_deliveries(
     return DeliveryPage(items=[_public(r) for r in rows], total=total, limit=limit, offset=offset)
 
 
-@router.post("/{delivery_id}/resend", response_model=DeliveryPublic)
+@router.post(
+    "/{delivery_id}/resend",
+    operation_id="resendDelivery",
+    summary="Send an uncertain delivery again",
+    responses=problems(404, 409),
+    response_model=DeliveryPublic,
+)
 async def resend_delivery(
     delivery_id: str, session: SessionDep, journeys: JourneysDep
 ) -> DeliveryPublic:

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, UploadFile
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import EngineDep, JourneysDep, SessionDep, load_or_404
-from api.errors import invalid, not_found
+from api.errors import invalid, not_found, problems
 from api.schemas import BatchAccepted, BatchProgress, batch_accepted, batch_progress
 from services.enrollment import require_active
 from services.enrollment_batches import CsvRejected, accept, csv_rows, rejected_rows
@@ -17,10 +17,15 @@ router = APIRouter(tags=["recipients"])
 
 @router.post(
     "/api/campaigns/{campaign_id}/recipients/import",
+    operation_id="importRecipients",
+    summary="Enroll recipients from a CSV file",
     status_code=202,
     response_model=BatchAccepted,
     # The size limit (DRIP_MAX_UPLOAD_BYTES) is enforced while the upload streams (api/main.py).
-    responses={413: {"description": "upload larger than DRIP_MAX_UPLOAD_BYTES (512 MiB)"}},
+    responses={
+        **problems(404, 409),
+        413: {"description": "upload larger than DRIP_MAX_UPLOAD_BYTES (512 MiB)"},
+    },
 )
 async def import_recipients(
     campaign_id: int,
@@ -48,7 +53,13 @@ async def import_recipients(
         await file.close()
 
 
-@router.get("/api/enrollment-batches/{batch_id}", response_model=BatchProgress)
+@router.get(
+    "/api/enrollment-batches/{batch_id}",
+    operation_id="getEnrollmentBatch",
+    summary="Read an enrollment batch's progress",
+    responses=problems(404),
+    response_model=BatchProgress,
+)
 def get_batch(
     batch_id: int,
     session: SessionDep,

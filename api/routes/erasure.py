@@ -10,6 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 
 from api.deps import EngineDep, JourneysDep
+from api.errors import problems
 from api.schemas import ErasureSummary
 from services import erasure
 
@@ -17,7 +18,13 @@ router = APIRouter(prefix="/api/recipients", tags=["erasure"])
 
 
 # `:path`: an address may hold a "/" (RFC 5322 allows it), which a plain parameter refuses.
-@router.delete("/{email:path}", response_model=ErasureSummary)
+@router.delete(
+    "/{email:path}",
+    operation_id="eraseRecipient",
+    summary="Erase a person from every campaign (GDPR)",
+    responses=problems(503),
+    response_model=ErasureSummary,
+)
 async def erase_recipient(
     email: Annotated[str, Path(min_length=1, max_length=320)],
     engine: EngineDep,

@@ -9,7 +9,7 @@ from sqlmodel import col, select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import EventsDep, SessionDep
-from api.errors import not_found
+from api.errors import not_found, problems
 from api.idempotency import Idempotent
 from api.schemas import EventAccepted, EventIn, EventPublic
 from domain.events import IncomingEvent
@@ -18,7 +18,15 @@ from storage.models import Delivery, Event
 router = APIRouter(prefix="/api/events", tags=["events"])
 
 
-@router.post("", status_code=202, response_model=EventAccepted, dependencies=[Idempotent])
+@router.post(
+    "",
+    operation_id="createEvent",
+    summary="Record an engagement event for a delivery",
+    responses=problems(404, 409),
+    status_code=202,
+    response_model=EventAccepted,
+    dependencies=[Idempotent],
+)
 async def post_event(
     body: EventIn,
     session: SessionDep,
@@ -44,7 +52,12 @@ async def post_event(
     return EventAccepted(id=stored.id, duplicate=stored.duplicate)
 
 
-@router.get("", response_model=list[EventPublic])
+@router.get(
+    "",
+    operation_id="listEvents",
+    summary="List stored engagement events",
+    response_model=list[EventPublic],
+)
 def list_events(
     session: SessionDep,
     delivery_id: str | None = None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 
 from api.deps import CampaignDep, SessionDep
+from api.errors import problems
 from api.schemas import CampaignFunnel, FunnelStep
 from services.campaigns import steps_of
 from storage import counters
@@ -14,7 +15,13 @@ from storage.counters import CAMPAIGN, Metric
 router = APIRouter(prefix="/api/campaigns", tags=["stats"])
 
 
-@router.get("/{campaign_id}/funnel", response_model=CampaignFunnel)
+@router.get(
+    "/{campaign_id}/funnel",
+    operation_id="getCampaignFunnel",
+    summary="Read a campaign's step-by-step funnel",
+    responses=problems(404),
+    response_model=CampaignFunnel,
+)
 def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunnel:
     """Per step, in order: journeys that `reached` it and what was decided (`sent`,
     `alternative_sent`, `skipped`), then deliveries of it that were `delivered`, `opened`,

@@ -26,12 +26,18 @@ router = APIRouter(tags=["ops"])
 CHECK_TIMEOUT_SECONDS = 3.0
 
 
-@router.get("/healthz")
+@router.get("/healthz", operation_id="getHealth", summary="Liveness: the process answers")
 def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=Readiness, responses={503: {"model": Readiness}})
+@router.get(
+    "/readyz",
+    operation_id="getReadiness",
+    summary="Readiness: the database and Temporal answer",
+    response_model=Readiness,
+    responses={503: {"model": Readiness}},
+)
 async def readyz(request: Request) -> JSONResponse:
     checks = {
         "database": await run_check("database", ping_database(request.app.state.engine)),

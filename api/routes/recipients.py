@@ -11,7 +11,7 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep, load_or_404
-from api.errors import not_found
+from api.errors import not_found, problems
 from api.idempotency import Idempotent
 from api.schemas import (
     BatchAccepted,
@@ -35,9 +35,14 @@ router = APIRouter(prefix="/api/campaigns/{campaign_id}/recipients", tags=["reci
 
 @router.post(
     "",
+    operation_id="enrollRecipients",
+    summary="Enroll recipients in an active campaign",
     response_model=EnrollResult,
     dependencies=[Idempotent],
-    responses={202: {"model": BatchAccepted, "description": "a large call, accepted as a batch"}},
+    responses={
+        202: {"model": BatchAccepted, "description": "a large call, accepted as a batch"},
+        **problems(404, 409),
+    },
 )
 async def enroll(
     campaign_id: int,
@@ -66,7 +71,13 @@ async def enroll(
     )
 
 
-@router.get("", response_model=EnrollmentPage)
+@router.get(
+    "",
+    operation_id="listRecipients",
+    summary="List a campaign's enrollments",
+    responses=problems(404),
+    response_model=EnrollmentPage,
+)
 def list_recipients(
     campaign_id: int,
     session: SessionDep,
@@ -143,7 +154,13 @@ def _steps_with_engagement(session: Session, enrollment_id: int) -> list[StepEng
     return steps
 
 
-@router.get("/{email:path}", response_model=JourneyPublic)
+@router.get(
+    "/{email:path}",
+    operation_id="getJourney",
+    summary="Read one recipient's journey, live",
+    responses=problems(404),
+    response_model=JourneyPublic,
+)
 async def get_journey(
     campaign_id: int, email: str, session: SessionDep, journeys: JourneysDep
 ) -> JourneyPublic:
@@ -173,7 +190,14 @@ async def get_journey(
     )
 
 
-@router.delete("/{email:path}", status_code=202, response_model=EnrollmentPublic)
+@router.delete(
+    "/{email:path}",
+    operation_id="removeRecipient",
+    summary="End one recipient's journey",
+    responses=problems(404),
+    status_code=202,
+    response_model=EnrollmentPublic,
+)
 async def remove_recipient(
     campaign_id: int, email: str, session: SessionDep, journeys: JourneysDep
 ) -> EnrollmentPublic:

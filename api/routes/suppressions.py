@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Response
 
 from api.deps import EngineDep, JourneysDep, SessionDep
+from api.errors import problems
 from api.schemas import SuppressionCreate, SuppressionPage, SuppressionPublic
 from services import suppressions
 from storage.models import Suppression
@@ -18,7 +19,12 @@ def _public(row: Suppression) -> SuppressionPublic:
     )
 
 
-@router.get("", response_model=SuppressionPage)
+@router.get(
+    "",
+    operation_id="listSuppressions",
+    summary="List suppressed addresses",
+    response_model=SuppressionPage,
+)
 def list_suppressions(
     session: SessionDep,
     email: str | None = None,
@@ -34,7 +40,13 @@ def list_suppressions(
     )
 
 
-@router.post("", response_model=SuppressionPublic, status_code=201)
+@router.post(
+    "",
+    operation_id="createSuppression",
+    summary="Suppress an address",
+    response_model=SuppressionPublic,
+    status_code=201,
+)
 async def suppress(
     body: SuppressionCreate, response: Response, engine: EngineDep, journeys: JourneysDep
 ) -> SuppressionPublic:
@@ -46,7 +58,13 @@ async def suppress(
     return _public(done.row)
 
 
-@router.delete("/{email}", status_code=204)
+@router.delete(
+    "/{email}",
+    operation_id="deleteSuppression",
+    summary="Lift an address's suppression",
+    responses=problems(404),
+    status_code=204,
+)
 def unsuppress(email: str, session: SessionDep) -> Response:
     """Lift a suppression: sends to the address resume for journeys still running and new
     enrollments; journeys it already ended stay ended."""

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 from sqlmodel import col, or_, select
 
 from api.deps import SessionDep
-from api.errors import conflict, invalid, not_found
+from api.errors import conflict, invalid, not_found, problems
 from api.idempotency import Idempotent
 from api.schemas import (
     RenderedPreview,
@@ -37,7 +37,15 @@ def _load(session: SessionDep, template_id: int) -> Template:
     return template
 
 
-@router.post("", status_code=201, response_model=TemplatePublic, dependencies=[Idempotent])
+@router.post(
+    "",
+    operation_id="createTemplate",
+    summary="Create a template",
+    responses=problems(409),
+    status_code=201,
+    response_model=TemplatePublic,
+    dependencies=[Idempotent],
+)
 def create_template(body: TemplateCreate, session: SessionDep) -> Template:
     _check("html", body.html)
     _check("text", body.text)
@@ -47,17 +55,31 @@ def create_template(body: TemplateCreate, session: SessionDep) -> Template:
     return template
 
 
-@router.get("", response_model=list[TemplatePublic])
+@router.get(
+    "", operation_id="listTemplates", summary="List templates", response_model=list[TemplatePublic]
+)
 def list_templates(session: SessionDep) -> list[Template]:
     return list(session.exec(select(Template).order_by(col(Template.id))))
 
 
-@router.get("/{template_id}", response_model=TemplatePublic)
+@router.get(
+    "/{template_id}",
+    operation_id="getTemplate",
+    summary="Read a template",
+    responses=problems(404),
+    response_model=TemplatePublic,
+)
 def get_template(template_id: int, session: SessionDep) -> Template:
     return _load(session, template_id)
 
 
-@router.patch("/{template_id}", response_model=TemplatePublic)
+@router.patch(
+    "/{template_id}",
+    operation_id="updateTemplate",
+    summary="Change a template",
+    responses=problems(404),
+    response_model=TemplatePublic,
+)
 def update_template(template_id: int, body: TemplateUpdate, session: SessionDep) -> Template:
     template = _load(session, template_id)
     changes = body.model_dump(exclude_unset=True)
@@ -73,7 +95,13 @@ def update_template(template_id: int, body: TemplateUpdate, session: SessionDep)
     return template
 
 
-@router.delete("/{template_id}", status_code=204)
+@router.delete(
+    "/{template_id}",
+    operation_id="deleteTemplate",
+    summary="Delete a template no step uses",
+    responses=problems(404, 409),
+    status_code=204,
+)
 def delete_template(template_id: int, session: SessionDep) -> Response:
     template = _load(session, template_id)
     used = session.exec(
@@ -90,7 +118,13 @@ def delete_template(template_id: int, session: SessionDep) -> Response:
     return Response(status_code=204)
 
 
-@router.post("/{template_id}/preview", response_model=RenderedPreview)
+@router.post(
+    "/{template_id}/preview",
+    operation_id="previewTemplate",
+    summary="Render a template with sample data",
+    responses=problems(404),
+    response_model=RenderedPreview,
+)
 def preview_template(
     template_id: int, body: TemplatePreview, session: SessionDep
 ) -> RenderedPreview:

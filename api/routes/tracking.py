@@ -104,6 +104,10 @@ def _page(title: str, body: str, status_code: int = 200) -> HTMLResponse:
     return HTMLResponse(html, status_code=status_code, headers=PRIVATE)
 
 
+# These answer people, not programs: their errors are pages.
+PAGE_NOT_FOUND = {"description": "an invalid link (a page)", "content": {"text/html": {}}}
+
+
 def _not_found() -> HTMLResponse:
     # Neutral on purpose: a forged token learns nothing about what exists.
     return _page("Link not found", "<p>This link is not valid.</p>", 404)
@@ -174,7 +178,13 @@ def _record_hit(
 # --- open pixel ------------------------------------------------------------------------------
 
 
-@router.get("/t/o/{token}.gif", response_class=Response)
+@router.get(
+    "/t/o/{token}.gif",
+    operation_id="trackOpen",
+    summary="The open-tracking pixel",
+    response_class=Response,
+    responses={200: {"description": "a 1x1 GIF, always", "content": {"image/gif": {}}}},
+)
 @router.head("/t/o/{token}.gif", response_class=Response, include_in_schema=False)
 async def open_pixel(
     token: str,
@@ -203,7 +213,20 @@ async def open_pixel(
 # --- click redirect --------------------------------------------------------------------------
 
 
-@router.get("/t/c/{token}", response_class=Response)
+@router.get(
+    "/t/c/{token}",
+    operation_id="trackClick",
+    summary="A tracked link: records the click, redirects to the target",
+    response_class=Response,
+    status_code=307,
+    responses={
+        307: {
+            "description": "to the link the message carried",
+            "headers": {"Location": {"description": "the link", "schema": {"type": "string"}}},
+        },
+        404: PAGE_NOT_FOUND,
+    },
+)
 @router.head("/t/c/{token}", response_class=Response, include_in_schema=False)
 async def click(
     token: str,
@@ -316,7 +339,13 @@ async def _read_some(request: Request, limit: int = 4096) -> bytes:
     return body[:limit]
 
 
-@router.get("/u/{token}", response_class=HTMLResponse)
+@router.get(
+    "/u/{token}",
+    operation_id="getUnsubscribePage",
+    summary="The unsubscribe confirmation page",
+    response_class=HTMLResponse,
+    responses={404: PAGE_NOT_FOUND},
+)
 @router.head("/u/{token}", response_class=HTMLResponse, include_in_schema=False)
 async def unsubscribe_page(token: str, engine: EngineDep, settings: SettingsDep) -> HTMLResponse:
     """A page with a confirm button, and nothing else: mail software and scanners fetch the URLs
@@ -334,7 +363,13 @@ async def unsubscribe_page(token: str, engine: EngineDep, settings: SettingsDep)
     )
 
 
-@router.post("/u/{token}", response_class=HTMLResponse)
+@router.post(
+    "/u/{token}",
+    operation_id="unsubscribe",
+    summary="Unsubscribe (one-click or the page's button)",
+    response_class=HTMLResponse,
+    responses={404: PAGE_NOT_FOUND},
+)
 async def unsubscribe(
     token: str,
     request: Request,

@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from ulid import ULID
 
 from api.deps import SessionDep, SettingsDep, load_or_404
-from api.errors import invalid, not_found
+from api.errors import invalid, not_found, problems
 from api.schemas import TrialSendRequest, TrialSendResult, TrialSent
 from mail.addresses import normalise_email
 from mail.compose import Composed, Draft, RenderFailed, compose
@@ -56,7 +56,13 @@ def _drafts(
     return drafts
 
 
-@router.post("/{campaign_id}/test-send", response_model=TrialSendResult)
+@router.post(
+    "/{campaign_id}/test-send",
+    operation_id="sendTestMessage",
+    summary="Send a campaign's steps to a test address",
+    responses=problems(404, 502),
+    response_model=TrialSendResult,
+)
 async def send_trial(
     campaign_id: int, body: TrialSendRequest, session: SessionDep, settings: SettingsDep
 ) -> TrialSendResult:

@@ -41,6 +41,8 @@ ProvidersDep = Annotated[Mapping[str, WebhookProvider], Depends(get_providers)]
 
 @router.post(
     "/{provider}",
+    operation_id="receiveWebhook",
+    summary="Receive a provider's event webhook",
     response_model=WebhookReceived,
     responses={
         401: {"description": "bad, missing or stale signature or credentials"},

@@ -45,7 +45,8 @@ def bearer(key: str) -> dict[str, str]:
 def assert_refused(response: httpx.Response) -> None:
     assert response.status_code == 401, response.text
     assert response.headers["www-authenticate"] == "Bearer"
-    assert response.headers["content-type"] == "application/json"
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["code"] == "unauthorized"
     assert "API key" in response.json()["detail"]
 
 

@@ -89,4 +89,4 @@ async def test_uncertain_is_held_listed_counted_and_resent_by_an_operator(
     assert again.status_code == 409, again.text
     assert (await api.post("/api/deliveries/snd_nothing/resend")).status_code == 404
     missing = await api.get("/api/deliveries")
-    assert missing.status_code == 422 and missing.json()["detail"][0]["loc"] == ["query", "status"]
+    assert missing.status_code == 422 and missing.json()["errors"][0]["loc"] == ["query", "status"]

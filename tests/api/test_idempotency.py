@@ -73,7 +73,7 @@ async def test_a_reused_key_with_another_request_is_refused(api: httpx.AsyncClie
     ).status_code == 201
     other = await api.post("/api/campaigns", json={"name": "B"}, headers=headers)
     assert other.status_code == 422
-    [error] = other.json()["detail"]
+    [error] = other.json()["errors"]
     assert error["loc"] == ["header", "Idempotency-Key"]
     assert "different request" in error["msg"]
     # Another path with the same key: refused as well.

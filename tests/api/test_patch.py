@@ -58,7 +58,7 @@ async def test_null_on_a_required_field_is_a_422_naming_it(
         response = await api.patch(url, json={field: None})
         assert response.status_code == 422, (field, response.text)
         assert error_locs(response) == [["body", field]]
-        assert "cannot be null" in response.json()["detail"][0]["msg"]
+        assert "cannot be null" in response.json()["errors"][0]["msg"]
     # Several at once: each named.
     response = await api.patch(url, json=dict.fromkeys(REQUIRED[kind]))
     assert sorted(map(tuple, error_locs(response))) == sorted(("body", f) for f in REQUIRED[kind])

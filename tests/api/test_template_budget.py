@@ -23,7 +23,7 @@ async def test_costly_templates_and_subjects_are_refused_at_save(api: httpx.Asyn
         response = await api.post("/api/templates", json=body)
         assert response.status_code == 422, response.text
         assert error_locs(response) == [loc]
-        assert "too costly to render" in response.json()["detail"][0]["msg"]
+        assert "too costly to render" in response.json()["errors"][0]["msg"]
     template = await make_template(api)
     patched = await api.patch(f"/api/templates/{template}", json={"html": NESTED})
     assert patched.status_code == 422 and error_locs(patched) == [["body", "html"]]

@@ -58,7 +58,7 @@ async def test_test_send_delivers_every_step_marked_as_test(
         )
         assert [s["subject"] for s in one.json()["sent"]] == ["[Test] Other"]
         bad = await api.post(f"/api/campaigns/{cid}/test-send", json={"email": "nope"})
-        assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["body", "email"]
+        assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["body", "email"]
         unknown_step = await api.post(
             f"/api/campaigns/{cid}/test-send", json={"email": email, "step_id": 999999}
         )

@@ -33,4 +33,4 @@ async def make_campaign(
 
 
 def error_locs(response: httpx.Response) -> list[list[Any]]:
-    return [e["loc"] for e in response.json()["detail"]]
+    return [e["loc"] for e in response.json()["errors"]]

@@ -34,7 +34,7 @@ async def test_unconfigured_and_unknown_providers_are_404(api: httpx.AsyncClient
         assert "not configured" in response.json()["detail"]
     unknown = await api.post("/api/webhooks/sparkpost", content=b"[]")
     assert unknown.status_code == 404
-    assert unknown.json() == {"detail": "unknown webhook provider 'sparkpost'"}
+    assert unknown.json()["detail"] == "unknown webhook provider 'sparkpost'"
     assert (await api.get("/api/webhooks/sendgrid")).status_code == 405
 
 
@@ -44,7 +44,7 @@ async def test_oversized_bodies_are_413_before_being_read(hooks: Hooks) -> None:
         "/api/webhooks/sendgrid", content=big, headers={"content-type": "application/json"}
     )
     assert declared.status_code == 413, declared.text
-    assert declared.json() == {"detail": f"body exceeds {MAX_BODY_BYTES} bytes"}
+    assert declared.json()["detail"] == f"body exceeds {MAX_BODY_BYTES} bytes"
 
     async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: counted while streaming
         for _ in range(12):
@@ -105,7 +105,7 @@ async def test_storage_failure_is_503_and_the_providers_retry_is_stored(
         with hooks.engine.begin() as conn:
             conn.execute(text("ALTER TABLE event_away RENAME TO event"))
     assert failed.status_code == 503, failed.text
-    assert failed.json() == {"detail": "could not store the events; retry later"}
+    assert failed.json()["detail"] == "could not store the events; retry later"
 
     retried = await hooks.sendgrid(batch)
     assert retried.status_code == 200
@@ -191,4 +191,4 @@ async def test_the_event_log_shows_what_providers_sent(system: Hooks) -> None:
     page = await system.api.get("/api/events", params={"limit": 2, "offset": 1})
     assert [e["id"] for e in page.json()] == [e["id"] for e in (await system.events())[1:3]]
     bad = await system.api.get("/api/events", params={"campaign_id": "abc"})
-    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "campaign_id"]
+    assert bad.status_code == 422 and bad.json()["errors"][0]["loc"] == ["query", "campaign_id"]

@@ -187,7 +187,7 @@ async def test_a_retried_token_is_acknowledged_and_a_replayed_one_refused(system
     for forged_data in (failed(sent, "permanent"), {**original, "id": "another-event-id"}):
         forged = await system.mailgun(forged_data, token=token, timestamp=timestamp)
         assert forged.status_code == 401, forged.text
-        assert forged.json() == {"detail": "signature already used for another event"}
+        assert forged.json()["detail"] == "signature already used for another event"
 
     [event] = await system.events(delivery_id=sent.delivery_id)
     assert event["type"] == "open"

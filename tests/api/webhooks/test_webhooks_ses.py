@@ -269,5 +269,5 @@ async def test_an_unreachable_signing_certificate_is_a_503_so_sns_retries(hooks:
     elsewhere = "https://sns.us-east-1.amazonaws.com/SimpleNotificationService-0000.pem"
     response = await hooks.ses(opened(victim), cert_url=elsewhere)
     assert response.status_code == 503, response.text
-    assert response.json() == {"detail": "could not verify the request now; retry later"}
+    assert response.json()["detail"] == "could not verify the request now; retry later"
     assert hooks.sns.cert_fetches == [elsewhere] and await hooks.events() == []
