@@ -152,6 +152,13 @@ def show(
     console().print(table)
 
 
+def _segment(value: str) -> str:
+    """An address as one path segment: a '/', '?' or '#' in it is part of it."""
+    from urllib.parse import quote
+
+    return quote(value, safe="@+")
+
+
 def _scalar(value: Any) -> bool:
     return not isinstance(value, dict | list)
 
@@ -478,7 +485,7 @@ def recipients_list(
 def recipients_show(campaign: CampaignId, email: Email, as_json: Json = False) -> None:
     """One recipient's journey: status, current step, what each step decided."""
     with connected() as client:
-        data = client.get(f"/api/campaigns/{campaign}/recipients/{email}")
+        data = client.get(f"/api/campaigns/{campaign}/recipients/{_segment(email)}")
     show(data, as_json, f"journey of {email} in campaign {campaign}")
 
 
@@ -486,7 +493,7 @@ def recipients_show(campaign: CampaignId, email: Email, as_json: Json = False) -
 def recipients_remove(campaign: CampaignId, email: Email, as_json: Json = False) -> None:
     """Take a recipient out of a campaign: the journey ends, nothing more is sent."""
     with connected() as client:
-        data = client.delete(f"/api/campaigns/{campaign}/recipients/{email}")
+        data = client.delete(f"/api/campaigns/{campaign}/recipients/{_segment(email)}")
     show(data, as_json, f"removed {email} from campaign {campaign}")
 
 
@@ -691,7 +698,7 @@ def suppressions_add(
 def suppressions_remove(email: Email) -> None:
     """Allow mail to an address again."""
     with connected() as client:
-        client.delete(f"/api/suppressions/{email}")
+        client.delete(f"/api/suppressions/{_segment(email)}")
     console().print(f"{email} is no longer suppressed", highlight=False)
 
 
@@ -719,7 +726,7 @@ def deliveries_resend(
 ) -> None:
     """Send an uncertain delivery again (after checking it did not arrive)."""
     with connected() as client:
-        show(client.post(f"/api/deliveries/{delivery}/resend"), as_json, "resent")
+        show(client.post(f"/api/deliveries/{_segment(delivery)}/resend"), as_json, "resent")
 
 
 @app.command()
@@ -732,7 +739,7 @@ def erase(
     if not yes and not typer.confirm(f"erase everything about {email}?"):
         raise typer.Exit(1)
     with connected() as client:
-        show(client.delete(f"/api/recipients/{email}"), as_json, f"erased {email}")
+        show(client.delete(f"/api/recipients/{_segment(email)}"), as_json, f"erased {email}")
 
 
 # --- campaigns as code -------------------------------------------------------------------------

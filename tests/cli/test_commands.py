@@ -150,3 +150,17 @@ async def test_a_refusal_is_one_line_naming_the_problem(api: httpx.AsyncClient) 
     assert f"409 campaign {draft} has no steps to run" in refused.stderr
     bad_field = await drip(api, "template", "preview", "1", "--field", "nameonly")
     assert bad_field.exit_code == 2 and "expected name=value" in bad_field.stderr
+
+
+async def test_an_address_with_a_slash_is_one_recipient(api: httpx.AsyncClient) -> None:
+    template = (await api.post("/api/templates", json={"name": "t", "html": "hi"})).json()["id"]
+    steps = [{"subject": "One", "delay_hours": 24, "template_id": template}]
+    cid = (await api.post("/api/campaigns", json={"name": "S", "steps": steps})).json()["id"]
+    assert (await drip(api, "campaign", "activate", str(cid))).exit_code == 0
+    odd = f"a/b?c#d@{unique_domain()}"
+    enrolled = await api.post(
+        f"/api/campaigns/{cid}/recipients", json={"recipients": [{"email": odd}]}
+    )
+    assert enrolled.json()["enrolled"] == 1, enrolled.text
+    assert (await read(api, "recipients", "show", str(cid), odd))["email"] == odd
+    assert (await read(api, "recipients", "remove", str(cid), odd))["email"] == odd
