@@ -121,7 +121,7 @@ class CampaignFile(_Strict):
                         f"{sorted(self.templates)}"
                     )
             if step.condition is not None and step.condition.step_order >= number:
-                raise ValueError(f"step {number}: a condition names an earlier step_order")
+                raise ValueError(f"step {number}: the condition must name an earlier step_order")
         return self
 
     def template_bodies(self, base: Path) -> dict[str, dict[str, Any]]:
