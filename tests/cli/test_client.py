@@ -163,6 +163,12 @@ async def test_5xx_is_retried_then_reported_in_either_error_shape(api: httpx.Asy
         refused = await drip(p.url, "suppressions", "add", "nobody")
     assert "error: POST /api/suppressions: 422 body.email: invalid email" in refused.stderr
     assert len(p.seen) == 1, "a 4xx is not retried"
+    before = (
+        b'{"detail": [{"loc": ["body", "email"], "msg": "invalid email", "type": "value_error"}]}'
+    )
+    with proxy(api, answer=lambda m, path: (422, before) if m == "POST" else None) as p:
+        refused = await drip(p.url, "suppressions", "add", "nobody")
+    assert "error: POST /api/suppressions: 422 body.email: invalid email" in refused.stderr
     unavailable = b'{"title": "Service Unavailable", "status": 503, "detail": "down for now", "code": "unavailable"}'
     with proxy(api, answer=lambda m, path: (503, unavailable)) as p:
         down = await drip(p.url, "template", "list")
