@@ -61,6 +61,14 @@ SenderAddress = Annotated[str, Field(max_length=320), AfterValidator(check_addre
 DisplayName = Annotated[str, Field(max_length=200), AfterValidator(check_display_name)]
 
 
+_T = "2026-12-01T09:00:00Z"
+
+
+def example(value: dict[str, Any]) -> ConfigDict:
+    """A model's example in the OpenAPI schema (for docs and generated clients)."""
+    return ConfigDict(json_schema_extra={"examples": [value]})
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -95,18 +103,39 @@ Required = Annotated[T | None, AfterValidator(_not_null), Field(json_schema_extr
 
 
 class TemplateCreate(Strict):
+    """A Jinja2 template: `html`, and optionally `text` (else derived from the HTML)."""
+
+    model_config = example(
+        {"name": "welcome", "html": "<p>Hi {{ first_name | default('there') }}</p>"}
+    )
+
     name: Text
     html: Annotated[str, Field(min_length=1, max_length=1_000_000)]
     text: Annotated[str, Field(max_length=1_000_000)] | None = None
 
 
 class TemplateUpdate(Strict):
+    """The template fields to change; the others are kept."""
+
     name: Required[Text] = None
     html: Required[Annotated[str, Field(min_length=1, max_length=1_000_000)]] = None
     text: Annotated[str, Field(max_length=1_000_000)] | None = None
 
 
 class TemplatePublic(BaseModel):
+    """A stored template."""
+
+    model_config = example(
+        {
+            "id": 1,
+            "name": "welcome",
+            "html": "<p>Hi {{ first_name }}</p>",
+            "text": "Hi {{ first_name }}",
+            "created_at": _T,
+            "updated_at": _T,
+        }
+    )
+
     id: int
     name: str
     html: str
@@ -116,11 +145,19 @@ class TemplatePublic(BaseModel):
 
 
 class TemplatePreview(Strict):
+    """Sample data to render a template with."""
+
+    model_config = example({"email": "maya@example.com", "fields": {"first_name": "Maya"}})
+
     email: str = "jane.doe@example.com"
     fields: dict[str, Any] = Field(default_factory=dict)
 
 
 class RenderedPreview(BaseModel):
+    """A template rendered with sample data."""
+
+    model_config = example({"html": "<p>Hi Maya</p>", "text": "Hi Maya"})
+
     subject: str | None = None
     html: str
     text: str
@@ -130,6 +167,11 @@ class RenderedPreview(BaseModel):
 
 
 class ConditionIn(Strict):
+    """When a step is sent: an earlier step (`step_id`, or `step_order` in a create payload)
+    opened, not opened, clicked or not clicked."""
+
+    model_config = example({"type": "not_opened", "step_order": 2})
+
     type: ConditionType
     step_id: int | None = None
     step_order: int | None = None
@@ -145,11 +187,25 @@ class ConditionIn(Strict):
 
 
 class AlternativeIn(Strict):
+    """What a step sends instead when its condition fails."""
+
     subject: SubjectTemplate
     template_id: int
 
 
 class StepCreate(Strict):
+    """One step of a campaign: a subject, a template, a delay from the previous step, and an
+    optional condition and alternative."""
+
+    model_config = example(
+        {
+            "subject": "Still interested?",
+            "delay_hours": 24,
+            "template_id": 1,
+            "condition": {"type": "not_opened", "step_order": 1},
+        }
+    )
+
     subject: SubjectTemplate
     delay_hours: Hours
     template_id: int
@@ -164,6 +220,8 @@ class StepCreate(Strict):
 
 
 class StepUpdate(Strict):
+    """The step fields to change (drafts only); the others are kept."""
+
     subject: Required[SubjectTemplate] = None
     delay_hours: Required[Hours] = None
     template_id: Required[int] = None
@@ -172,22 +230,39 @@ class StepUpdate(Strict):
 
 
 class StepReorder(Strict):
+    """Every step id of the campaign exactly once, in the new order."""
+
     step_ids: list[int] = Field(min_length=1)
 
 
 class ConditionOut(BaseModel):
+    """A step's condition, naming the earlier step by id."""
+
     type: str
     step_id: int
     url: str | None = None
 
 
 class AlternativeOut(BaseModel):
+    """What a step sends when its condition fails."""
+
     subject: str
     template_id: int
 
 
 class StepPublic(BaseModel):
     """Spec shape; `condition` and `alternative` appear only when set."""
+
+    model_config = example(
+        {
+            "id": 3,
+            "step_order": 2,
+            "subject": "Still interested?",
+            "delay_hours": 24,
+            "template_id": 1,
+            "condition": {"type": "not_opened", "step_id": 2},
+        }
+    )
 
     id: int
     step_order: int
@@ -202,6 +277,16 @@ class StepPublic(BaseModel):
 
 
 class CampaignCreate(Strict):
+    """A new draft campaign and its steps, in order."""
+
+    model_config = example(
+        {
+            "name": "Onboarding",
+            "from_email": "hello@example.com",
+            "steps": [{"subject": "Welcome", "delay_hours": 0, "template_id": 1}],
+        }
+    )
+
     name: Text
     from_email: SenderAddress | None = None
     from_name: DisplayName | None = None
@@ -210,6 +295,11 @@ class CampaignCreate(Strict):
 
 
 class CampaignUpdate(Strict):
+    """The campaign fields to change; `status` moves it (draft→active, active⇄paused,
+    any→archived)."""
+
+    model_config = example({"status": "active"})
+
     name: Required[Text] = None
     status: Required[Literal["draft", "active", "paused", "archived"]] = None
     from_email: SenderAddress | None = None
@@ -220,6 +310,17 @@ class CampaignUpdate(Strict):
 class CampaignSummary(BaseModel):
     """Spec shape of `GET /api/campaigns` items."""
 
+    model_config = example(
+        {
+            "id": 1,
+            "name": "Onboarding",
+            "status": "active",
+            "created_at": _T,
+            "steps_count": 3,
+            "recipients_count": 2,
+        }
+    )
+
     id: int
     name: str
     status: str
@@ -229,6 +330,27 @@ class CampaignSummary(BaseModel):
 
 
 class CampaignPublic(CampaignSummary):
+    """A campaign with its sender fields and its steps."""
+
+    model_config = example(
+        {
+            "id": 1,
+            "name": "Onboarding",
+            "status": "paused",
+            "status_reason": "paused by an operator",
+            "created_at": _T,
+            "updated_at": _T,
+            "from_email": "hello@example.com",
+            "from_name": "Example Team",
+            "reply_to": "support@example.com",
+            "steps_count": 1,
+            "recipients_count": 2,
+            "steps": [
+                {"id": 1, "step_order": 1, "subject": "Welcome", "delay_hours": 0, "template_id": 1}
+            ],
+        }
+    )
+
     status_reason: str | None
     from_email: str | None
     from_name: str | None
@@ -239,6 +361,17 @@ class CampaignPublic(CampaignSummary):
 
 class CampaignStats(BaseModel):
     """Spec shape of `GET /api/campaigns/stats`."""
+
+    model_config = example(
+        {
+            "campaign_id": 1,
+            "recipients": 2,
+            "completed": 1,
+            "completion_rate": 0.5,
+            "open_rate": 0.5,
+            "click_rate": 0,
+        }
+    )
 
     campaign_id: int
     recipients: int
@@ -254,26 +387,50 @@ FieldValue = str | int | float | bool | None
 
 
 class RecipientIn(Strict):
+    """One address to enroll, with the fields its templates see."""
+
+    model_config = example({"email": "maya@example.com", "fields": {"first_name": "Maya"}})
+
     email: Annotated[str, Field(max_length=320)]
     fields: dict[Annotated[str, Field(max_length=100)], FieldValue] = Field(default_factory=dict)
 
 
 class EnrollRequest(Strict):
+    """Recipients to enroll in an active campaign."""
+
+    model_config = example(
+        {
+            "recipients": [
+                {"email": "maya@example.com", "fields": {"first_name": "Maya"}},
+                {"email": "li@example.com"},
+            ]
+        }
+    )
+
     recipients: list[RecipientIn] = Field(min_length=1, max_length=10_000)
 
 
 class Rejected(BaseModel):
+    """An address that was not enrolled, and why."""
+
     email: str
     reason: str
 
 
 class EnrollResult(BaseModel):
+    """What an enrollment did: enrolled, already enrolled (an address is enrolled at most once),
+    rejected."""
+
+    model_config = example({"enrolled": 2, "already_enrolled": 0, "rejected": []})
+
     enrolled: int
     already_enrolled: int
     rejected: list[Rejected]
 
 
 class EnrollmentPublic(BaseModel):
+    """One address's enrollment in a campaign."""
+
     email: str
     status: str
     status_reason: str | None
@@ -283,6 +440,8 @@ class EnrollmentPublic(BaseModel):
 
 
 class EnrollmentPage(BaseModel):
+    """A page of a campaign's enrollments (offset pagination)."""
+
     items: list[EnrollmentPublic]
     total: int
     limit: int
@@ -290,6 +449,8 @@ class EnrollmentPage(BaseModel):
 
 
 class StepEngagement(BaseModel):
+    """What one step did for one journey: its delivery and the engagement seen."""
+
     step_id: int
     step_order: int
     decision: str
@@ -322,6 +483,8 @@ class DeliveryPublic(BaseModel):
 
 
 class DeliveryPage(BaseModel):
+    """A page of deliveries in one status (offset pagination)."""
+
     items: list[DeliveryPublic]
     total: int
     limit: int
@@ -329,6 +492,9 @@ class DeliveryPage(BaseModel):
 
 
 class JourneyPublic(BaseModel):
+    """One recipient's journey, live: its status, where it is, and each step's delivery and
+    engagement."""
+
     email: str
     campaign_id: int
     workflow_id: str
@@ -348,6 +514,10 @@ class JourneyPublic(BaseModel):
 
 
 class EventIn(Strict):
+    """An engagement event for a delivery; idempotent by `event_id`."""
+
+    model_config = example({"delivery_id": "snd_3f2a9c", "type": "open", "event_id": "my-event-1"})
+
     delivery_id: Annotated[str, Field(min_length=1, max_length=64)]
     type: EventType
     url: Annotated[str, Field(max_length=2000)] | None = None
@@ -363,11 +533,15 @@ class EventIn(Strict):
 
 
 class EventAccepted(BaseModel):
+    """The event was stored (or was already) and its journey will hear of it."""
+
     id: int
     duplicate: bool
 
 
 class EventPublic(BaseModel):
+    """A stored engagement event."""
+
     id: int
     provider: str
     type: str | None
@@ -398,12 +572,16 @@ class BatchAccepted(BaseModel):
 
 
 class RejectedRow(BaseModel):
+    """A row of a CSV import that was not enrolled, and why."""
+
     row: int  # CSV: line number in the file (the header is line 1); JSON: index in `recipients`
     email: str
     reason: str
 
 
 class BatchProgress(BaseModel):
+    """An enrollment batch's progress: rows staged, enrolled, rejected."""
+
     id: int
     campaign_id: int
     source: str
@@ -454,6 +632,8 @@ class FunnelStep(BaseModel):
 
 
 class CampaignFunnel(BaseModel):
+    """A campaign's funnel, step by step."""
+
     campaign_id: int
     recipients: int
     completed: int
@@ -464,11 +644,17 @@ class CampaignFunnel(BaseModel):
 
 
 class SuppressionCreate(Strict):
+    """An address never to mail again, and why."""
+
+    model_config = example({"email": "maya@example.com"})
+
     email: Annotated[str, Field(max_length=320)]
     reason: Annotated[str, Field(min_length=1, max_length=200)] | None = None
 
 
 class SuppressionPublic(BaseModel):
+    """A suppressed address."""
+
     email: str
     reason: str
     source: str | None
@@ -476,6 +662,8 @@ class SuppressionPublic(BaseModel):
 
 
 class SuppressionPage(BaseModel):
+    """A page of suppressed addresses (offset pagination)."""
+
     items: list[SuppressionPublic]
     total: int
     limit: int
@@ -486,6 +674,8 @@ class SuppressionPage(BaseModel):
 
 
 class TrialSendRequest(BaseModel):
+    """Where to send a campaign's steps as test messages, and the fields to render them with."""
+
     email: Annotated[str, Field(max_length=320)]
     fields: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     step_id: int | None = None
@@ -493,6 +683,8 @@ class TrialSendRequest(BaseModel):
 
 
 class TrialSent(BaseModel):
+    """One test message sent."""
+
     step_id: int
     step_order: int
     subject: str
@@ -500,6 +692,8 @@ class TrialSent(BaseModel):
 
 
 class TrialSendResult(BaseModel):
+    """The test messages sent, one per step."""
+
     sent: list[TrialSent]
 
 
@@ -507,6 +701,8 @@ class TrialSendResult(BaseModel):
 
 
 class Readiness(BaseModel):
+    """Whether the API can do its job: each check `ok` or what failed."""
+
     status: str  # ready | unavailable
     checks: dict[str, str]  # check -> ok | unreachable
 
@@ -515,6 +711,8 @@ class Readiness(BaseModel):
 
 
 class WebhookReceived(BaseModel):
+    """How many of the webhook's events were stored."""
+
     received: int  # events in the request
     stored: int  # newly stored
     duplicates: int  # already stored: a provider retry or a replay, counted once
@@ -559,6 +757,8 @@ def batch_progress(
 
 
 class ErasureSummary(BaseModel):
+    """What an erasure removed, and the suppression kept as a hash."""
+
     email: str
     found: bool = Field(description="whether anything was held about the address")
     journeys_ended: int = Field(description="running journeys told to stop")

@@ -35,6 +35,8 @@ class CampaignStatus(StrEnum):
 
 
 class JourneyStatus(StrEnum):
+    """Where a journey stands: running, or how it ended."""
+
     ACTIVE = "active"
     COMPLETED = "completed"
     UNSUBSCRIBED = "unsubscribed"
@@ -74,6 +76,8 @@ SUPPRESSION_EXIT: dict[str, JourneyStatus] = {
 
 
 class ConditionType(StrEnum):
+    """What a condition asks of an earlier step."""
+
     OPENED = "opened"
     NOT_OPENED = "not_opened"
     CLICKED = "clicked"
@@ -81,6 +85,8 @@ class ConditionType(StrEnum):
 
 
 class EventType(StrEnum):
+    """The kind of an engagement or delivery event."""
+
     DELIVERED = "delivered"
     OPEN = "open"
     CLICK = "click"

@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
@@ -127,3 +128,17 @@ async def test_middleware_refusals_are_problem_json(
         settings.model_copy(update={"api_keys": ["k" * 16]}), dev_env.client
     ) as api:
         assert_problem(await api.get("/api/campaigns"), 401, "unauthorized")
+
+
+def test_every_schema_is_described_and_its_examples_are_valid(schema: dict[str, Any]) -> None:
+    schemas = schema["components"]["schemas"]
+    # FastAPI names a multipart form's schema itself (Body_importRecipients): its field is.
+    described = {n: d for n, d in schemas.items() if not n.startswith("Body_")}
+    assert [name for name, d in described.items() if not d.get("description")] == []
+    examples = {n: d["examples"] for n, d in schemas.items() if "examples" in d}
+    for name in ("CampaignCreate", "StepCreate", "EnrollRequest", "CampaignStats", "Problem"):
+        assert name in examples, name
+    for name, listed in examples.items():
+        for example in listed:
+            wrapped = {"$ref": f"#/components/schemas/{name}", "components": schema["components"]}
+            jsonschema.validate(example, wrapped, cls=jsonschema.Draft202012Validator)
