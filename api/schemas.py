@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -838,3 +838,19 @@ class ValidationProblem(Problem):
     )
 
     errors: list[FieldError]
+
+
+# --- pagination (api/pagination.py) ----------------------------------------------------------
+
+Item = TypeVar("Item")
+
+
+class CursorPage(BaseModel, Generic[Item]):
+    """A page of a list: its items, and the cursor of the next page (`null` on the last). Pass
+    it back as `?cursor=` with the same `?limit=`. The shape of every new list endpoint; the
+    older ones keep their offset pages."""
+
+    items: list[Item]
+    next_cursor: str | None = Field(
+        description="opaque; `null` when this is the last page", examples=["WzQyXQ"]
+    )
