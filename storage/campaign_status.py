@@ -4,6 +4,8 @@ running journeys have not heard of yet (`broadcast_version`)."""
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -32,7 +34,7 @@ def set_status(
     session.refresh(campaign)
 
 
-def unbroadcast(engine: Engine, changed_before: object) -> list[tuple[int, CampaignChange]]:
+def unbroadcast(engine: Engine, changed_before: datetime) -> list[tuple[int, CampaignChange]]:
     """Campaigns whose latest status change the running journeys may not have heard of."""
     with session_scope(engine) as session:
         rows = session.exec(
