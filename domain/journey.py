@@ -1,21 +1,24 @@
 """The recipient journey's boundary types: what crosses into and out of the workflow.
 
-Stdlib only, so the workflow sandbox passes it through cheaply.
+Stdlib only, so the workflow sandbox passes it through cheaply. No postponed annotations: the
+data converter resolves a dataclass's type hints on every decode, and real types cost nothing to
+resolve where strings must be evaluated each time (docs/performance.md).
 """
-
-from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import IntEnum, StrEnum
+from typing import Any
 
 TASK_QUEUE = "drip-journeys"
 # Sends run on their own queue so DRIP_SEND_RATE can cap them with Temporal's task-queue rate limit.
 SEND_TASK_QUEUE = "drip-send"
 
 
-def workflow_id(campaign_id: int, email: str) -> str:
-    """The one id of a recipient's journey: enrolling twice can never start two."""
-    return f"drip-campaign-{campaign_id}-{email.strip().lower()}"
+def workflow_id(campaign_id: int, email: str, entry: int = 1) -> str:
+    """The one id of a recipient's journey: enrolling twice can never start two. A campaign
+    that allows re-entry gives the n-th entry (n > 1) its own id, `...-{email}#{n}`."""
+    base = f"drip-campaign-{campaign_id}-{email.strip().lower()}"
+    return base if entry == 1 else f"{base}#{entry}"
 
 
 def parse_workflow_id(value: str) -> tuple[int, str] | None:
@@ -45,6 +48,7 @@ class JourneyStatus(StrEnum):
     REMOVED = "removed"
     ARCHIVED = "archived"
     SUPPRESSED = "suppressed"
+    CONVERTED = "converted"  # a goal event ended it: counted as completed in the spec's stats
 
 
 class DeliveryStatus(StrEnum):
@@ -76,12 +80,21 @@ SUPPRESSION_EXIT: dict[str, JourneyStatus] = {
 
 
 class ConditionType(StrEnum):
-    """What a condition asks of an earlier step."""
+    """What a condition asks: of an earlier step (opened, clicked), or of the product (performed:
+    a tracked event since enrollment)."""
 
     OPENED = "opened"
     NOT_OPENED = "not_opened"
     CLICKED = "clicked"
     NOT_CLICKED = "not_clicked"
+    PERFORMED = "performed"
+    NOT_PERFORMED = "not_performed"
+
+
+# The conditions met when their thing happens; the others (`not_*`) fail when it happens.
+POSITIVE_CONDITIONS = frozenset(
+    {ConditionType.OPENED, ConditionType.CLICKED, ConditionType.PERFORMED}
+)
 
 
 class EventType(StrEnum):
@@ -113,8 +126,34 @@ class Decision(StrEnum):
 @dataclass
 class ConditionPlan:
     type: ConditionType
-    step_id: int
+    step_id: int  # the step an engagement condition asks about; 0 for performed/not_performed
     url: str | None = None
+    # performed / not_performed: the tracked event's name, property values it must have, and
+    # property names whose values must equal those of the event that enrolled the journey.
+    event: str | None = None
+    where: dict[str, Any] | None = None
+    match: list[str] | None = None
+    # Wait-until: wait up to this long for the outcome to settle once the step is due.
+    wait_seconds: float | None = None
+
+
+@dataclass
+class SendWindowPlan:
+    """When a message may go out (domain/timing.py reads it)."""
+
+    days: list[str]  # mon..sun
+    start: str  # HH:MM wall clock
+    end: str  # HH:MM; start > end crosses midnight
+    timezone: str  # an IANA zone, or "recipient": the recipient's `timezone` field
+    fallback_timezone: str | None = None
+
+
+@dataclass
+class DelayUntilPlan:
+    """A step due at a date in a recipient field rather than after a delay."""
+
+    field: str
+    offset_hours: float = 0.0
 
 
 @dataclass
@@ -124,12 +163,36 @@ class StepPlan:
     delay_seconds: float
     condition: ConditionPlan | None = None
     has_alternative: bool = False
+    delay_until: DelayUntilPlan | None = None
+    send_window: SendWindowPlan | None = None  # overrides the campaign's
+    ignore_send_window: bool = False
+
+
+@dataclass
+class GoalPlan:
+    """The event that fulfils the campaign's purpose."""
+
+    event: str
+    where: dict[str, Any] | None = None
+    window_seconds: float = 0.0  # a conversion counts within this of the last message sent
+    exit: bool = True  # the goal ends the journey (status converted)
 
 
 @dataclass
 class JourneyPlan:
     campaign_id: int
     steps: list[StepPlan]
+    goal: GoalPlan | None = None
+    send_window: SendWindowPlan | None = None
+    frequency_cap: str = "apply"  # apply | exempt
+    on_cap: str = "defer"  # defer | skip
+
+    def events_named(self) -> set[str]:
+        """The tracked events this journey listens to: its conditions' and its goal's."""
+        names = {s.condition.event for s in self.steps if s.condition and s.condition.event}
+        if self.goal is not None:
+            names.add(self.goal.event)
+        return names
 
 
 class ActivityName:
@@ -140,6 +203,7 @@ class ActivityName:
     RECORD_SKIP = "record_skip"
     FINISH_JOURNEY = "finish_journey"
     SEND_STEP = "send_step"
+    LOAD_TRACKED_EVENTS = "load_tracked_events"  # events since enrollment (journeys issue)
 
 
 class JourneyVersion(IntEnum):
@@ -151,9 +215,22 @@ class JourneyVersion(IntEnum):
     SCHEDULED_BOOKKEEPING = 1  # database bookkeeping as scheduled activities; plan loaded
     LOCAL_BOOKKEEPING = 2  # bookkeeping as local activities (docs/performance.md); plan loaded
     PINNED_PLAN = 3  # the campaign's plan carried in the input
+    # Product events, wait-until, goals and the reason of every decision (docs/features.md).
+    JOURNEYS = 4
 
 
 CURRENT_JOURNEY_VERSION = JourneyVersion.PINNED_PLAN
+
+
+@dataclass
+class ProductEvent:
+    """A tracked product event (POST /api/track), as a journey sees it: signalled (`on_tracked`),
+    read back since enrollment (`load_tracked_events`), or the event that enrolled the journey."""
+
+    event_id: str
+    name: str
+    occurred_at: str  # ISO 8601, UTC
+    properties: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -172,6 +249,11 @@ class RecipientInput:
     # A JourneyVersion; 0 in inputs recorded before the field existed (the data converter
     # defaults a missing field): see journey_version().
     version: int = 0
+    # From JOURNEYS on: when the enrollment was written (ISO 8601; events before it never
+    # count), which entry into the campaign this is, and the tracked event that enrolled it.
+    enrolled_at: str | None = None
+    entry: int = 1
+    trigger: ProductEvent | None = None
 
     def journey_version(self) -> JourneyVersion:
         if self.version:
@@ -237,6 +319,17 @@ class FinishInput:
 
 
 @dataclass
+class Evidence:
+    """What a decision rests on: an engagement or tracked event, by id and time."""
+
+    event_id: str
+    type: str  # open | click | a tracked event's name
+    at: str | None = None  # ISO 8601
+    step_id: int | None = None
+    url: str | None = None
+
+
+@dataclass
 class StepProgress:
     step_id: int
     step_order: int
@@ -244,6 +337,30 @@ class StepProgress:
     condition_met: bool | None
     decided_at: str
     delivery_id: str | None = None
+    # From JOURNEYS on: one sentence saying why, and the events it rests on.
+    reason: str | None = None
+    evidence: list[Evidence] = field(default_factory=list)
+
+
+class WaitingKind(StrEnum):
+    """What a journey waits for before its next step."""
+
+    DELAY = "delay"
+    DATE = "date"
+    SEND_WINDOW = "send_window"
+    WAIT_UNTIL = "wait_until"
+    FREQUENCY_CAP = "frequency_cap"
+    PAUSED = "paused"
+
+
+@dataclass
+class WaitingFor:
+    kind: WaitingKind
+    reason: str  # one sentence, also the workflow's current details in the Temporal UI
+    until: str | None = None  # ISO 8601; None: until a signal (a pause)
+    step_order: int | None = None
+    condition: str | None = None  # the condition being waited on, in words
+    zone: str | None = None  # the time zone a send window or date was read in
 
 
 @dataclass
@@ -259,3 +376,5 @@ class JourneyState:
     clicked: dict[str, list[str]] = field(default_factory=dict)
     exit_reason: str | None = None
     events_counted: int = 0  # distinct engagement events received
+    waiting_for: WaitingFor | None = None  # JOURNEYS on; None when nothing is pending
+    version: int = 0  # the JourneyVersion the journey runs

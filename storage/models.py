@@ -36,6 +36,17 @@ class Campaign(SQLModel, table=True):
     from_email: str | None = None
     from_name: str | None = None
     reply_to: str | None = None
+    # Trigger: each tracked event of this name (matching trigger_where) enrolls the person.
+    trigger_event: str | None = Field(default=None, index=True)
+    trigger_where: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    # Goal: the event that fulfils the campaign (a conversion; ends the journey when goal_exit).
+    goal_event: str | None = Field(default=None, index=True)
+    goal_where: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    goal_window_hours: float | None = None
+    goal_exit: bool = True
+    # Re-entry: a person may enter again once their last journey ended and the cooldown passed.
+    reentry_allowed: bool = False
+    reentry_cooldown_hours: float = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -50,13 +61,21 @@ class Step(SQLModel, table=True):
     condition_type: str | None = None
     condition_step_id: int | None = None
     condition_url: str | None = None
+    # performed / not_performed: the tracked event, property values, properties to match.
+    condition_event: str | None = Field(default=None, index=True)
+    condition_where: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    condition_match: list[str] | None = Field(default=None, sa_column=Column(JSON))
+    condition_wait_hours: float | None = None  # wait-until: how long to wait for it to settle
     alt_subject: str | None = None
     alt_template_id: int | None = Field(default=None, foreign_key="template.id", index=True)
 
 
 class Enrollment(SQLModel, table=True):
     __table_args__ = (
-        UniqueConstraint("campaign_id", "email", name="uq_enrollment_campaign_email"),
+        # One journey per entry: entry 1 always; more only where the campaign allows re-entry.
+        UniqueConstraint(
+            "campaign_id", "email", "entry", name="uq_enrollment_campaign_email_entry"
+        ),
         Index("ix_enrollment_campaign_status", "campaign_id", "status"),
         Index("ix_enrollment_unstarted", "workflow_started"),
     )
@@ -64,7 +83,10 @@ class Enrollment(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     campaign_id: int = Field(foreign_key="campaign.id")
     email: str = Field(index=True)
+    entry: int = 1
     fields: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    # The tracked event that enrolled this journey through the campaign's trigger (its id).
+    trigger_event_id: str | None = None
     status: str = "active"
     status_reason: str | None = None
     current_step: int = 0  # step_order of the last step decided; 0 before the first
@@ -127,6 +149,40 @@ class Event(SQLModel, table=True):
     # Outbox: False until the journey has been signalled (or there is nothing to signal).
     signalled: bool = False
     raw: Any = Field(default=None, sa_column=Column(JSON, nullable=True))
+
+
+class TrackedEvent(SQLModel, table=True):
+    """Something a person did in the product (POST /api/track), stored once per event_id."""
+
+    __tablename__ = "tracked_event"
+    __table_args__ = (
+        Index("ix_tracked_event_email_occurred", "email", "occurred_at"),
+        Index("ix_tracked_event_email_name", "email", "name", "occurred_at"),
+        Index("ix_tracked_event_unsignalled", "signalled"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    event_id: str = Field(unique=True, max_length=255)  # the client's, or generated
+    email: str
+    name: str = Field(max_length=128)
+    properties: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    occurred_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    received_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    # Outbox: False until the journeys that listen to it have been signalled.
+    signalled: bool = False
+
+
+class Conversion(SQLModel, table=True):
+    """A journey's goal reached within the window: at most one per journey, attributed to the
+    last step sent before it (last touch; 0 when none was sent yet)."""
+
+    enrollment_id: int = Field(primary_key=True)
+    campaign_id: int = Field(index=True)
+    step_id: int = 0
+    step_order: int = 0
+    event_id: str
+    occurred_at: datetime = Field(sa_type=DateTime(timezone=True))
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
 
 class Suppression(SQLModel, table=True):
