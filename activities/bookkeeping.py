@@ -22,7 +22,7 @@ from domain.journey import (
     StepOutcome,
     StepResult,
 )
-from storage.counters import CAMPAIGN, Metric, bump
+from storage.counters import CAMPAIGN, COMPLETED_STATUSES, Metric, bump
 from storage.db import session_scope
 from storage.models import Delivery, Enrollment, utcnow
 from storage.plans import read_plan
@@ -101,7 +101,7 @@ class BookkeepingActivities:
             if enrollment.status == JourneyStatus.ACTIVE:  # an end recorded elsewhere wins
                 enrollment.status = finish.status
                 enrollment.status_reason = finish.reason
-            if enrollment.status == JourneyStatus.COMPLETED:
+            if enrollment.status in COMPLETED_STATUSES:  # converted counts as completed
                 bump(session, enrollment.campaign_id, CAMPAIGN, Metric.COMPLETED)
             enrollment.finished_at = utcnow()
             session.add(enrollment)

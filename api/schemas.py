@@ -629,14 +629,20 @@ class FunnelStep(BaseModel):
     # for good by the server (size, content): see GET /api/deliveries?status=uncertain.
     uncertain: int = 0
     failed: int = 0
+    # Conversions attributed to this step: the last message sent before the goal event.
+    converted: int = 0
 
 
 class CampaignFunnel(BaseModel):
-    """A campaign's funnel, step by step."""
+    """A campaign's funnel, step by step. `completed` counts journeys that reached the end or
+    were ended by the goal (converted); `converted` counts conversions (goal events within the
+    window, once per journey) and `conversion_rate` is converted ÷ recipients (3 decimals)."""
 
     campaign_id: int
     recipients: int
     completed: int
+    converted: int = 0
+    conversion_rate: float = 0
     steps: list[FunnelStep]
 
 

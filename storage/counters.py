@@ -22,16 +22,26 @@ from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
 from storage.inserts import insert_ignoring_conflicts
-from storage.models import Delivery, DeliveryMilestone, Enrollment, Event, StatCounter
+from storage.models import (
+    Conversion,
+    Delivery,
+    DeliveryMilestone,
+    Enrollment,
+    Event,
+    StatCounter,
+)
 
 CAMPAIGN = 0  # step_id of the campaign-wide counters
 _PENDING = "drip_counter_bumps"
+# The journey statuses the spec's stats count as `completed`: a journey its goal ended
+# (converted) fulfilled the campaign's purpose.
+COMPLETED_STATUSES = frozenset({"completed", "converted"})
 
 
 class Metric(StrEnum):
     # campaign-wide (step_id 0): GET /api/campaigns/stats
     RECIPIENTS = "recipients"
-    COMPLETED = "completed"
+    COMPLETED = "completed"  # journeys ended completed or converted (COMPLETED_STATUSES)
     OPENED = "opened"  # recipients with a human open (or click)
     CLICKED = "clicked"  # recipients with a human click
     # per step: GET /api/campaigns/{id}/funnel
@@ -48,6 +58,8 @@ class Metric(StrEnum):
     FAILED = "failed"  # refused for good by the server (size, content): not a bounce
     UNSUBSCRIBED = "unsubscribed"
     COMPLAINED = "complained"
+    # campaign-wide and per step (the last step sent before it): Conversion rows
+    CONVERTED = "converted"
 
 
 STEP_METRICS = [
@@ -65,6 +77,7 @@ STEP_METRICS = [
     Metric.COMPLAINED,
     Metric.OPENED_ANY,
     Metric.CLICKED_ANY,
+    Metric.CONVERTED,
 ]
 
 # Event type -> the delivery milestones (and so per-step metrics) its first arrival reaches.
@@ -108,14 +121,31 @@ def reach_milestones(session: Session, reached: list[tuple[int, int, str, Metric
             bump(session, campaign_id, step_id, milestone)
 
 
+def count_conversion(session: Session, conversion: Conversion) -> None:
+    """Count a Conversion row inserted in this transaction: the campaign's `converted`, and its
+    last-touch step's (none when no message had been sent yet: step_id 0 is the campaign's)."""
+    bump(session, conversion.campaign_id, CAMPAIGN, Metric.CONVERTED)
+    if conversion.step_id:
+        bump(session, conversion.campaign_id, conversion.step_id, Metric.CONVERTED)
+
+
 def forget_enrollments(session: Session, enrollments: list[Enrollment]) -> None:
-    """Erased people leave the campaign-wide figures (recipients, completed, opened, clicked)
-    as if never enrolled; the funnel's per-step totals keep them, as anonymous numbers."""
+    """Erased people leave the campaign-wide figures (recipients, completed, opened, clicked,
+    converted) as if never enrolled; the funnel's per-step totals keep them, as anonymous
+    numbers. Call it before their conversions are deleted."""
+    ids = [e.id for e in enrollments if e.id is not None]
+    converted = set(
+        session.scalars(
+            select(Conversion.enrollment_id).where(col(Conversion.enrollment_id).in_(ids))
+        )
+    )
     for e in enrollments:
         bump(session, e.campaign_id, CAMPAIGN, Metric.RECIPIENTS, -1)
-        bump(session, e.campaign_id, CAMPAIGN, Metric.COMPLETED, -(e.status == "completed"))
+        completed = e.status in COMPLETED_STATUSES
+        bump(session, e.campaign_id, CAMPAIGN, Metric.COMPLETED, -completed)
         bump(session, e.campaign_id, CAMPAIGN, Metric.OPENED, -(e.opened_at is not None))
         bump(session, e.campaign_id, CAMPAIGN, Metric.CLICKED, -(e.clicked_at is not None))
+        bump(session, e.campaign_id, CAMPAIGN, Metric.CONVERTED, -(e.id in converted))
 
 
 def event_milestones(event_type: str | None, machine: bool) -> list[Metric]:
@@ -165,7 +195,7 @@ def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
     recipients, completed, opened, clicked = session.execute(
         select(
             func.count(),
-            func.count(case((col(Enrollment.status) == "completed", 1))),
+            func.count(case((col(Enrollment.status).in_(COMPLETED_STATUSES), 1))),
             func.count(col(Enrollment.opened_at)),
             func.count(col(Enrollment.clicked_at)),
         ).where(Enrollment.campaign_id == campaign_id)
@@ -190,6 +220,15 @@ def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
             truth[(step_id, Metric(status))] += n
     for step_id, _, metric in _milestones(session, campaign_id):
         truth[(step_id, metric)] += 1
+    conversions = session.execute(
+        select(Conversion.step_id, func.count())
+        .where(Conversion.campaign_id == campaign_id)
+        .group_by(col(Conversion.step_id))
+    )
+    for step_id, n in conversions:
+        truth[(CAMPAIGN, Metric.CONVERTED)] += n
+        if step_id:
+            truth[(step_id, Metric.CONVERTED)] += n
     return {key: n for key, n in truth.items() if n}
 
 

@@ -146,9 +146,11 @@ def liststeps_of(session: SessionDep, campaign_id: int = CampaignIdQuery) -> lis
     tags=["stats"],
 )
 def campaign_stats(session: SessionDep, campaign_id: int = CampaignIdQuery) -> CampaignStats:
-    """Recipients, completed journeys and rates. `completed`: journeys that reached the end;
-    `open_rate` / `click_rate`: recipients with at least one human open (a click counts as an
-    open) / click, over recipients. Rates are rounded to 3 decimals, 0 with no recipients.
+    """Recipients, completed journeys and rates. `recipients`: entries (a person who entered
+    twice counts twice); `completed`: journeys that reached the end or that the campaign's goal
+    ended (`converted`); `open_rate` / `click_rate`: recipients with at least one human open
+    (a click counts as an open) / click, over recipients. Rates are rounded to 3 decimals, 0
+    with no recipients.
     Read from running counters (storage/counters.py): the same cost at any campaign size."""
     if session.get(Campaign, campaign_id) is None:
         raise not_found("campaign", campaign_id)

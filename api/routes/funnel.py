@@ -26,18 +26,25 @@ def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunne
     """Per step, in order: journeys that `reached` it and what was decided (`sent`,
     `alternative_sent`, `skipped`), then deliveries of it that were `delivered`, `opened`,
     `clicked`, `bounced`, `unsubscribed` or `complained` — each delivery counted once however
-    often it happened. `opened` and `clicked` count people (a click counts as an open);
-    `*_including_machine` also count privacy proxies and link scanners."""
+    often it happened — and the conversions attributed to it (`converted`: the last message sent
+    before the goal event). `opened` and `clicked` count people (a click counts as an open);
+    `*_including_machine` also count privacy proxies and link scanners. At the top: the
+    campaign's `recipients` (entries), `completed` (converted journeys included), `converted`
+    and `conversion_rate` (converted ÷ recipients, 3 decimals)."""
     campaign_id = campaign.id or 0
     counts = counters.read(session, campaign_id)
 
     def count(step_id: int, metric: Metric) -> int:
         return counts.get((step_id, metric), 0)
 
+    recipients = count(CAMPAIGN, Metric.RECIPIENTS)
+    converted = count(CAMPAIGN, Metric.CONVERTED)
     return CampaignFunnel(
         campaign_id=campaign_id,
-        recipients=count(CAMPAIGN, Metric.RECIPIENTS),
+        recipients=recipients,
         completed=count(CAMPAIGN, Metric.COMPLETED),
+        converted=converted,
+        conversion_rate=round(converted / recipients, 3) if recipients else 0,
         steps=[
             FunnelStep(
                 step_id=step.id or 0,
@@ -57,6 +64,7 @@ def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunne
                 clicked_including_machine=count(step.id or 0, Metric.CLICKED_ANY),
                 uncertain=count(step.id or 0, Metric.UNCERTAIN),
                 failed=count(step.id or 0, Metric.FAILED),
+                converted=count(step.id or 0, Metric.CONVERTED),
             )
             for step in steps_of(session, campaign_id)
         ],

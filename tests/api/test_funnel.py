@@ -5,12 +5,15 @@ however often an event repeats, and the running counters agree with the rows the
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
 
 import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from storage import counters
+from storage.db import session_scope
+from storage.models import Conversion, Enrollment
 from tests.conftest import unique_domain
 from tests.support.eventually import eventually
 from tests.support.factories import make_campaign, make_template
@@ -154,3 +157,46 @@ async def test_an_erased_person_leaves_the_stats_but_not_the_funnel_totals(
     assert (stats["recipients"], stats["open_rate"]) == (1, 0)
     [step] = (await api.get(f"/api/campaigns/{cid}/funnel")).json()["steps"]
     assert (step["reached"], step["sent"], step["opened"]) == (2, 2, 1)  # anonymous totals
+
+
+async def test_conversions_in_the_funnel_and_converted_journeys_completed_in_the_stats(
+    api: httpx.AsyncClient, engine: Engine
+) -> None:
+    """Rows as the tracking endpoint and the journeys write them (a conversion attributed to
+    step 2, one before any message; a journey its goal ended): the funnel shows `converted` per
+    step and at the top with its rate; the spec's stats keep their fields, converted counted as
+    completed."""
+    template = await make_template(api)
+    campaign = await make_campaign(
+        api,
+        [{"subject": s, "delay_hours": 1, "template_id": template} for s in ("One", "Two")],
+        activate=False,
+    )
+    cid = campaign["id"]
+    one, two = (s["id"] for s in campaign["steps"])
+    with session_scope(engine) as session:
+        people = [
+            Enrollment(campaign_id=cid, email=f"{n}@x.example", workflow_id=n, status=s)
+            for n, s in (("a", "converted"), ("b", "active"), ("c", "completed"), ("d", "active"))
+        ]
+        session.add_all(people)
+        session.flush()
+        a, b = people[0].id or 0, people[1].id or 0
+        session.add_all(
+            [
+                Conversion(enrollment_id=a, campaign_id=cid, step_id=two, step_order=2,
+                           event_id="evt_a", occurred_at=datetime.now(UTC)),
+                Conversion(enrollment_id=b, campaign_id=cid, step_id=0, step_order=0,
+                           event_id="evt_b", occurred_at=datetime.now(UTC)),
+            ]
+        )  # fmt: skip
+        session.flush()
+        counters.rebuild(session, cid)
+    funnel = (await api.get(f"/api/campaigns/{cid}/funnel")).json()
+    assert {k: funnel[k] for k in ("recipients", "completed", "converted", "conversion_rate")} == {
+        "recipients": 4, "completed": 2, "converted": 2, "conversion_rate": 0.5,
+    }  # fmt: skip
+    assert [(s["step_id"], s["converted"]) for s in funnel["steps"]] == [(one, 0), (two, 1)]
+    stats = (await api.get("/api/campaigns/stats", params={"campaign_id": cid})).json()
+    assert stats == {"campaign_id": cid, "recipients": 4, "completed": 2, "completion_rate": 0.5,
+                     "open_rate": 0, "click_rate": 0}  # fmt: skip

@@ -7,13 +7,22 @@ from datetime import UTC, datetime
 
 import pytest
 from sqlalchemy import insert
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from storage import counters
 from storage.counters import CAMPAIGN, Metric
 from storage.db import make_engine, session_scope
 from storage.migrate import downgrade, upgrade
-from storage.models import Campaign, Delivery, Enrollment, Event, StatCounter, Step, Template
+from storage.models import (
+    Campaign,
+    Conversion,
+    Delivery,
+    Enrollment,
+    Event,
+    StatCounter,
+    Step,
+    Template,
+)
 from tests.storage.test_migrations import empty_database_url  # noqa: F401  (fixture)
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -121,3 +130,49 @@ def test_bumps_are_written_only_if_the_transaction_commits(engine) -> None:  # t
     with Session(engine) as session:
         assert counters.read(session, 1) == {(0, "recipients"): 5, (0, "completed"): 1}
         assert session.get(StatCounter, (1, 0, "recipients")) is not None
+
+
+def test_conversions_and_converted_journeys_are_counted_as_the_rows_say(engine) -> None:  # type: ignore[no-untyped-def]
+    """A conversion counts for the campaign and for its last-touch step (none before the first
+    message); a journey its goal ended counts as completed; erasure takes both back."""
+    with session_scope(engine) as session:
+        cid, one, two = a_campaign_with_history(session)
+        counters.rebuild(session, cid)
+    with session_scope(engine) as session:
+        late = Enrollment(campaign_id=cid, email="d@x.example", workflow_id="d", status="converted")
+        early = Enrollment(campaign_id=cid, email="e@x.example", workflow_id="e")
+        session.add_all([late, early])
+        session.flush()
+        counters.bump(session, cid, CAMPAIGN, Metric.RECIPIENTS, 2)
+        counters.bump(session, cid, CAMPAIGN, Metric.COMPLETED)  # finish_journey's, for `late`
+        a = session.exec(select(Enrollment).where(Enrollment.email == "a@x.example")).one()
+        rows = [
+            Conversion(enrollment_id=a.id, campaign_id=cid, step_id=two, step_order=2,
+                       event_id="evt_a", occurred_at=NOW),
+            Conversion(enrollment_id=late.id, campaign_id=cid, step_id=two, step_order=2,
+                       event_id="evt_d", occurred_at=NOW),
+            Conversion(enrollment_id=early.id, campaign_id=cid, step_id=0, step_order=0,
+                       event_id="evt_e", occurred_at=NOW),
+        ]  # fmt: skip
+        session.add_all(rows)
+        for row in rows:
+            counters.count_conversion(session, row)
+    want = {
+        **expected(one, two),
+        (CAMPAIGN, Metric.RECIPIENTS): 5,
+        (CAMPAIGN, Metric.COMPLETED): 3,  # a, b completed; d converted
+        (CAMPAIGN, Metric.CONVERTED): 3,
+        (two, Metric.CONVERTED): 2,  # e converted before any message: no step's
+    }
+    with Session(engine) as session:
+        assert counters.read(session, cid) == want
+        assert counters.from_rows(session, cid) == want
+    with session_scope(engine) as session:
+        gone = session.exec(select(Enrollment).where(Enrollment.email == "d@x.example")).one()
+        counters.forget_enrollments(session, [gone])
+    with Session(engine) as session:
+        after = counters.read(session, cid)
+    assert after[(CAMPAIGN, Metric.RECIPIENTS)] == 4
+    assert after[(CAMPAIGN, Metric.COMPLETED)] == 2
+    assert after[(CAMPAIGN, Metric.CONVERTED)] == 2
+    assert after[(two, Metric.CONVERTED)] == 2  # the funnel keeps it, anonymously
