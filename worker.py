@@ -19,6 +19,7 @@ from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from activities.bookkeeping import BookkeepingActivities
 from activities.enrollment_batch import EnrollmentBatchActivities
 from activities.sending import SendingActivities
+from activities.tracked import TrackedEventActivities
 from domain import search
 from domain.enrollment import BATCH_TASK_QUEUE
 from mail.transport import build_transport
@@ -61,6 +62,7 @@ def build_workers(
     client = with_interceptors(client)  # request ids and tracing, on every worker
     use_hash_keys(settings.suppression_keys)
     journey = BookkeepingActivities(engine)
+    tracked = TrackedEventActivities(engine)
     sending = SendingActivities(
         settings,
         engine,
@@ -73,7 +75,12 @@ def build_workers(
             client,
             task_queue=settings.task_queue,
             workflows=[RecipientWorkflow, ResendWorkflow],
-            activities=[journey.load_plan, journey.record_skip, journey.finish_journey],
+            activities=[
+                journey.load_plan,
+                journey.record_skip,
+                journey.finish_journey,
+                tracked.load_tracked_events,
+            ],
             interceptors=[HistoryAlert(settings.journey_history_alert_events)],
             activity_executor=executor,
             max_concurrent_activities=32,

@@ -234,6 +234,17 @@ class ProductEvent:
 
 
 @dataclass
+class TrackedEventsQuery:
+    """What `load_tracked_events` reads: a person's tracked events of these names that
+    occurred at or after `since` (ISO 8601: the enrollment), oldest first."""
+
+    email: str
+    names: list[str]
+    since: str
+    enrollment_id: int = 0
+
+
+@dataclass
 class RecipientInput:
     campaign_id: int
     enrollment_id: int

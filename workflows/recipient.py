@@ -10,27 +10,34 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from domain import search
+    from domain import conditions, search
     from domain.journey import (
+        POSITIVE_CONDITIONS,
         TERMINAL_EVENTS,
         ActivityName,
         CampaignChange,
         CampaignStatus,
+        ConditionPlan,
         ConditionType,
         Decision,
         EngagementSignal,
         EventType,
+        Evidence,
         FinishInput,
         JourneyPlan,
         JourneyState,
         JourneyStatus,
         JourneyVersion,
+        ProductEvent,
         RecipientInput,
         StepInput,
         StepOutcome,
         StepPlan,
         StepProgress,
         StepResult,
+        TrackedEventsQuery,
+        WaitingFor,
+        WaitingKind,
     )
 
 DB_TIMEOUT = timedelta(seconds=30)
@@ -54,10 +61,25 @@ class JourneyMemory:
     seen_events: set[str] = field(default_factory=set)
     opened: set[int] = field(default_factory=set)  # step ids
     clicked: dict[int, set[str]] = field(default_factory=dict)  # step id -> normalised URLs
+    # step id -> its human opens and clicks, in arrival order: the evidence of decisions
+    engagement: dict[int, list[Evidence]] = field(default_factory=dict)
+    tracked: dict[str, ProductEvent] = field(default_factory=dict)  # by event id (JOURNEYS)
     progress: list[StepProgress] = field(default_factory=list)
     current_step: int = 0
     next_due: datetime | None = None
+    waiting_for: WaitingFor | None = None
     status: JourneyStatus = JourneyStatus.ACTIVE
+
+
+@dataclass
+class Verdict:
+    """A step's decision, with why: frozen once made (from JOURNEYS on), so a step held by a
+    pause after its wait settled sends what was decided, never both message and alternative."""
+
+    decision: Decision
+    met: bool | None
+    reason: str
+    evidence: list[Evidence]
 
 
 @workflow.defn
@@ -74,18 +96,36 @@ class RecipientWorkflow:
         # attribute: one more visibility write per journey.
         self._version = input.journey_version()
         self._local = self._version >= JourneyVersion.LOCAL_BOOKKEEPING
+        # From JOURNEYS on: product events, wait-until, goals, frozen decisions, summaries.
+        self._journeys = self._version >= JourneyVersion.JOURNEYS
+        self._plan = input.plan if self._version >= JourneyVersion.PINNED_PLAN else None
+        # Tracked events before the enrollment never count.
+        self._since = (
+            conditions.parse_utc(input.enrolled_at)
+            if input.enrolled_at
+            else workflow.info().start_time
+        )
 
     @workflow.run
     async def run(self, input: RecipientInput) -> str:
-        if self._version >= JourneyVersion.PINNED_PLAN and input.plan is not None:
-            plan = input.plan
+        if self._plan is not None:
+            plan = self._plan
         else:
             plan = await self._bookkeeping(
                 ActivityName.LOAD_PLAN, input.campaign_id, DB_TIMEOUT, JourneyPlan
             )
+            self._plan = plan
+        if self._journeys and plan.goal is not None:
+            # A goal tracked while the journey was starting was signalled to no one.
+            await self._load_tracked([plan.goal.event], "goal")
+            self._check_goal()
         mark = workflow.now()
         for step in plan.steps:
-            self._state.next_due = mark + timedelta(seconds=step.delay_seconds)
+            self._state.next_due = self._due_at(step, mark)
+            self._waiting(
+                WaitingKind.DELAY, step, self._state.next_due,
+                f"step {step.step_order} is due at {conditions.utc_text(self._state.next_due)}",
+            )  # fmt: skip
             await self._wait_until(self._state.next_due, f"step {step.step_order} due")
             if self._state.exit is None:
                 await self._run_step(step)
@@ -93,11 +133,13 @@ class RecipientWorkflow:
                 break
             mark = workflow.now()
         self._state.next_due = None
+        self._waiting(None)
         self._state.status = self._state.exit or JourneyStatus.COMPLETED
         await self._bookkeeping(
             ActivityName.FINISH_JOURNEY,
             FinishInput(input.enrollment_id, self._state.status, self._state.exit_reason),
             DB_TIMEOUT,
+            summary=f"finish journey: {self._state.status}",
         )
         workflow.upsert_search_attributes([search.DRIP_STATUS.value_set(self._state.status)])
         await workflow.wait_condition(workflow.all_handlers_finished)
@@ -105,20 +147,34 @@ class RecipientWorkflow:
 
     @overload
     async def _bookkeeping(
-        self, name: str, arg: Any, start_to_close: timedelta, result_type: type[T]
+        self,
+        name: str,
+        arg: Any,
+        start_to_close: timedelta,
+        result_type: type[T],
+        summary: str | None = None,
     ) -> T: ...
 
     @overload
-    async def _bookkeeping(self, name: str, arg: Any, start_to_close: timedelta) -> None: ...
+    async def _bookkeeping(
+        self, name: str, arg: Any, start_to_close: timedelta, *, summary: str | None = None
+    ) -> None: ...
 
     async def _bookkeeping(
-        self, name: str, arg: Any, start_to_close: timedelta, result_type: type[Any] | None = None
+        self,
+        name: str,
+        arg: Any,
+        start_to_close: timedelta,
+        result_type: type[Any] | None = None,
+        summary: str | None = None,
     ) -> Any:
-        """A database activity of the journey worker: local, or scheduled for older journeys."""
+        """A database activity of the journey worker: local, or scheduled for older journeys.
+        Its summary (the Temporal UI's) names the step, from JOURNEYS on."""
+        summary = summary if self._journeys else None
         if self._local:
             return await workflow.execute_local_activity(
                 name, arg, result_type=result_type, start_to_close_timeout=start_to_close,
-                retry_policy=RETRY,
+                retry_policy=RETRY, summary=summary,
             )  # fmt: skip
         return await workflow.execute_activity(
             name,
@@ -126,7 +182,13 @@ class RecipientWorkflow:
             result_type=result_type,
             start_to_close_timeout=start_to_close,
             retry_policy=RETRY,
+            summary=summary,
         )
+
+    def _due_at(self, step: StepPlan, mark: datetime) -> datetime:
+        """When a step falls due: its delay after the previous step's send (or decision, when
+        it sent nothing), or after the start for the first."""
+        return mark + timedelta(seconds=step.delay_seconds)
 
     async def _wait_until(self, due: datetime, summary: str) -> None:
         remaining = (due - workflow.now()).total_seconds()
@@ -141,26 +203,42 @@ class RecipientWorkflow:
 
     async def _run_step(self, step: StepPlan) -> None:
         """Decide and act on one due step; hold (never skip) while the campaign is paused."""
+        verdict: Verdict | None = None
         while self._state.exit is None:
             if self._state.paused:
+                self._waiting(
+                    WaitingKind.PAUSED, step, None,
+                    f"step {step.step_order} is held: the campaign is paused",
+                )  # fmt: skip
                 try:
                     await workflow.wait_condition(
                         lambda: not self._state.paused or self._state.exit is not None,
                         timeout=self._input.pause_recheck_seconds,
-                        timeout_summary="paused: re-check campaign status",
+                        timeout_summary=f"step {step.step_order} paused: re-check campaign status"
+                        if self._journeys
+                        else "paused: re-check campaign status",
                     )
                 except TimeoutError:
                     pass  # re-read the database status through the step activity
                 if self._state.exit is not None:
                     return
-            decision, met = self._decide(step)
+            if verdict is None or not self._journeys:  # older journeys decide again
+                await self._settle(step)
+                if self._state.exit is not None:
+                    return
+                verdict = self._decide(step)
+                if self._journeys and self._state.paused:
+                    continue  # paused while it waited: hold the decided step
+            self._waiting(None)
             step_input = StepInput(
-                self._input.enrollment_id, step.step_id, step.step_order, decision, met
-            )
-            if decision == Decision.SKIPPED:
+                self._input.enrollment_id, step.step_id, step.step_order, verdict.decision,
+                verdict.met,
+            )  # fmt: skip
+            if verdict.decision == Decision.SKIPPED:
                 result = await self._bookkeeping(
-                    ActivityName.RECORD_SKIP, step_input, SEND_TIMEOUT, StepResult
-                )
+                    ActivityName.RECORD_SKIP, step_input, SEND_TIMEOUT, StepResult,
+                    summary=f"step {step.step_order}: record skipped",
+                )  # fmt: skip
             else:
                 result = await workflow.execute_activity(
                     ActivityName.SEND_STEP,
@@ -170,6 +248,9 @@ class RecipientWorkflow:
                     start_to_close_timeout=SEND_TIMEOUT,
                     heartbeat_timeout=SEND_HEARTBEAT_TIMEOUT,
                     retry_policy=RETRY,
+                    summary=f"step {step.step_order}: send ({verdict.decision})"
+                    if self._journeys
+                    else None,
                 )
             if result.outcome == StepOutcome.HELD:
                 # Unless a newer status arrived while the step was out (a resume crossing it).
@@ -185,36 +266,139 @@ class RecipientWorkflow:
                 StepProgress(
                     step.step_id,
                     step.step_order,
-                    decision,
-                    met,
+                    verdict.decision,
+                    verdict.met,
                     workflow.now().isoformat(),
                     result.delivery_id,
+                    reason=verdict.reason,
+                    evidence=verdict.evidence,
                 )
             )
             workflow.upsert_search_attributes([search.DRIP_STEP.value_set(step.step_order)])
             return
 
-    def _decide(self, step: StepPlan) -> tuple[Decision, bool | None]:
+    async def _settle(self, step: StepPlan) -> None:
+        """From JOURNEYS on, before a step is decided: read the product events its condition
+        names, and with `wait_seconds`, wait until its outcome is settled — the thing happens
+        (a positive condition is met, a negative one fails) — or the wait runs out, or the
+        journey ends. Settled before the step fell due: no wait. A pause does not stop the
+        wait; it holds the step once decided."""
+        condition = step.condition
+        if not self._journeys or condition is None:
+            return
+        if condition.event is not None:
+            await self._load_tracked([condition.event], f"step {step.step_order}")
+        if not condition.wait_seconds or self._happened(condition) or self._state.exit:
+            return
+        until = workflow.now() + timedelta(seconds=condition.wait_seconds)
+        words = conditions.describe_condition(condition, self._step_orders())
+        self._waiting(
+            WaitingKind.WAIT_UNTIL, step, until,
+            f"step {step.step_order} waits until {conditions.utc_text(until)} for {words}",
+            condition=words,
+        )  # fmt: skip
+        try:
+            await workflow.wait_condition(
+                lambda: self._state.exit is not None or bool(self._happened(condition)),
+                timeout=condition.wait_seconds,
+                timeout_summary=f"step {step.step_order}: wait for {words}",
+            )
+        except TimeoutError:
+            if condition.event is not None:  # decided as it stands: a lost signal still counts
+                await self._load_tracked([condition.event], f"step {step.step_order}")
+
+    def _decide(self, step: StepPlan) -> Verdict:
         condition = step.condition
         if condition is None:
-            return Decision.SENT, None
-        clicks = self._state.clicked.get(condition.step_id, set())
-        if condition.type in (ConditionType.OPENED, ConditionType.NOT_OPENED):
-            happened = condition.step_id in self._state.opened or bool(
-                clicks
-            )  # a click implies an open
-        elif condition.url:
-            happened = _normalise_url(condition.url) in clicks
-        else:
-            happened = bool(clicks)
-        met = (
-            happened
-            if condition.type in (ConditionType.OPENED, ConditionType.CLICKED)
-            else not happened
-        )
+            return Verdict(Decision.SENT, None, "sent: no condition", [])
+        evidence = self._happened(condition)
+        met = bool(evidence) if condition.type in POSITIVE_CONDITIONS else not evidence
         if met:
-            return Decision.SENT, True
-        return (Decision.ALTERNATIVE if step.has_alternative else Decision.SKIPPED), False
+            decision = Decision.SENT
+        else:
+            decision = Decision.ALTERNATIVE if step.has_alternative else Decision.SKIPPED
+        reason = conditions.reason(
+            condition, met, step.has_alternative, evidence, self._step_orders()
+        )
+        return Verdict(decision, met, reason, evidence)
+
+    def _happened(self, condition: ConditionPlan) -> list[Evidence]:
+        """The events that make a condition's thing happen (a click implies an open; human
+        engagement only; product events since the enrollment), oldest first."""
+        if condition.type in (ConditionType.PERFORMED, ConditionType.NOT_PERFORMED):
+            if condition.event is None:
+                return []
+            return [
+                Evidence(e.event_id, e.name, e.occurred_at)
+                for e in sorted(self._state.tracked.values(), key=lambda e: e.occurred_at)
+                if conditions.event_counts(
+                    e, condition.event, self._since, condition.where, condition.match,
+                    self._input.trigger,
+                )
+            ]  # fmt: skip
+        engagement = self._state.engagement.get(condition.step_id, [])
+        if condition.type in (ConditionType.OPENED, ConditionType.NOT_OPENED):
+            return list(engagement)
+        clicks = [e for e in engagement if e.type == EventType.CLICK]
+        if condition.url:
+            return [e for e in clicks if e.url == _normalise_url(condition.url)]
+        return clicks
+
+    async def _load_tracked(self, names: list[str], what: str) -> None:
+        """Read back the person's tracked events of these names since the enrollment: those
+        tracked before the journey started, or whose signal was lost, count too."""
+        events = await self._bookkeeping(
+            ActivityName.LOAD_TRACKED_EVENTS,
+            TrackedEventsQuery(
+                self._input.email, sorted(names), self._since.isoformat(),
+                self._input.enrollment_id,
+            ),
+            DB_TIMEOUT,
+            list[ProductEvent],
+            summary=f"{what}: load tracked {', '.join(sorted(names))}",
+        )  # fmt: skip
+        for event in events:
+            self._remember(event)
+
+    def _remember(self, event: ProductEvent) -> None:
+        if event.event_id in self._state.tracked:
+            return  # signalled and read back, or signalled twice: each event counts once
+        self._state.tracked[event.event_id] = event
+        self._check_goal()
+
+    def _check_goal(self) -> None:
+        """A goal event (matching its `where`, since the enrollment) with `exit` ends the
+        journey at once as converted. Its conversion row is written where it was tracked."""
+        goal = self._plan.goal if self._plan is not None else None
+        if goal is None or not goal.exit or self._state.exit is not None:
+            return
+        for event in sorted(self._state.tracked.values(), key=lambda e: e.occurred_at):
+            if conditions.event_counts(event, goal.event, self._since, goal.where):
+                at = conditions.utc_text(conditions.parse_utc(event.occurred_at))
+                self._end(JourneyStatus.CONVERTED, f"goal {goal.event} at {at} ({event.event_id})")
+                return
+
+    def _step_orders(self) -> dict[int, int]:
+        steps = self._plan.steps if self._plan is not None else []
+        return {s.step_id: s.step_order for s in steps}
+
+    def _waiting(
+        self,
+        kind: WaitingKind | None,
+        step: StepPlan | None = None,
+        until: datetime | None = None,
+        reason: str = "",
+        condition: str | None = None,
+    ) -> None:
+        """What the journey waits for now (None: nothing), also its current details in the
+        Temporal UI."""
+        if kind is None or step is None:
+            self._state.waiting_for = None
+        else:
+            self._state.waiting_for = WaitingFor(
+                kind, reason, until.isoformat() if until else None, step.step_order, condition
+            )
+        workflow.set_current_details(reason)
 
     def _end(self, status: JourneyStatus, reason: str | None) -> None:
         if self._state.exit is None:  # the first exit wins
@@ -232,12 +416,23 @@ class RecipientWorkflow:
             return
         if event.machine or event.step_id is None:
             return  # conditions count human engagement only
+        if event.type not in (EventType.OPEN, EventType.CLICK):
+            return
+        url = _normalise_url(event.url or "") if event.type == EventType.CLICK else None
         if event.type == EventType.OPEN:
             self._state.opened.add(event.step_id)
-        elif event.type == EventType.CLICK:
-            self._state.clicked.setdefault(event.step_id, set()).add(
-                _normalise_url(event.url or "")
-            )
+        else:
+            self._state.clicked.setdefault(event.step_id, set()).add(url or "")
+        self._state.engagement.setdefault(event.step_id, []).append(
+            Evidence(event.event_id, event.type, workflow.now().isoformat(), event.step_id, url)
+        )
+
+    @workflow.signal
+    def on_tracked(self, event: ProductEvent) -> None:
+        """A product event the person performed (POST /api/track), for the journeys whose
+        conditions or goal name it; deduplicated by event id."""
+        if self._journeys:  # older journeys have no product conditions nor goals
+            self._remember(event)
 
     @workflow.signal
     def remove(self, reason: str) -> None:
@@ -273,6 +468,8 @@ class RecipientWorkflow:
             clicked={str(k): sorted(v) for k, v in self._state.clicked.items()},
             exit_reason=self._state.exit_reason,
             events_counted=len(self._state.seen_events),
+            waiting_for=self._state.waiting_for if self._state.exit is None else None,
+            version=int(self._version),
         )
 
 

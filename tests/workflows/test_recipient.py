@@ -17,6 +17,7 @@ from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
+from domain.conditions import parse_utc
 from domain.journey import (
     CampaignChange,
     CampaignStatus,
@@ -24,11 +25,13 @@ from domain.journey import (
     EngagementSignal,
     FinishInput,
     JourneyPlan,
+    ProductEvent,
     RecipientInput,
     StepInput,
     StepOutcome,
     StepPlan,
     StepResult,
+    TrackedEventsQuery,
 )
 from workflows.recipient import RecipientWorkflow
 
@@ -43,6 +46,9 @@ class Fakes:
     bounce_at_step: int | None = None
     actions: list[tuple[int, str, bool | None, datetime]] = field(default_factory=list)
     finished: list[tuple[str, datetime]] = field(default_factory=list)
+    # The tracked_event table, as load_tracked_events reads it; and what it was asked.
+    tracked: list[ProductEvent] = field(default_factory=list)
+    loads: list[TrackedEventsQuery] = field(default_factory=list)
 
     @activity.defn(name="load_plan")
     async def load_plan(self, campaign_id: int) -> JourneyPlan:
@@ -71,6 +77,15 @@ class Fakes:
     @activity.defn(name="finish_journey")
     async def finish_journey(self, finish: FinishInput) -> None:
         self.finished.append((finish.status, activity.info().scheduled_time))
+
+    @activity.defn(name="load_tracked_events")
+    async def load_tracked_events(self, query: TrackedEventsQuery) -> list[ProductEvent]:
+        self.loads.append(query)
+        since = parse_utc(query.since)
+        return [
+            e for e in self.tracked
+            if e.name in query.names and parse_utc(e.occurred_at) >= since
+        ]  # fmt: skip
 
     def decisions(self) -> list[tuple[int, str]]:
         return [(order, decision) for order, decision, _, _ in self.actions]
@@ -103,7 +118,12 @@ async def journey(
             env.client,
             task_queue=queue,
             workflows=[RecipientWorkflow],
-            activities=[fakes.load_plan, fakes.record_skip, fakes.finish_journey],
+            activities=[
+                fakes.load_plan,
+                fakes.record_skip,
+                fakes.finish_journey,
+                fakes.load_tracked_events,
+            ],
         ),
         Worker(env.client, task_queue=send_queue, activities=[fakes.send_step]),
     ):
