@@ -11,11 +11,12 @@ from pydantic import (
     ConfigDict,
     Field,
     PlainSerializer,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from domain.journey import ConditionType, EventType
+from domain.journey import PRODUCT_CONDITIONS, ConditionType, EventType
 from mail.headers import check_address, check_display_name
 from mail.render import check_template
 from services.enrollment_batches import Accepted
@@ -45,6 +46,38 @@ Hours = Annotated[
     PlainSerializer(_whole_as_int, return_type=int | float),
 ]
 Text = Annotated[str, Field(min_length=1, max_length=1000)]
+
+
+def _printable(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("an event name is printable characters only")
+    return value
+
+
+# A number of hours (fractions allowed, never a string or a boolean), shown whole as an int.
+AnyHours = Annotated[
+    float,
+    Field(strict=True, allow_inf_nan=False, le=24 * 365 * 10),
+    PlainSerializer(_whole_as_int, return_type=int | float),
+]
+
+
+# A tracked product event's name (POST /api/track), e.g. `trial.started`, `Order Completed`.
+EventName = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_printable)]
+PropertyName = Annotated[str, Field(min_length=1, max_length=100)]
+# Property values an event must have, each equal: `{"plan": "pro"}`.
+Where = Annotated[
+    dict[PropertyName, str | int | float | bool | None],
+    Field(max_length=50, description="property values the event must have, each equal"),
+]
+WaitHours = Annotated[
+    AnyHours,
+    Field(gt=0, description="once the step is due, wait up to this long for it to settle"),
+]
+WindowHours = Annotated[
+    AnyHours, Field(gt=0, description="a conversion counts within this of the last message")
+]
+CooldownHours = Annotated[AnyHours, Field(ge=0, description="hours after the last journey ended")]
 
 
 def _subject_template(value: str | None) -> str | None:
@@ -167,18 +200,61 @@ class RenderedPreview(BaseModel):
 
 
 class ConditionIn(Strict):
-    """When a step is sent: an earlier step (`step_id`, or `step_order` in a create payload)
-    opened, not opened, clicked or not clicked."""
+    """When a step is sent. `opened`, `not_opened`, `clicked`, `not_clicked` ask about an
+    earlier step (`step_id`, or `step_order` in a create payload; `url`: one link of a click
+    condition). `performed`, `not_performed` ask whether the recipient performed the tracked
+    `event` since enrollment, with the property values `where`, and the properties `match`
+    equal to those of the event that enrolled them (campaigns with a `trigger` only).
+    `wait_hours`, on any type: once the step is due, wait up to that long for the outcome to
+    settle (wait-until)."""
 
-    model_config = example({"type": "not_opened", "step_order": 2})
+    model_config = example(
+        {
+            "type": "not_performed",
+            "event": "order.completed",
+            "match": ["cart_id"],
+            "wait_hours": 48,
+        }
+    )
 
     type: ConditionType
     step_id: int | None = None
     step_order: int | None = None
     url: Annotated[str, Field(min_length=1, max_length=2000)] | None = None
+    event: EventName | None = Field(None, validate_default=True)
+    where: Where | None = None
+    match: Annotated[list[PropertyName], Field(min_length=1, max_length=16)] | None = None
+    wait_hours: WaitHours | None = None
+
+    @field_validator("step_id", "step_order")
+    @classmethod
+    def _no_step_on_product_conditions(cls, value: int | None, info: ValidationInfo) -> int | None:
+        if value is not None and info.data.get("type") in PRODUCT_CONDITIONS:
+            raise ValueError(f"{info.data['type']} asks about a tracked event, not a step")
+        return value
+
+    @field_validator("event")
+    @classmethod
+    def _event_on_product_conditions(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind in PRODUCT_CONDITIONS and value is None:
+            raise ValueError(f"a {kind} condition names its event")
+        if kind is not None and kind not in PRODUCT_CONDITIONS and value is not None:
+            raise ValueError("event applies only to performed / not_performed conditions")
+        return value
+
+    @field_validator("where", "match")
+    @classmethod
+    def _only_on_product_conditions(cls, value: Any, info: ValidationInfo) -> Any:
+        kind = info.data.get("type")
+        if value is not None and kind is not None and kind not in PRODUCT_CONDITIONS:
+            raise ValueError(f"{info.field_name} applies only to performed / not_performed")
+        return value
 
     @model_validator(mode="after")
     def _one_reference(self) -> ConditionIn:
+        if self.type in PRODUCT_CONDITIONS:
+            return self
         if (self.step_id is None) == (self.step_order is None):
             raise ValueError("give exactly one of step_id or step_order")
         if self.url is not None and self.type in (ConditionType.OPENED, ConditionType.NOT_OPENED):
@@ -235,12 +311,21 @@ class StepReorder(Strict):
     step_ids: list[int] = Field(min_length=1)
 
 
+def _unset(value: object) -> bool:
+    return value is None
+
+
 class ConditionOut(BaseModel):
-    """A step's condition, naming the earlier step by id."""
+    """A step's condition: on an earlier step (`step_id`, `url`), or on a tracked event (`event`,
+    `where`, `match`); `wait_hours` when it waits to settle. Fields not set are left out."""
 
     type: str
-    step_id: int
+    step_id: int | None = Field(None, exclude_if=_unset)
     url: str | None = None
+    event: str | None = Field(None, exclude_if=_unset)
+    where: dict[str, Any] | None = Field(None, exclude_if=_unset)
+    match: list[str] | None = Field(None, exclude_if=_unset)
+    wait_hours: AnyHours | None = Field(None, exclude_if=_unset)
 
 
 class AlternativeOut(BaseModel):
@@ -273,6 +358,74 @@ class StepPublic(BaseModel):
     alternative: AlternativeOut | None = None
 
 
+# --- triggers, goals and re-entry ------------------------------------------------------------
+
+
+class TriggerIn(Strict):
+    """Each tracked event of this name (with the property values `where`) enrolls the person
+    who performed it, while the campaign is active."""
+
+    model_config = example({"event": "cart.abandoned", "where": {"store": "eu"}})
+
+    event: EventName
+    where: Where | None = None
+
+
+class TriggerOut(BaseModel):
+    """The tracked event that enrolls people into the campaign."""
+
+    model_config = example({"event": "cart.abandoned", "where": None})
+
+    event: str
+    where: dict[str, Any] | None = None
+
+
+class GoalIn(Strict):
+    """The tracked event that fulfils the campaign's purpose: a conversion when performed within
+    `window_hours` of the last message sent (or of enrollment); with `exit` (the default) it
+    also ends the journey, `converted`."""
+
+    model_config = example({"event": "order.completed", "window_hours": 72, "exit": True})
+
+    event: EventName
+    where: Where | None = None
+    window_hours: WindowHours
+    exit: bool = True
+
+
+class GoalOut(BaseModel):
+    """The campaign's goal event and conversion window."""
+
+    model_config = example(
+        {"event": "order.completed", "where": None, "window_hours": 72, "exit": True}
+    )
+
+    event: str
+    where: dict[str, Any] | None = None
+    window_hours: AnyHours
+    exit: bool
+
+
+class ReentryIn(Strict):
+    """Whether a person may enter the campaign again, once their previous journey in it has
+    ended and `cooldown_hours` have passed (never after an unsubscribe, a complaint, a hard
+    bounce or an erasure). Without it an address enters a campaign at most once, ever."""
+
+    model_config = example({"allowed": True, "cooldown_hours": 720})
+
+    allowed: bool
+    cooldown_hours: CooldownHours = 0
+
+
+class ReentryOut(BaseModel):
+    """Re-entry into the campaign: allowed, after the cooldown."""
+
+    model_config = example({"allowed": True, "cooldown_hours": 720})
+
+    allowed: bool
+    cooldown_hours: AnyHours
+
+
 # --- campaigns -------------------------------------------------------------------------------
 
 
@@ -291,12 +444,16 @@ class CampaignCreate(Strict):
     from_email: SenderAddress | None = None
     from_name: DisplayName | None = None
     reply_to: SenderAddress | None = None
+    trigger: TriggerIn | None = None
+    goal: GoalIn | None = None
+    reentry: ReentryIn | None = None
     steps: list[StepCreate] = Field(default_factory=list, max_length=100)
 
 
 class CampaignUpdate(Strict):
     """The campaign fields to change; `status` moves it (draft→active, active⇄paused,
-    any→archived)."""
+    any→archived). `trigger`, `goal` and `reentry` change only while it is a draft (`null`
+    removes one)."""
 
     model_config = example({"status": "active"})
 
@@ -305,6 +462,9 @@ class CampaignUpdate(Strict):
     from_email: SenderAddress | None = None
     from_name: DisplayName | None = None
     reply_to: SenderAddress | None = None
+    trigger: TriggerIn | None = None
+    goal: GoalIn | None = None
+    reentry: ReentryIn | None = None
 
 
 class CampaignSummary(BaseModel):
@@ -356,6 +516,10 @@ class CampaignPublic(CampaignSummary):
     from_name: str | None
     reply_to: str | None
     updated_at: SpecTime
+    # null when unset: no trigger (enrolled by API or import only), no goal, enter once ever.
+    trigger: TriggerOut | None = None
+    goal: GoalOut | None = None
+    reentry: ReentryOut | None = None
     steps: list[StepPublic]
 
 

@@ -95,6 +95,8 @@ class ConditionType(StrEnum):
 POSITIVE_CONDITIONS = frozenset(
     {ConditionType.OPENED, ConditionType.CLICKED, ConditionType.PERFORMED}
 )
+# The conditions on the product (a tracked event); the others ask about an earlier step.
+PRODUCT_CONDITIONS = frozenset({ConditionType.PERFORMED, ConditionType.NOT_PERFORMED})
 
 
 class EventType(StrEnum):

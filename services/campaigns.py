@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from domain.journey import CampaignChange, CampaignStatus, ConditionType
+from domain.journey import PRODUCT_CONDITIONS, CampaignChange, CampaignStatus, ConditionType
 from services.errors import Conflict, Invalid
 from services.journeys import BROADCAST_GIVE_UP_SECONDS, Journeys
 from storage.campaign_status import mark_broadcast, set_status
@@ -73,7 +73,7 @@ def apply_step(
         check_template(session, [*loc, "template_id"], changes["template_id"])
         step.template_id = changes["template_id"]
     if "condition" in changes:
-        _apply_condition(step, changes["condition"], [*loc, "condition"], earlier)
+        _apply_condition(session, step, changes["condition"], [*loc, "condition"], earlier)
     if "alternative" in changes:
         alternative = changes["alternative"]
         if alternative is not None:
@@ -89,11 +89,35 @@ def apply_step(
 
 
 def _apply_condition(
-    step: Step, condition: Mapping[str, Any] | None, loc: Loc, earlier: dict[int, Step]
+    session: Session,
+    step: Step,
+    condition: Mapping[str, Any] | None,
+    loc: Loc,
+    earlier: dict[int, Step],
 ) -> None:
     if condition is None:
         step.condition_type = step.condition_step_id = step.condition_url = None
+        step.condition_event = step.condition_where = step.condition_match = None
+        step.condition_wait_hours = None
         return
+    kind = ConditionType(condition["type"])
+    step.condition_wait_hours = condition.get("wait_hours")
+    if kind in PRODUCT_CONDITIONS:
+        if condition.get("match"):
+            campaign = session.get(Campaign, step.campaign_id)
+            if campaign is None or campaign.trigger_event is None:
+                raise Invalid(
+                    [*loc, "match"],
+                    "match compares with the event that enrolled the journey: "
+                    "the campaign needs a trigger",
+                )
+        step.condition_type = kind.value
+        step.condition_step_id = step.condition_url = None
+        step.condition_event = condition["event"]
+        step.condition_where = condition.get("where")
+        step.condition_match = condition.get("match")
+        return
+    step.condition_event = step.condition_where = step.condition_match = None
     step_order, step_id = condition.get("step_order"), condition.get("step_id")
     if step_order is not None:
         target = earlier.get(step_order)
@@ -108,7 +132,7 @@ def _apply_condition(
             raise Invalid(
                 [*loc, "step_id"], f"step {step_id} is not an earlier step of this campaign"
             )
-    step.condition_type = ConditionType(condition["type"]).value
+    step.condition_type = kind.value
     step.condition_step_id = target.id
     step.condition_url = condition.get("url")
 
@@ -138,9 +162,62 @@ def renumber(session: Session, ordered: list[Step]) -> None:
         session.add(step)
 
 
+# The journey definition's parts of a campaign, as the API gives them (objects or None).
+DEFINITION = ("trigger", "goal", "reentry")
+# ... and the columns that store them: what a clone copies.
+DEFINITION_COLUMNS = (
+    "trigger_event",
+    "trigger_where",
+    "goal_event",
+    "goal_where",
+    "goal_window_hours",
+    "goal_exit",
+    "reentry_allowed",
+    "reentry_cooldown_hours",
+)
+
+
+def apply_definition(session: Session, campaign: Campaign, changes: Mapping[str, Any]) -> None:
+    """Copy the trigger, goal and re-entry given in `changes` (objects, or None to remove one)
+    onto the campaign's columns. Steps that `match` on the trigger event keep it required."""
+    if "trigger" in changes:
+        trigger = changes["trigger"] or {}
+        campaign.trigger_event, campaign.trigger_where = trigger.get("event"), trigger.get("where")
+        if campaign.trigger_event is None:
+            matching = [
+                s.step_order for s in steps_of(session, campaign.id or 0) if s.condition_match
+            ]
+            if matching:
+                raise Invalid(
+                    ["body", "trigger"],
+                    f"step {matching[0]} matches on the trigger event's properties: "
+                    "remove its match first",
+                )
+    if "goal" in changes:
+        goal = changes["goal"] or {}
+        campaign.goal_event, campaign.goal_where = goal.get("event"), goal.get("where")
+        campaign.goal_window_hours, campaign.goal_exit = (
+            goal.get("window_hours"),
+            goal.get("exit", True),
+        )
+    if "reentry" in changes:
+        reentry = changes["reentry"] or {}
+        campaign.reentry_allowed = reentry.get("allowed", False)
+        campaign.reentry_cooldown_hours = reentry.get("cooldown_hours", 0)
+
+
 def update(session: Session, campaign: Campaign, changes: dict[str, Any]) -> CampaignChange | None:
-    """Apply a PATCH (name, sender fields, status) in one transaction; return the status change
-    the running journeys must hear of, if any."""
+    """Apply a PATCH (name, sender fields, the definition on a draft, status) in one
+    transaction; return the status change the running journeys must hear of, if any."""
+    definition = {key: changes.pop(key) for key in DEFINITION if key in changes}
+    if definition:
+        if campaign.status != CampaignStatus.DRAFT:
+            raise Conflict(
+                f"campaign {campaign.id} is {campaign.status}: its trigger, goal and re-entry "
+                "change only while it is a draft (running journeys are pinned to the plan they "
+                "started with); clone it to edit"
+            )
+        apply_definition(session, campaign, definition)
     new_status = changes.pop("status", None)
     if new_status is None or not check_transition(session, campaign, new_status):
         new_status = None

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from sqlmodel import Session, select
 
-from domain.journey import ConditionPlan, ConditionType, JourneyPlan, StepPlan
-from storage.models import Step
+from domain.journey import ConditionPlan, ConditionType, GoalPlan, JourneyPlan, StepPlan
+from storage.models import Campaign, Step
 
 
 def read_plan(session: Session, campaign_id: int) -> JourneyPlan | None:
@@ -15,6 +15,7 @@ def read_plan(session: Session, campaign_id: int) -> JourneyPlan | None:
     ).all()
     if not steps:
         return None
+    campaign = session.get(Campaign, campaign_id)
     return JourneyPlan(
         campaign_id=campaign_id,
         steps=[
@@ -22,15 +23,37 @@ def read_plan(session: Session, campaign_id: int) -> JourneyPlan | None:
                 step_id=s.id or 0,
                 step_order=s.step_order,
                 delay_seconds=s.delay_hours * 3600,
-                condition=ConditionPlan(
-                    ConditionType(s.condition_type), s.condition_step_id or 0, s.condition_url
-                )
-                if s.condition_type
-                else None,
+                condition=_condition(s),
                 has_alternative=s.alt_template_id is not None,
             )
             for s in steps
         ],
+        goal=_goal(campaign) if campaign is not None else None,
+    )
+
+
+def _condition(step: Step) -> ConditionPlan | None:
+    if not step.condition_type:
+        return None
+    return ConditionPlan(
+        ConditionType(step.condition_type),
+        step.condition_step_id or 0,
+        step.condition_url,
+        event=step.condition_event,
+        where=step.condition_where,
+        match=step.condition_match,
+        wait_seconds=step.condition_wait_hours * 3600 if step.condition_wait_hours else None,
+    )
+
+
+def _goal(campaign: Campaign) -> GoalPlan | None:
+    if campaign.goal_event is None:
+        return None
+    return GoalPlan(
+        event=campaign.goal_event,
+        where=campaign.goal_where,
+        window_seconds=(campaign.goal_window_hours or 0) * 3600,
+        exit=campaign.goal_exit,
     )
 
 

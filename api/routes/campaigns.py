@@ -18,13 +18,19 @@ from api.schemas import (
     CampaignSummary,
     CampaignUpdate,
     ConditionOut,
+    GoalOut,
+    ReentryOut,
     StepCreate,
     StepPublic,
     StepReorder,
     StepUpdate,
+    TriggerOut,
 )
 from domain.journey import CampaignChange, CampaignStatus
 from services.campaigns import (
+    DEFINITION,
+    DEFINITION_COLUMNS,
+    apply_definition,
     apply_step,
     check_order,
     renumber,
@@ -52,7 +58,13 @@ def step_public(step: Step) -> StepPublic:
         delay_hours=step.delay_hours,
         template_id=step.template_id,
         condition=ConditionOut(
-            type=step.condition_type, step_id=step.condition_step_id or 0, url=step.condition_url
+            type=step.condition_type,
+            step_id=step.condition_step_id,
+            url=step.condition_url,
+            event=step.condition_event,
+            where=step.condition_where,
+            match=step.condition_match,
+            wait_hours=step.condition_wait_hours,
         )
         if step.condition_type
         else None,
@@ -97,6 +109,20 @@ def _public(session: Session, campaign: Campaign) -> CampaignPublic:
         reply_to=campaign.reply_to,
         steps_count=len(steps),
         recipients_count=recipients.get(campaign.id or 0, 0),
+        trigger=TriggerOut(event=campaign.trigger_event, where=campaign.trigger_where)
+        if campaign.trigger_event
+        else None,
+        goal=GoalOut(
+            event=campaign.goal_event,
+            where=campaign.goal_where,
+            window_hours=campaign.goal_window_hours or 0,
+            exit=campaign.goal_exit,
+        )
+        if campaign.goal_event
+        else None,
+        reentry=ReentryOut(allowed=True, cooldown_hours=campaign.reentry_cooldown_hours)
+        if campaign.reentry_allowed
+        else None,
         steps=[step_public(s) for s in steps],
     )
 
@@ -203,6 +229,7 @@ def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic
     )
     session.add(campaign)
     session.flush()
+    apply_definition(session, campaign, body.model_dump(include=set(DEFINITION)))
     earlier: dict[int, Step] = {}
     for index, step_body in enumerate(body.steps):
         step = Step(campaign_id=campaign.id or 0, step_order=index + 1, subject="", template_id=0)
@@ -276,6 +303,7 @@ def clone_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic
         from_email=campaign.from_email,
         from_name=campaign.from_name,
         reply_to=campaign.reply_to,
+        **campaign.model_dump(include=set(DEFINITION_COLUMNS)),
     )
     session.add(copy)
     session.flush()
