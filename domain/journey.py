@@ -221,7 +221,7 @@ class JourneyVersion(IntEnum):
     JOURNEYS = 4
 
 
-CURRENT_JOURNEY_VERSION = JourneyVersion.PINNED_PLAN
+CURRENT_JOURNEY_VERSION = JourneyVersion.JOURNEYS
 
 
 @dataclass

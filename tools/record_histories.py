@@ -279,6 +279,11 @@ def archive(current: Path) -> None:
     started = json.loads(current.read_text())["events"][0]["eventTime"]
     folder = current.parent / started[:10]
     folder.mkdir(exist_ok=True)
+    if (folder / current.name).exists():  # recorded twice that day: never lose one
+        raise SystemExit(
+            f"{(folder / current.name).relative_to(ROOT)} exists: record {current.stem} with "
+            "--replace if the current file was recorded on today's code"
+        )
     current.rename(folder / current.name)
     print(f"kept {current.name} as {(folder / current.name).relative_to(ROOT)}")
 
