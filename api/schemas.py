@@ -16,7 +16,14 @@ from pydantic import (
     model_validator,
 )
 
-from domain.journey import PRODUCT_CONDITIONS, ConditionType, EventType
+from domain.journey import (
+    PRODUCT_CONDITIONS,
+    ConditionType,
+    Decision,
+    EventType,
+    JourneyStatus,
+    WaitingKind,
+)
 from mail.headers import check_address, check_display_name
 from mail.render import check_template
 from services.enrollment_batches import Accepted
@@ -593,10 +600,11 @@ class EnrollResult(BaseModel):
 
 
 class EnrollmentPublic(BaseModel):
-    """One address's enrollment in a campaign."""
+    """One address's enrollment in a campaign (`entry`: which of their entries)."""
 
     email: str
-    status: str
+    entry: int = 1
+    status: JourneyStatus
     status_reason: str | None
     current_step: int
     enrolled_at: SpecTime
@@ -612,14 +620,32 @@ class EnrollmentPage(BaseModel):
     offset: int
 
 
+class EvidencePublic(BaseModel):
+    """An event a decision rests on: an engagement event (`open`, `click`, with its step and
+    link) or a tracked product event (`type` is its name), by id and time."""
+
+    model_config = example(
+        {"event_id": "evt_9f2c", "type": "order.completed", "at": _T, "step_id": None, "url": None}
+    )
+
+    event_id: str
+    type: str
+    at: str | None
+    step_id: int | None = None
+    url: str | None = None
+
+
 class StepEngagement(BaseModel):
-    """What one step did for one journey: its delivery and the engagement seen."""
+    """What one step did for one journey: its delivery, the engagement seen, and why it was
+    decided so (`reason`, one sentence, and the events it rests on in `evidence`)."""
 
     step_id: int
     step_order: int
-    decision: str
+    decision: Decision
     condition_met: bool | None
     decided_at: SpecTime
+    reason: str
+    evidence: list[EvidencePublic]
     delivery_id: str
     delivery_status: str
     sent_at: SpecTime | None
@@ -628,6 +654,43 @@ class StepEngagement(BaseModel):
     clicked_urls: list[str]
     machine_opens: int
     machine_clicks: int
+
+
+class WaitingForPublic(BaseModel):
+    """What a running journey waits for before its next step: `kind` (a delay, a date, a send
+    window, a wait-until condition, a frequency cap, a pause), `until` when (null: until a
+    signal), one sentence saying it, and where they apply the condition waited on and the time
+    zone a window or date is read in."""
+
+    model_config = example(
+        {
+            "kind": "wait_until",
+            "until": "2026-12-03T09:00:00Z",
+            "reason": "step 2 waits up to 48 h for opened(step 1)",
+            "condition": "opened(step 1)",
+        }
+    )
+
+    kind: WaitingKind
+    until: str | None
+    reason: str
+    # Present only where they apply.
+    condition: str | None = Field(None, exclude_if=lambda v: v is None)
+    zone: str | None = Field(None, exclude_if=lambda v: v is None)
+
+
+class ConversionPublic(BaseModel):
+    """The journey's conversion: its goal event within the window, attributed to the last step
+    sent before it (`step_id`/`step_order` null when it came before any message)."""
+
+    model_config = example(
+        {"event_id": "evt_9f2c", "step_id": 12, "step_order": 2, "occurred_at": _T}
+    )
+
+    event_id: str
+    step_id: int | None
+    step_order: int | None
+    occurred_at: SpecTime
 
 
 class DeliveryPublic(BaseModel):
@@ -656,22 +719,28 @@ class DeliveryPage(BaseModel):
 
 
 class JourneyPublic(BaseModel):
-    """One recipient's journey, live: its status, where it is, and each step's delivery and
-    engagement."""
+    """One recipient's journey, live: its status, where it is and what it waits for, each step's
+    delivery, engagement and reason, and its conversion. `entry` numbers the person's entries
+    into the campaign; `version` is the journey code path it runs (null once Temporal has
+    forgotten a finished journey)."""
 
     email: str
     campaign_id: int
     workflow_id: str
-    status: str
+    entry: int
+    version: int | None
+    status: JourneyStatus
     status_reason: str | None
     current_step: int
     next_step_due_at: SpecTime | None
+    waiting_for: WaitingForPublic | None
     paused: bool
     live: bool
     fields: dict[str, Any]
     enrolled_at: SpecTime
     finished_at: SpecTime | None
     steps: list[StepEngagement]
+    conversion: ConversionPublic | None
 
 
 # --- events ----------------------------------------------------------------------------------

@@ -120,6 +120,8 @@ TERMINAL_EVENTS: dict[str, JourneyStatus] = {
 
 
 class Decision(StrEnum):
+    """What was decided for a step: its message sent, its alternative sent, or skipped."""
+
     SENT = "sent"
     ALTERNATIVE = "alternative"
     SKIPPED = "skipped"

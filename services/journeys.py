@@ -174,6 +174,23 @@ class Journeys:
                 log.warning("no live state for %s (%s)", workflow_id, exc)
             return None
 
+    async def started_version(self, workflow_id: str) -> int | None:
+        """The JourneyVersion a journey was started on, from its input (the first event of its
+        history: finished journeys too, while Temporal keeps them); None when it has no
+        history any more (or Temporal cannot be reached)."""
+        handle = self.client.get_workflow_handle(workflow_id)
+        try:
+            async for event in handle.fetch_history_events(page_size=1, rpc_timeout=QUERY_TIMEOUT):
+                payloads = event.workflow_execution_started_event_attributes.input.payloads
+                [started] = await self.client.data_converter.decode(payloads, [RecipientInput])
+                return int(started.journey_version())
+        except UNREACHABLE as exc:
+            log.warning("no history for %s (%s)", workflow_id, exc)
+        except RPCError as exc:
+            if exc.status != RPCStatusCode.NOT_FOUND:  # past its retention: nothing to say
+                log.warning("no history for %s (%s)", workflow_id, exc)
+        return None
+
     def in_background(self, work: Coroutine[Any, Any, Any]) -> None:
         """Run `work` after the answer has gone; `drain` waits for it at shutdown."""
         task = asyncio.create_task(work)

@@ -2,33 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from datetime import datetime
 
 from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
-from sqlalchemy import func
-from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep, load_or_404
-from api.errors import not_found, problems
+from api.errors import problems
 from api.idempotency import Idempotent
 from api.schemas import (
     BatchAccepted,
+    ConversionPublic,
     EnrollmentPage,
     EnrollmentPublic,
     EnrollRequest,
     EnrollResult,
+    EvidencePublic,
     JourneyPublic,
     Rejected,
     StepEngagement,
+    WaitingForPublic,
     batch_accepted,
 )
-from domain.journey import EventType, JourneyStatus
-from mail.addresses import stored_form
+from domain.journey import Decision, JourneyStatus
 from services import enrollment as enrolling
+from services import journey_view
 from services.enrollment_batches import accept, json_rows
-from storage.models import Delivery, Enrollment, Event
+from services.journey_view import StepView
+from storage.models import Conversion, Enrollment
 
 router = APIRouter(prefix="/api/campaigns/{campaign_id}/recipients", tags=["recipients"])
 
@@ -82,17 +85,15 @@ def list_recipients(
     campaign_id: int,
     session: SessionDep,
     status: JourneyStatus | None = None,
+    current_step: int | None = Query(
+        None, ge=0, description="only journeys at this step (the step_order last decided)"
+    ),
     limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> EnrollmentPage:
-    load_or_404(session, campaign_id)
-    where = [Enrollment.campaign_id == campaign_id]
-    if status is not None:
-        where.append(Enrollment.status == status)
-    total = session.exec(select(func.count()).select_from(Enrollment).where(*where)).one()
-    rows = session.exec(
-        select(Enrollment).where(*where).order_by(col(Enrollment.id)).limit(limit).offset(offset)
-    ).all()
+    """The campaign's enrollments in order, optionally only those in one `status` and at one
+    step: `?current_step=2&status=active` lists who is waiting after step 2."""
+    rows, total = journey_view.page(session, campaign_id, status, current_step, limit, offset)
     return EnrollmentPage(
         items=[_enrollment_public(e) for e in rows], total=total, limit=limit, offset=offset
     )
@@ -101,7 +102,8 @@ def list_recipients(
 def _enrollment_public(e: Enrollment) -> EnrollmentPublic:
     return EnrollmentPublic(
         email=e.email,
-        status=e.status,
+        entry=e.entry,
+        status=JourneyStatus(e.status),
         status_reason=e.status_reason,
         current_step=e.current_step,
         enrolled_at=e.created_at,
@@ -109,49 +111,39 @@ def _enrollment_public(e: Enrollment) -> EnrollmentPublic:
     )
 
 
-def _load_enrollment(session: Session, campaign_id: int, email: str) -> Enrollment:
-    load_or_404(session, campaign_id)
-    normalised = stored_form(email)
-    enrollment = session.exec(
-        select(Enrollment).where(
-            Enrollment.campaign_id == campaign_id, Enrollment.email == normalised
-        )
-    ).first()
-    if enrollment is None:
-        raise not_found("recipient", f"{email} in campaign {campaign_id}")
-    return enrollment
+def _step_public(step: StepView) -> StepEngagement:
+    d = step.delivery
+    return StepEngagement(
+        step_id=d.step_id,
+        step_order=d.step_order,
+        decision=Decision(d.decision),
+        condition_met=d.condition_met,
+        decided_at=d.decided_at,
+        reason=step.reason,
+        evidence=[EvidencePublic(**asdict(e)) for e in step.evidence],
+        delivery_id=d.id,
+        delivery_status=d.status,
+        sent_at=d.sent_at,
+        opened=step.opened,
+        clicked=step.clicked,
+        clicked_urls=step.clicked_urls,
+        machine_opens=step.machine_opens,
+        machine_clicks=step.machine_clicks,
+    )
 
 
-def _steps_with_engagement(session: Session, enrollment_id: int) -> list[StepEngagement]:
-    deliveries = session.exec(
-        select(Delivery)
-        .where(Delivery.enrollment_id == enrollment_id)
-        .order_by(col(Delivery.step_order))
-    ).all()
-    events = session.exec(select(Event).where(Event.enrollment_id == enrollment_id)).all()
-    steps = []
-    for d in deliveries:
-        mine = [e for e in events if e.delivery_id == d.id]
-        human = [e for e in mine if not e.machine]
-        clicks = [e for e in human if e.type == EventType.CLICK]
-        steps.append(
-            StepEngagement(
-                step_id=d.step_id,
-                step_order=d.step_order,
-                decision=d.decision,
-                condition_met=d.condition_met,
-                decided_at=d.decided_at,
-                delivery_id=d.id,
-                delivery_status=d.status,
-                sent_at=d.sent_at,
-                opened=any(e.type in (EventType.OPEN, EventType.CLICK) for e in human),
-                clicked=bool(clicks),
-                clicked_urls=sorted({e.url for e in clicks if e.url}),
-                machine_opens=sum(1 for e in mine if e.machine and e.type == EventType.OPEN),
-                machine_clicks=sum(1 for e in mine if e.machine and e.type == EventType.CLICK),
-            )
-        )
-    return steps
+def _conversion_public(c: Conversion | None) -> ConversionPublic | None:
+    if c is None:
+        return None
+    return ConversionPublic(
+        event_id=c.event_id,
+        step_id=c.step_id or None,
+        step_order=c.step_order or None,
+        occurred_at=c.occurred_at,
+    )
+
+
+Entry = Query(None, ge=1, description="an earlier entry into the campaign (default: the latest)")
 
 
 @router.get(
@@ -162,31 +154,48 @@ def _steps_with_engagement(session: Session, enrollment_id: int) -> list[StepEng
     response_model=JourneyPublic,
 )
 async def get_journey(
-    campaign_id: int, email: str, session: SessionDep, journeys: JourneysDep
+    campaign_id: int,
+    email: str,
+    session: SessionDep,
+    journeys: JourneysDep,
+    entry: int | None = Entry,
 ) -> JourneyPublic:
-    """One journey, live from its workflow while it runs, from the database after."""
-    enrollment = await run_in_threadpool(_load_enrollment, session, campaign_id, email)
-    live = (
-        await journeys.progress(enrollment.workflow_id) if enrollment.finished_at is None else None
-    )
-    steps = await run_in_threadpool(_steps_with_engagement, session, enrollment.id or 0)
+    """One journey (the latest entry, or `?entry=n`), live from its workflow while it runs,
+    from the database after. Each decided step says why (`reason`, `evidence`); once the
+    journey has finished its reasons are rebuilt from the database and say so. `waiting_for`
+    is what it waits for before its next step (null when nothing is pending)."""
+    view = await journey_view.read(session, journeys, campaign_id, email, entry)
+    enrollment, live = view.enrollment, view.live
     next_due = (
         datetime.fromisoformat(live.next_step_due_at) if live and live.next_step_due_at else None
     )
+    waiting = view.waiting_for
     return JourneyPublic(
         email=enrollment.email,
         campaign_id=campaign_id,
         workflow_id=enrollment.workflow_id,
-        status=live.status if live else enrollment.status,
+        entry=enrollment.entry,
+        version=view.version,
+        status=JourneyStatus(live.status if live else enrollment.status),
         status_reason=(live.exit_reason if live else None) or enrollment.status_reason,
         current_step=live.current_step if live else enrollment.current_step,
         next_step_due_at=next_due,
+        waiting_for=WaitingForPublic(
+            kind=waiting.kind,
+            until=waiting.until,
+            reason=waiting.reason,
+            condition=waiting.condition,
+            zone=waiting.zone,
+        )
+        if waiting
+        else None,
         paused=live.paused if live else False,
         live=live is not None,
         fields=enrollment.fields,
         enrolled_at=enrollment.created_at,
         finished_at=enrollment.finished_at,
-        steps=steps,
+        steps=[_step_public(s) for s in view.steps],
+        conversion=_conversion_public(view.conversion),
     )
 
 
@@ -199,10 +208,17 @@ async def get_journey(
     response_model=EnrollmentPublic,
 )
 async def remove_recipient(
-    campaign_id: int, email: str, session: SessionDep, journeys: JourneysDep
+    campaign_id: int,
+    email: str,
+    session: SessionDep,
+    journeys: JourneysDep,
+    entry: int | None = Entry,
 ) -> EnrollmentPublic:
-    """End this journey now (reason `removed`). Already finished: answered as it stands."""
-    enrollment = await run_in_threadpool(_load_enrollment, session, campaign_id, email)
+    """End this journey now (reason `removed`): the latest entry, or `?entry=n`. Already
+    finished: answered as it stands."""
+    enrollment = await run_in_threadpool(
+        journey_view.load_enrollment, session, campaign_id, email, entry
+    )
     if enrollment.status == JourneyStatus.ACTIVE:
         enrollment.status = JourneyStatus.REMOVED
         enrollment.status_reason = "removed by API"
