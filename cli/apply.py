@@ -1,11 +1,11 @@
 """`drip plan` / `drip apply`: make the API's campaign and templates what a campaign file says.
 
 The plan compares the file with what the API holds: templates by name (created, or their html
-and text updated), the campaign by `id:` or by name (created, or its name and sender fields
-edited), and its steps by position (edited, added, removed). Steps change only while the
-campaign is a draft: for a live (active/paused) campaign a plan that changes steps is blocked,
-and `apply` refuses it before doing anything. Applying a plan, then planning again, finds no
-changes."""
+and text updated), the campaign by `id:` or by name (created, or its name, sender fields,
+trigger, goal and re-entry edited), and its steps by position (edited, added, removed). Steps,
+trigger, goal and re-entry change only while the campaign is a draft: for a live (active/paused)
+campaign a plan that changes them is blocked, and `apply` refuses it before doing anything.
+Applying a plan, then planning again, finds no changes."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from cli.client import ApiClient
 SENDER_FIELDS = ("name", "from_email", "from_name", "reply_to")
 STEP_FIELDS = ("subject", "delay_hours", "template_id", "condition", "alternative")
 LIVE = ("active", "paused")
+# The campaign fields that define its journeys: changed only on a draft, like its steps.
+DEFINITION = {"trigger", "goal", "reentry"}
 
 
 class PlanError(ValueError):
@@ -103,6 +105,13 @@ def make_plan(
     plan = Plan(spec, campaign, templates, fields, steps, activate, template_ids)
     if campaign["status"] == "archived" and (fields or steps):
         plan.blocked = f"campaign {campaign['id']} is archived: it cannot change"
+    elif campaign["status"] in LIVE and DEFINITION & fields.keys():
+        plan.blocked = (
+            f"campaign {campaign['id']} is {campaign['status']}: its "
+            f"{', '.join(sorted(DEFINITION & fields.keys()))} cannot change (they change only "
+            "while it is a draft): `drip campaign clone` it and apply to the draft copy "
+            "(`id:` in the file)"
+        )
     elif campaign["status"] in LIVE and steps:
         plan.blocked = (
             f"campaign {campaign['id']} is {campaign['status']}: its steps cannot change "
@@ -173,17 +182,18 @@ def _plan_steps(existing: list[dict[str, Any]], wanted: list[dict[str, Any]]) ->
 def _as_body(step: dict[str, Any], order_of: dict[int, int]) -> dict[str, Any]:
     """An existing step in the shape of the file's step bodies (a condition by position)."""
     condition = step.get("condition")
+    if condition:
+        condition = {
+            "type": condition["type"],
+            "step_order": order_of.get(condition.get("step_id")),
+            **{k: condition.get(k) for k in ("url", "event", "where", "match", "wait_hours")},
+        }
+        condition = {k: v for k, v in condition.items() if v is not None}
     return {
         "subject": step["subject"],
         "delay_hours": step["delay_hours"],
         "template_id": step["template_id"],
-        "condition": {
-            "type": condition["type"],
-            "step_order": order_of.get(condition["step_id"]),
-            "url": condition.get("url"),
-        }
-        if condition
-        else None,
+        "condition": condition or None,
         "alternative": step.get("alternative"),
     }
 
@@ -207,8 +217,11 @@ def apply(client: ApiClient, plan: Plan, template_bodies: dict[str, dict[str, An
         ]
     else:
         campaign_id = plan.campaign["id"]
-        if plan.fields:
-            changes = {k: then for k, (_, then) in plan.fields.items()}
+        changes = {k: then for k, (_, then) in plan.fields.items()}
+        # A trigger goes only after the steps that match on its event have let go of it.
+        later = {"trigger": None} if "trigger" in changes and changes["trigger"] is None else {}
+        changes = {k: v for k, v in changes.items() if k not in later}
+        if changes:
             client.patch(f"/api/campaigns/{campaign_id}", changes)
         for s in plan.steps:
             if s.action == "add":
@@ -217,6 +230,8 @@ def apply(client: ApiClient, plan: Plan, template_bodies: dict[str, dict[str, An
                 client.patch(f"/api/campaigns/steps/{s.id}", {k: s.body[k] for k in s.changed})
             else:
                 client.delete(f"/api/campaigns/steps/{s.id}")
+        if later:
+            client.patch(f"/api/campaigns/{campaign_id}", later)
     if plan.activate:
         client.patch(f"/api/campaigns/{campaign_id}", {"status": "active"})
     return campaign_id

@@ -23,6 +23,14 @@ steps:
     template: reminder
     condition: {type: not_opened, step_order: 1}   # on an earlier step, by its position
     alternative: {subject: Glad you're here, template: welcome}
+  - subject: Your trial ends soon
+    delay_hours: 24
+    template: reminder
+    # on a tracked product event since enrollment, waiting up to 48 h for it to happen
+    condition: {type: not_performed, event: plan.upgraded, where: {plan: pro}, wait_hours: 48}
+trigger: {event: trial.started}   # optional: each such tracked event enrolls its person
+goal: {event: plan.upgraded, window_hours: 72}   # optional: conversions; ends the journey
+reentry: {allowed: true, cooldown_hours: 720}   # optional: enter again after the cooldown
 ```
 
 Checked here: the shape and the names a human wrote; the API judges the rest (a template's
@@ -66,12 +74,67 @@ class TemplateSpec(_Strict):
         return self
 
 
-class ConditionSpec(_Strict):
-    """Send this step only if the recipient did (not) open/click an earlier step."""
+PRODUCT = ("performed", "not_performed")
+Properties = dict[str, str | int | float | bool | None]
 
-    type: Literal["opened", "not_opened", "clicked", "not_clicked"]
-    step_order: int = Field(ge=1, description="the earlier step, by its position (1 = first)")
+
+class ConditionSpec(_Strict):
+    """Send this step only if the recipient did (not) open/click an earlier step, or did (not)
+    perform a tracked product event since enrollment; optionally waiting until it settles."""
+
+    type: Literal["opened", "not_opened", "clicked", "not_clicked", "performed", "not_performed"]
+    step_order: int | None = Field(
+        None,
+        ge=1,
+        description="opened/clicked types: the earlier step, by its position (1 = first)",
+    )
     url: str | None = Field(None, min_length=1, description="clicked/not_clicked: this link only")
+    event: str | None = Field(
+        None, min_length=1, max_length=128, description="performed/not_performed: the event name"
+    )
+    where: Properties | None = Field(None, description="property values the event must have")
+    match: list[str] | None = Field(
+        None,
+        min_length=1,
+        description="properties equal to those of the event that enrolled (needs a trigger)",
+    )
+    wait_hours: float | None = Field(
+        None, gt=0, description="once the step is due, wait up to this long for it to settle"
+    )
+
+    @model_validator(mode="after")
+    def _kind(self) -> ConditionSpec:
+        if self.type in PRODUCT:
+            if self.event is None or self.step_order is not None:
+                raise ValueError(f"a {self.type} condition names an event, not a step_order")
+        elif self.step_order is None or self.event or self.where or self.match:
+            raise ValueError(f"a {self.type} condition names a step_order (and no event)")
+        return self
+
+
+class TriggerSpec(_Strict):
+    """Each tracked event of this name (and `where`) enrolls its person while the campaign is
+    active."""
+
+    event: str = Field(min_length=1, max_length=128)
+    where: Properties | None = None
+
+
+class GoalSpec(_Strict):
+    """The tracked event that fulfils the campaign: a conversion within `window_hours` of the
+    last message; with `exit` (default) it ends the journey, converted."""
+
+    event: str = Field(min_length=1, max_length=128)
+    where: Properties | None = None
+    window_hours: float = Field(gt=0)
+    exit: bool = True
+
+
+class ReentrySpec(_Strict):
+    """Let a person enter again once their journey ended and the cooldown passed."""
+
+    allowed: bool
+    cooldown_hours: float = Field(0, ge=0)
 
 
 class AlternativeSpec(_Strict):
@@ -103,6 +166,9 @@ class CampaignFile(_Strict):
     from_name: str | None = None
     reply_to: str | None = None
     activate: bool = Field(False, description="start the campaign once applied")
+    trigger: TriggerSpec | None = None
+    goal: GoalSpec | None = None
+    reentry: ReentrySpec | None = None
     templates: dict[str, TemplateSpec] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(default_factory=list, max_length=100)
 
@@ -120,8 +186,11 @@ class CampaignFile(_Strict):
                         f"step {number} {where} {key!r} is not one of the templates "
                         f"{sorted(self.templates)}"
                     )
-            if step.condition is not None and step.condition.step_order >= number:
+            condition = step.condition
+            if condition is not None and (condition.step_order or 0) >= number:
                 raise ValueError(f"step {number}: the condition must name an earlier step_order")
+            if condition is not None and condition.match and self.trigger is None:
+                raise ValueError(f"step {number}: a condition's match needs the campaign's trigger")
         return self
 
     def template_bodies(self, base: Path) -> dict[str, dict[str, Any]]:
@@ -149,7 +218,9 @@ class CampaignFile(_Strict):
                 "subject": step.subject,
                 "delay_hours": step.delay_hours,
                 "template_id": template_ids.get(step.template),
-                "condition": step.condition.model_dump() if step.condition else None,
+                "condition": step.condition.model_dump(exclude_none=True)
+                if step.condition
+                else None,
                 "alternative": {
                     "subject": step.alternative.subject,
                     "template_id": template_ids.get(step.alternative.template),
@@ -161,7 +232,14 @@ class CampaignFile(_Strict):
         return bodies
 
     def fields(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("name", "from_email", "from_name", "reply_to")}
+        """The campaign's own fields, as the API shows them (a trigger, goal or re-entry in full,
+        None when unset; re-entry not allowed is the default)."""
+        fields = {k: getattr(self, k) for k in ("name", "from_email", "from_name", "reply_to")}
+        fields["trigger"] = self.trigger.model_dump() if self.trigger else None
+        fields["goal"] = self.goal.model_dump() if self.goal else None
+        allowed = self.reentry is not None and self.reentry.allowed
+        fields["reentry"] = self.reentry.model_dump() if allowed and self.reentry else None
+        return fields
 
 
 def load(path: Path) -> tuple[CampaignFile, dict[str, dict[str, Any]]]:

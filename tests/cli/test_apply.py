@@ -222,6 +222,101 @@ async def test_what_cannot_be_applied_is_named(api: httpx.AsyncClient, tmp_path:
     assert await state(api) == ([], [])
 
 
+JOURNEY: dict[str, Any] = {
+    "name": "Abandoned cart",
+    "templates": {"nudge": {"html": "<p>Your cart misses you</p>"}},
+    "trigger": {"event": "cart.abandoned", "where": {"store": "eu"}},
+    "goal": {"event": "order.completed", "window_hours": 72},
+    "reentry": {"allowed": True, "cooldown_hours": 168},
+    "steps": [
+        {"subject": "Your cart", "delay_hours": 1, "template": "nudge"},
+        {
+            "subject": "Still thinking?",
+            "delay_hours": 0,
+            "template": "nudge",
+            "condition": {
+                "type": "not_performed",
+                "event": "order.completed",
+                "where": {"paid": True},
+                "match": ["cart_id"],
+                "wait_hours": 24,
+            },
+        },
+        {
+            "subject": "Did you see it?",
+            "delay_hours": 1,
+            "template": "nudge",
+            "condition": {"type": "opened", "step_order": 1, "wait_hours": 2.5},
+        },
+    ],
+}
+
+
+async def test_triggers_goals_reentry_and_event_conditions_apply(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    path = write(tmp_path, JOURNEY)
+    applied = await drip(api, "apply", str(path))
+    assert applied.exit_code == 0, applied.output
+    (campaign,), _ = await state(api)
+    assert campaign["trigger"] == JOURNEY["trigger"]
+    assert campaign["goal"] == {**JOURNEY["goal"], "where": None, "exit": True}
+    assert campaign["reentry"] == JOURNEY["reentry"]
+    first, second, third = campaign["steps"]
+    assert second["condition"] == {**JOURNEY["steps"][1]["condition"], "url": None}
+    assert third["condition"] == {
+        "type": "opened",
+        "step_id": first["id"],
+        "url": None,
+        "wait_hours": 2.5,
+    }
+    assert (await drip(api, "plan", str(path))).stdout == "no changes\n"
+
+    # On the draft: the trigger and the step matching on it go together, the goal stays.
+    v2 = json.loads(json.dumps(JOURNEY))
+    del v2["trigger"], v2["reentry"], v2["steps"][1]["condition"]["match"]
+    v2["goal"]["exit"] = False
+    write(tmp_path, v2)
+    plan = await drip(api, "plan", str(path))
+    assert plan.stdout.splitlines() == [
+        f"campaign {campaign['id']} 'Abandoned cart' (draft):",
+        f"  ~ trigger: {JOURNEY['trigger']!r} -> None",
+        "  ~ goal: {'event': 'order.completed', 'where': None, 'window_hours': 72, 'exit': True}"
+        " -> {'event': 'order.completed', 'where': None, 'window_hours': 72.0, 'exit': False}",
+        "  ~ reentry: {'allowed': True, 'cooldown_hours': 168} -> None",
+        f"  ~ step 2 (id {second['id']}) edited: condition",
+    ], plan.output
+    applied = await drip(api, "apply", str(path))
+    assert applied.exit_code == 0, applied.output
+    (campaign,), _ = await state(api)
+    assert (campaign["trigger"], campaign["reentry"]) == (None, None)
+    assert campaign["goal"]["exit"] is False
+    assert "match" not in campaign["steps"][1]["condition"]
+    assert (await drip(api, "plan", str(path))).stdout == "no changes\n"
+
+    # Live: a changed goal is refused before anything is done.
+    assert (await drip(api, "campaign", "activate", str(campaign["id"]))).exit_code == 0
+    v2["goal"]["window_hours"] = 24
+    write(tmp_path, v2)
+    before = await state(api)
+    refused = await drip(api, "apply", str(path))
+    assert refused.exit_code == 2, refused.output
+    assert f"campaign {campaign['id']} is active: its goal cannot change" in refused.stderr
+    assert await state(api) == before
+
+    # The file's own checks name what is wrong.
+    bad = json.loads(json.dumps(JOURNEY))
+    del bad["trigger"]
+    bad["steps"][2]["condition"] = {"type": "performed", "step_order": 1}
+    bad["goal"]["window_hours"] = 0
+    write(tmp_path, bad)
+    result = await drip(api, "plan", str(path))
+    assert result.exit_code == 2
+    said = " ".join(result.stderr.split())  # unwrapped
+    assert "goal.window_hours: Input should be greater than 0" in said, said
+    assert "steps.2.condition: a performed condition names an event, not a step_order" in said
+
+
 def test_the_published_schema_is_the_models() -> None:
     """docs/campaign.schema.json, for editors, is what `drip schema` prints: regenerate it with
     `drip schema > docs/campaign.schema.json`."""
@@ -230,3 +325,7 @@ def test_the_published_schema_is_the_models() -> None:
     schema = json.loads(committed)
     assert set(schema["required"]) == {"name"}
     assert "delay_hours" in schema["$defs"]["StepSpec"]["properties"]
+    assert {"event", "where", "match", "wait_hours"} <= schema["$defs"]["ConditionSpec"][
+        "properties"
+    ].keys()
+    assert {"trigger", "goal", "reentry"} <= schema["properties"].keys()
