@@ -107,10 +107,16 @@ def reason(
     positive = condition.type in POSITIVE_CONDITIONS
     if met:
         if positive:
-            return f"sent: {words} met — {describe_evidence(evidence[0])}"
+            return f"sent: {words} met{_because(evidence)}"
         nothing = _NOT_HAPPENED.get(condition.type, f"no {condition.event} event")
         return f"sent: {words} met — {nothing}{within}"
     verb = "alternative sent" if has_alternative else "skipped"
     if positive:
         return f"{verb}: {words} not met{within}"
-    return f"{verb}: {words} failed — {describe_evidence(evidence[0])}"
+    return f"{verb}: {words} failed{_because(evidence)}"
+
+
+def _because(evidence: list[Evidence]) -> str:
+    """The first event that settled it; none when it is no longer known (a finished journey
+    explained from the database after its events were erased)."""
+    return f" — {describe_evidence(evidence[0])}" if evidence else ""

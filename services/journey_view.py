@@ -12,13 +12,15 @@ import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlmodel import Session, col, func, select
 
+from domain import conditions
+from domain.conditions import parse_utc, utc_text
 from domain.journey import (
     POSITIVE_CONDITIONS,
     PRODUCT_CONDITIONS,
+    ConditionPlan,
     ConditionType,
     Decision,
     EventType,
@@ -26,6 +28,7 @@ from domain.journey import (
     JourneyState,
     JourneyStatus,
     JourneyVersion,
+    ProductEvent,
     WaitingFor,
     WaitingKind,
 )
@@ -33,7 +36,9 @@ from mail.addresses import stored_form
 from services.errors import NotFound
 from services.events import signal_key
 from services.journeys import Journeys
-from storage.models import Campaign, Conversion, Delivery, Enrollment, Event, Step, TrackedEvent
+from storage.models import Campaign, Conversion, Delivery, Enrollment, Event, TrackedEvent
+from storage.plans import read_plan
+from storage.tracked_events import events_since
 
 FINISHED_NOTE = "(from the database: the journey has finished)"
 UNRECORDED_NOTE = "(from the database: this journey's version records no reasons)"
@@ -157,12 +162,8 @@ def _from_rows(
         .order_by(col(Delivery.step_order))
     ).all()
     events = session.exec(select(Event).where(Event.enrollment_id == enrollment.id)).all()
-    steps = {
-        s.id: s
-        for s in session.exec(select(Step).where(Step.campaign_id == enrollment.campaign_id))
-    }
     told = {p.step_id: p for p in live.steps} if live else {}
-    facts = _Facts(session, enrollment, steps, events)
+    facts = _Facts(session, enrollment, events)
     views = []
     for d in deliveries:
         mine = [e for e in events if e.delivery_id == d.id]
@@ -172,7 +173,7 @@ def _from_rows(
         if progress is not None and progress.reason:
             reason, evidence = progress.reason, progress.evidence
         else:
-            reason, evidence = facts.explain(d, steps.get(d.step_id))
+            reason, evidence = facts.explain(d)
             reason = f"{reason} {UNRECORDED_NOTE if live else FINISHED_NOTE}"
         views.append(
             StepView(
@@ -190,132 +191,90 @@ def _from_rows(
 
 
 class _Facts:
-    """What the database knows of one journey, to say why each of its steps was decided."""
+    """What the database knows of one journey, to say why each of its steps was decided: in
+    the workflow's own words (domain/conditions.py), over the campaign's plan and the events
+    stored before each decision."""
 
-    def __init__(
-        self,
-        session: Session,
-        enrollment: Enrollment,
-        steps: dict[int | None, Step],
-        events: Sequence[Event],
-    ) -> None:
+    def __init__(self, session: Session, enrollment: Enrollment, events: Sequence[Event]) -> None:
         self.session = session
         self.enrollment = enrollment
-        self.order_of = {s.id: s.step_order for s in steps.values()}
         self.events = events
-        self._trigger: dict[str, Any] | None = None
+        plan = read_plan(session, enrollment.campaign_id)
+        self.steps = {s.step_id: s for s in plan.steps} if plan else {}
+        self.step_orders = {s.step_id: s.step_order for s in self.steps.values()}
 
-    def explain(self, delivery: Delivery, step: Step | None) -> tuple[str, list[Evidence]]:
-        """A reason in the workflow's form — "alternative sent: not_opened(step 2) failed — human
-        open at … (id)" — and its evidence: the events before the decision that settle it."""
-        decided = {
-            Decision.SENT: "sent",
-            Decision.ALTERNATIVE: "alternative sent",
-            Decision.SKIPPED: "skipped",
-        }.get(Decision(delivery.decision), delivery.decision)
-        if step is None or not step.condition_type:
-            return f"{decided}: no condition", []
-        kind = ConditionType(step.condition_type)
-        words = self.condition_words(step)
-        if delivery.condition_met is None:
-            return f"{decided}", []
+    def explain(self, delivery: Delivery) -> tuple[str, list[Evidence]]:
+        step = self.steps.get(delivery.step_id)
+        condition = step.condition if step else None
         met = delivery.condition_met
-        positive = kind in POSITIVE_CONDITIONS
-        if positive == met:  # its thing happened: a positive one met, a negative one failed
-            evidence = self.evidence(kind, step, _aware(delivery.decided_at))
-            outcome = "met" if met else "failed"
-            because = f" — {_phrase(evidence[0])}" if evidence else ""
-            return f"{decided}: {words} {outcome}{because}", evidence
-        within = f" within {step.condition_wait_hours:g} h" if step.condition_wait_hours else ""
-        if met:
-            return f"{decided}: {words} met — {self.nothing(kind, step)}{within}", []
-        return f"{decided}: {words} not met{within}", []
+        if condition is None or met is None:
+            if delivery.decision == Decision.SENT:
+                return "sent: no condition", []
+            return str(delivery.decision), []  # decided by no condition (a frequency cap)
+        evidence: list[Evidence] = []
+        if (condition.type in POSITIVE_CONDITIONS) == met:  # its thing happened
+            evidence = self.evidence(condition, _aware(delivery.decided_at))
+        alternative = delivery.decision == Decision.ALTERNATIVE
+        words = conditions.reason(condition, met, alternative, evidence, self.step_orders)
+        return words, evidence
 
-    def condition_words(self, step: Step) -> str:
-        """`not_opened(step 2)`, `clicked(step 1, https://…)`,
-        `performed(order.completed, where plan=pro, match cart_id)`."""
-        kind = ConditionType(step.condition_type or "")
-        if kind in PRODUCT_CONDITIONS:
-            parts = [step.condition_event or "?"]
-            if step.condition_where:
-                parts.append(
-                    "where " + ", ".join(f"{k}={v}" for k, v in step.condition_where.items())
-                )
-            if step.condition_match:
-                parts.append("match " + ", ".join(step.condition_match))
-        else:
-            parts = [f"step {self.order_of.get(step.condition_step_id, '?')}"]
-            if step.condition_url:
-                parts.append(step.condition_url)
-        return f"{kind.value}({', '.join(parts)})"
-
-    def nothing(self, kind: ConditionType, step: Step) -> str:
-        if kind in PRODUCT_CONDITIONS:
-            return f"no {step.condition_event}"
-        return "no human click" if kind == ConditionType.NOT_CLICKED else "no human open"
-
-    def evidence(self, kind: ConditionType, step: Step, decided_at: datetime) -> list[Evidence]:
-        """The events that make the condition's thing happen, up to the decision, oldest first."""
-        if kind in PRODUCT_CONDITIONS:
-            return self.tracked(step, decided_at)
-        clicks_only = kind in (ConditionType.CLICKED, ConditionType.NOT_CLICKED)
+    def evidence(self, condition: ConditionPlan, decided_at: datetime) -> list[Evidence]:
+        """The events that make the condition's thing happen, up to the decision, oldest first:
+        human opens (a click is one too) or clicks of the step asked about, or tracked events
+        that count (domain/conditions.event_counts)."""
+        if condition.type in PRODUCT_CONDITIONS:
+            return self.tracked(condition, decided_at)
+        clicks_only = condition.type in (ConditionType.CLICKED, ConditionType.NOT_CLICKED)
         found = [
             e
             for e in self.events
-            if e.step_id == step.condition_step_id
+            if e.step_id == condition.step_id
             and not e.machine
             and (e.type == EventType.CLICK or (e.type == EventType.OPEN and not clicks_only))
-            and (not clicks_only or not step.condition_url or e.url == step.condition_url)
+            and (not clicks_only or not condition.url or e.url == condition.url)
             and _aware(e.occurred_at) <= decided_at
         ]
         found.sort(key=lambda e: _aware(e.occurred_at))
         return [
-            Evidence(signal_key(e), e.type or "", _iso(e.occurred_at), e.step_id, e.url)
+            Evidence(signal_key(e), e.type or "", utc_text(_aware(e.occurred_at)), e.step_id, e.url)
             for e in found[:MAX_EVIDENCE]
         ]
 
-    def tracked(self, step: Step, decided_at: datetime) -> list[Evidence]:
-        rows = self.session.exec(
-            select(TrackedEvent)
-            .where(
-                TrackedEvent.email == self.enrollment.email,
-                TrackedEvent.name == step.condition_event,
-                col(TrackedEvent.occurred_at) >= self.enrollment.created_at,
-                col(TrackedEvent.occurred_at) <= decided_at,
+    def tracked(self, condition: ConditionPlan, decided_at: datetime) -> list[Evidence]:
+        name = condition.event or ""
+        since = _aware(self.enrollment.created_at)
+        trigger = self.trigger()
+        found = [
+            event
+            for event in map(
+                _product_event, events_since(self.session, self.enrollment.email, [name], since)
             )
-            .order_by(col(TrackedEvent.occurred_at))
-        ).all()
-        wanted = dict(step.condition_where or {})
-        if step.condition_match:
-            trigger = self.trigger_properties()
-            wanted.update({name: trigger.get(name) for name in step.condition_match})
-        found = [r for r in rows if all(r.properties.get(k) == v for k, v in wanted.items())]
-        return [Evidence(r.event_id, r.name, _iso(r.occurred_at)) for r in found[:MAX_EVIDENCE]]
+            if parse_utc(event.occurred_at) <= decided_at
+            and conditions.event_counts(
+                event, name, since, condition.where, condition.match, trigger
+            )
+        ]
+        return [
+            Evidence(e.event_id, e.name, utc_text(parse_utc(e.occurred_at)))
+            for e in found[:MAX_EVIDENCE]
+        ]
 
-    def trigger_properties(self) -> dict[str, Any]:
-        if self._trigger is None:
-            row = self.session.exec(
-                select(TrackedEvent).where(
-                    TrackedEvent.event_id == self.enrollment.trigger_event_id
-                )
-            ).first()
-            self._trigger = dict(row.properties) if row else {}
-        return self._trigger
+    def trigger(self) -> ProductEvent | None:
+        """The tracked event that enrolled the journey (what `match` compares with)."""
+        if self.enrollment.trigger_event_id is None:
+            return None
+        row = self.session.exec(
+            select(TrackedEvent).where(TrackedEvent.event_id == self.enrollment.trigger_event_id)
+        ).first()
+        return _product_event(row) if row else None
 
 
-def _phrase(evidence: Evidence) -> str:
-    """`human open at 2026-12-03T10:02:11Z (id)`, `order.completed at … (evt_…)`."""
-    if evidence.type in (EventType.OPEN, EventType.CLICK):
-        what = f"human {evidence.type}" + (f" on {evidence.url}" if evidence.url else "")
-    else:
-        what = evidence.type
-    return f"{what} at {evidence.at} ({evidence.event_id})"
+def _product_event(row: TrackedEvent) -> ProductEvent:
+    return ProductEvent(
+        row.event_id, row.name, utc_text(_aware(row.occurred_at)), dict(row.properties or {})
+    )
 
 
 def _aware(value: datetime) -> datetime:
     """SQLite hands datetimes back naive; they were written in UTC."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
-
-
-def _iso(value: datetime) -> str:
-    return _aware(value).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -193,6 +193,13 @@ async def test_conditions_not_settled_say_so_with_their_wait(
         "skipped: performed(order.completed, where plan=pro, match cart_id) not met within 48 h",
     ]
     assert view["conversion"] is None
+    with session_scope(engine) as session:  # its open no longer stored (erased): no evidence
+        cy = enroll_row(session, cid, f"cy.{email}", status="completed", finished_at=at(300))
+        deliver(session, cy, two, 2, decision="alternative", condition_met=False, status="sent",
+                decided_at=at(61))  # fmt: skip
+    [step] = (await api.get(f"/api/campaigns/{cid}/recipients/cy.{email}")).json()["steps"]
+    assert step["reason"].startswith("alternative sent: not_opened(step 1) failed (from the")
+    assert step["evidence"] == []
 
 
 async def test_entries_the_latest_by_default_an_earlier_one_by_number(
