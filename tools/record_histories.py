@@ -61,10 +61,14 @@ class Journey:
         self.template = template
         self.campaign_id = 0
 
-    async def start(self, steps: list[dict[str, Any]]) -> None:
+    async def start(self, steps: list[dict[str, Any]], **campaign: Any) -> None:
+        """A campaign of these steps (and `campaign` fields: goal, trigger), activated, and
+        this journey's recipient enrolled in it."""
         for step in steps:
             step.setdefault("template_id", self.template)
-        created = await self.api.post("/api/campaigns", json={"name": self.email, "steps": steps})
+        created = await self.api.post(
+            "/api/campaigns", json={"name": self.email, "steps": steps, **campaign}
+        )
         created.raise_for_status()
         self.campaign_id = created.json()["id"]
         await self.set_status("active")
@@ -104,6 +108,22 @@ class Journey:
         body = {"delivery_id": delivery_id, "type": type_, "url": url}
         response = await self.api.post("/api/events", json=body)
         assert response.status_code == 202, response.text
+
+    async def track(self, event: str, **properties: Any) -> None:
+        """The recipient performed `event` in the product (POST /api/track)."""
+        body = {"email": self.email, "event": event, "properties": properties}
+        response = await self.api.post("/api/track", json=body)
+        assert response.status_code == 202, response.text
+
+    async def waiting(self, kind: str) -> None:
+        """Wait until the journey itself says it waits for `kind` (wait_until, delay, ...)."""
+        handle = self.client.get_workflow_handle(self.workflow_id)
+
+        async def check() -> bool:
+            state = await handle.query("progress")
+            return bool(state["waiting_for"] and state["waiting_for"]["kind"] == kind)
+
+        await until(check, f"{self.email}: waiting for {kind}")
 
     @property
     def workflow_id(self) -> str:
@@ -222,10 +242,54 @@ async def archived(j: Journey) -> None:
     await j.set_status("archived")
 
 
+async def wait_until_met(j: Journey) -> None:
+    """Step 2 waits up to an hour for a click on step 1: the click sends it at once."""
+    await j.start([
+        {"subject": "welcome", "delay_hours": 0},
+        {"subject": "thanks for clicking", "delay_hours": 0,
+         "condition": {"type": "clicked", "step_order": 1, "wait_hours": 1},
+         "alternative": {"subject": "did you see this?", "template_id": j.template}},
+    ])  # fmt: skip
+    delivery = await j.delivered(1)
+    await j.waiting("wait_until")
+    await j.event(delivery, "click", "https://example.com/go")
+
+
+async def wait_until_timed_out(j: Journey) -> None:
+    """Step 2 waits three seconds for an open of step 1 that never comes: its alternative."""
+    await j.start([
+        {"subject": "welcome", "delay_hours": 0},
+        {"subject": "for openers", "delay_hours": 0,
+         "condition": {"type": "opened", "step_order": 1, "wait_hours": 3 * SECOND},
+         "alternative": {"subject": "did you see this?", "template_id": j.template}},
+    ])  # fmt: skip
+
+
+async def performed(j: Journey) -> None:
+    """Step 2 waits for a tracked `trial.started` with plan pro: the event sends it at once."""
+    await j.start([
+        {"subject": "welcome", "delay_hours": 0},
+        {"subject": "enjoy pro", "delay_hours": 0,
+         "condition": {"type": "performed", "event": "trial.started", "where": {"plan": "pro"},
+                       "wait_hours": 1}},
+    ])  # fmt: skip
+    await j.delivered(1)
+    await j.waiting("wait_until")
+    await j.track("trial.started", plan="pro")
+
+
+async def converted(j: Journey) -> None:
+    """A goal event (order.completed) while the journey waits for step 2: converted."""
+    await j.start(waiting(), goal={"event": "order.completed", "window_hours": 24, "exit": True})
+    await j.delivered(1)
+    await j.waiting("delay")
+    await j.track("order.completed", total=42)
+
+
 BRANCHES: dict[str, Callable[[Journey], Awaitable[None]]] = {
     f.__name__: f
     for f in (sent, alternative, skipped, paused, unsubscribed, bounced_event, bounced_smtp,
-              removed, archived)
+              removed, archived, wait_until_met, wait_until_timed_out, performed, converted)
 }  # fmt: skip
 PAUSE_RECHECK_SECONDS = 2.0
 

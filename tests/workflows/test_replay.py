@@ -38,6 +38,9 @@ RECIPIENT_BRANCHES = {
     "bounced_smtp": "bounced",
     "removed": "removed",
     "archived": "archived",
+    # JourneyVersion.JOURNEYS on
+    "wait_until_met": "completed",
+    "wait_until_timed_out": "completed",
 }
 
 
@@ -69,14 +72,19 @@ class Shape:
     signals: list[str]
     result: str | None
     local_activities: list[str]  # by type only: a marker does not record the input
+    timers: list[str]  # "fired" or "canceled" (the wait ended by what it waited for), in order
 
 
 def shape(history: WorkflowHistory) -> Shape:
     def decode(payloads) -> list:  # type: ignore[no-untyped-def]
         return [json.loads(p.data) for p in payloads]
 
-    activities, signals, result, local = [], [], None, []
+    activities, signals, result, local, timers = [], [], None, [], []
     for event in history.events:
+        if event.HasField("timer_fired_event_attributes"):
+            timers.append("fired")
+        elif event.HasField("timer_canceled_event_attributes"):
+            timers.append("canceled")
         if event.HasField("marker_recorded_event_attributes"):
             details = event.marker_recorded_event_attributes.details
             if "data" in details:
@@ -93,7 +101,7 @@ def shape(history: WorkflowHistory) -> Shape:
             signals.append(event.workflow_execution_signaled_event_attributes.signal_name)
         elif event.HasField("workflow_execution_completed_event_attributes"):
             [result] = decode(event.workflow_execution_completed_event_attributes.result.payloads)
-    return Shape(activities, signals, result, local)
+    return Shape(activities, signals, result, local, timers)
 
 
 def test_every_branch_is_recorded() -> None:
@@ -131,6 +139,12 @@ def test_recorded_histories_are_the_branches_they_are_named_after() -> None:
     assert shapes["bounced_smtp"].signals == [], "the 550 ended it from the send itself"
     assert shapes["removed"].signals == ["remove"]
     assert shapes["archived"].signals == ["campaign_changed"]
+    met = shapes["wait_until_met"]
+    assert met.activities == ["send_step:sent", "send_step:sent"] and met.signals == ["on_event"]
+    assert met.timers == ["canceled"], "the click ended the wait: step 2 did not wait it out"
+    timed_out = shapes["wait_until_timed_out"]
+    assert timed_out.activities == ["send_step:sent", "send_step:alternative"]
+    assert timed_out.signals == [] and timed_out.timers == ["fired"]
 
 
 # --- the test can fail: a workflow whose first command differs does not replay ---------------
