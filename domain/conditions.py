@@ -51,16 +51,28 @@ def event_counts(
     if event.name != name or parse_utc(event.occurred_at) < since:
         return False
     properties = event.properties or {}
-    for key, value in (where or {}).items():
-        if key not in properties or properties[key] != value:
-            return False
+    if not where_matches(where, properties):
+        return False
     if match:
         if trigger is None:
             return False
         wanted = trigger.properties or {}
-        if any(key not in wanted or properties.get(key) != wanted[key] for key in match):
+        if any(key not in wanted for key in match):
             return False
+        return where_matches({key: wanted[key] for key in match}, properties)
     return True
+
+
+def where_matches(where: dict[str, Any] | None, properties: dict[str, Any]) -> bool:
+    """Every property value `where` names is equal in `properties` (no `where`: any event),
+    as JSON values: true is not 1."""
+    return all(
+        key in properties and _same(properties[key], value) for key, value in (where or {}).items()
+    )
+
+
+def _same(a: Any, b: Any) -> bool:
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
 
 
 def describe_condition(condition: ConditionPlan, step_orders: dict[int, int]) -> str:
