@@ -19,6 +19,7 @@ from api.routes import (
     enrollment_batches,
     erasure,
     events,
+    frequency_cap,
     funnel,
     health,
     recipients,
@@ -105,6 +106,7 @@ def create_app(
         events,
         suppressions,
         erasure,
+        frequency_cap,
     ):
         app.include_router(
             protected.router, dependencies=[API_KEY], responses=errors.problems(401, 403, 421)

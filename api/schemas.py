@@ -24,6 +24,7 @@ from domain.journey import (
     JourneyStatus,
     WaitingKind,
 )
+from domain.timing import DAYS, RECIPIENT_ZONE, parse_clock, zone_or_none
 from mail.headers import check_address, check_display_name
 from mail.render import check_template
 from services.enrollment_batches import Accepted
@@ -294,6 +295,18 @@ class StepCreate(Strict):
     template_id: int
     condition: ConditionIn | None = None
     alternative: AlternativeIn | None = None
+    # timing (docs/features.md#when-a-message-may-go-out): a delay_until step may omit
+    # delay_hours (it is 0)
+    delay_until: DelayUntilIn | None = None
+    send_window: SendWindowIn | None = None
+    ignore_send_window: bool = False
+
+    @model_validator(mode="before")
+    @classmethod
+    def _delay_until_needs_no_delay(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("delay_until") and "delay_hours" not in data:
+            return {**data, "delay_hours": 0}
+        return data
 
     @model_validator(mode="after")
     def _alternative_needs_condition(self) -> StepCreate:
@@ -310,6 +323,9 @@ class StepUpdate(Strict):
     template_id: Required[int] = None
     condition: ConditionIn | None = None
     alternative: AlternativeIn | None = None
+    delay_until: DelayUntilIn | None = None
+    send_window: SendWindowIn | None = None
+    ignore_send_window: Required[bool] = None
 
 
 class StepReorder(Strict):
@@ -343,7 +359,8 @@ class AlternativeOut(BaseModel):
 
 
 class StepPublic(BaseModel):
-    """Spec shape; `condition` and `alternative` appear only when set."""
+    """Spec shape; `condition`, `alternative`, `delay_until`, `send_window` and
+    `ignore_send_window` appear only when set (`delay_hours` is 0 for a `delay_until` step)."""
 
     model_config = example(
         {
@@ -363,6 +380,9 @@ class StepPublic(BaseModel):
     template_id: int
     condition: ConditionOut | None = None
     alternative: AlternativeOut | None = None
+    delay_until: DelayUntilIn | None = None
+    send_window: SendWindowIn | None = None
+    ignore_send_window: bool | None = None  # shown only when true
 
 
 # --- triggers, goals and re-entry ------------------------------------------------------------
@@ -455,6 +475,9 @@ class CampaignCreate(Strict):
     goal: GoalIn | None = None
     reentry: ReentryIn | None = None
     steps: list[StepCreate] = Field(default_factory=list, max_length=100)
+    send_window: SendWindowIn | None = None
+    frequency_cap: CapUse = "apply"
+    on_cap: OnCap = "defer"
 
 
 class CampaignUpdate(Strict):
@@ -472,6 +495,10 @@ class CampaignUpdate(Strict):
     trigger: TriggerIn | None = None
     goal: GoalIn | None = None
     reentry: ReentryIn | None = None
+    # timing: drafts only (running journeys are pinned to the plan they started with)
+    send_window: SendWindowIn | None = None
+    frequency_cap: Required[CapUse] = None
+    on_cap: Required[OnCap] = None
 
 
 class CampaignSummary(BaseModel):
@@ -528,6 +555,9 @@ class CampaignPublic(CampaignSummary):
     goal: GoalOut | None = None
     reentry: ReentryOut | None = None
     steps: list[StepPublic]
+    send_window: SendWindowIn | None = None
+    frequency_cap: str = "apply"
+    on_cap: str = "defer"
 
 
 class CampaignStats(BaseModel):
@@ -862,6 +892,10 @@ class FunnelStep(BaseModel):
     # for good by the server (size, content): see GET /api/deliveries?status=uncertain.
     uncertain: int = 0
     failed: int = 0
+    # Held by the frequency cap (docs/features.md#frequency-caps): journeys whose step waited
+    # for a slot, and journeys whose step was skipped for it.
+    deferred_by_cap: int = 0
+    skipped_by_cap: int = 0
     # Conversions attributed to this step: the last message sent before the goal event.
     converted: int = 0
 
@@ -1009,6 +1043,109 @@ class ErasureSummary(BaseModel):
         description="the suppression reason kept as a hash of the address, so it is never "
         "mailed again; null when the address was not suppressed"
     )
+
+
+# --- timing (send windows, delay until a date, the frequency cap: docs/features.md) ---------
+
+
+def _clock(value: str) -> str:
+    parse_clock(value)  # ValueError names what is wrong
+    return value
+
+
+def _zone(value: str) -> str:
+    if value != RECIPIENT_ZONE and zone_or_none(value) is None:
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin) or 'recipient'")
+    return value
+
+
+def _iana_zone(value: str) -> str:
+    if zone_or_none(value) is None:
+        raise ValueError(f"{value!r} is not an IANA time zone (e.g. Europe/Berlin)")
+    return value
+
+
+Clock = Annotated[str, Field(examples=["09:00"], description="HH:MM, 24-hour wall clock"),
+                  AfterValidator(_clock)]  # fmt: skip
+WindowZone = Annotated[str, Field(max_length=64), AfterValidator(_zone)]
+IanaZone = Annotated[str, Field(max_length=64), AfterValidator(_iana_zone)]
+Day = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class SendWindowIn(Strict):
+    """When messages may go out: on `days`, from `start` to `end` (wall clock; `start` after
+    `end` crosses midnight), in `timezone` — an IANA zone, or `recipient` for the recipient's
+    `timezone` field, then `fallback_timezone` when it is missing or not a valid zone."""
+
+    model_config = example(
+        {
+            "days": ["mon", "tue", "wed", "thu", "fri"],
+            "start": "09:00",
+            "end": "17:00",
+            "timezone": "recipient",
+            "fallback_timezone": "America/New_York",
+        }
+    )
+
+    days: list[Day] = Field(min_length=1, max_length=7)
+    start: Clock
+    end: Clock
+    timezone: WindowZone
+    fallback_timezone: IanaZone | None = Field(default=None, validate_default=True)
+
+    @field_validator("end")
+    @classmethod
+    def _not_empty(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("start") == value:
+            raise ValueError("end equals start: the window would be empty (or always open)")
+        return value
+
+    @field_validator("fallback_timezone")
+    @classmethod
+    def _fallback_with_recipient(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None and info.data.get("timezone") == RECIPIENT_ZONE:
+            raise ValueError("required with timezone 'recipient' (for a missing or invalid one)")
+        return value
+
+    @field_validator("days")
+    @classmethod
+    def _each_day_once(cls, value: list[str]) -> list[str]:
+        return sorted(set(value), key=DAYS.index)
+
+
+class DelayUntilIn(Strict):
+    """A step due at the date in a recipient field (ISO 8601 date-time, or a date: 00:00 in
+    the recipient's zone), plus `offset_hours` (negative: before it)."""
+
+    model_config = example({"field": "trial_ends_at", "offset_hours": -24})
+
+    field: Annotated[str, Field(min_length=1, max_length=100)]
+    offset_hours: Annotated[
+        float, Field(strict=True, allow_inf_nan=False, ge=-24 * 365 * 10, le=24 * 365 * 10)
+    ] = 0
+
+
+class FrequencyCapIn(Strict):
+    """At most `max_messages` to one address in any `per_hours` (rolling), across campaigns."""
+
+    model_config = example({"max_messages": 3, "per_hours": 24})
+
+    max_messages: Annotated[int, Field(ge=1, le=1_000_000, strict=True)]
+    per_hours: Annotated[float, Field(gt=0, le=24 * 366, strict=True, allow_inf_nan=False)]
+
+
+class FrequencyCapPublic(BaseModel):
+    """The frequency cap in force."""
+
+    model_config = example({"max_messages": 3, "per_hours": 24, "updated_at": _T})
+
+    max_messages: int
+    per_hours: Annotated[float, PlainSerializer(_whole_as_int, return_type=int | float)]
+    updated_at: SpecTime
+
+
+CapUse = Literal["apply", "exempt"]
+OnCap = Literal["defer", "skip"]
 
 
 # --- errors (RFC 9457 problem details; answered by api/errors.py) ---------------------------

@@ -16,10 +16,19 @@ from cli.campaign_file import CampaignFile
 from cli.client import ApiClient
 
 SENDER_FIELDS = ("name", "from_email", "from_name", "reply_to")
-STEP_FIELDS = ("subject", "delay_hours", "template_id", "condition", "alternative")
+STEP_FIELDS = (
+    "subject",
+    "delay_hours",
+    "template_id",
+    "condition",
+    "alternative",
+    "delay_until",
+    "send_window",
+    "ignore_send_window",
+)
 LIVE = ("active", "paused")
 # The campaign fields that define its journeys: changed only on a draft, like its steps.
-DEFINITION = {"trigger", "goal", "reentry"}
+DEFINITION = {"trigger", "goal", "reentry", "send_window", "frequency_cap", "on_cap"}
 
 
 class PlanError(ValueError):
@@ -195,6 +204,9 @@ def _as_body(step: dict[str, Any], order_of: dict[int, int]) -> dict[str, Any]:
         "template_id": step["template_id"],
         "condition": condition or None,
         "alternative": step.get("alternative"),
+        "delay_until": step.get("delay_until"),
+        "send_window": step.get("send_window"),
+        "ignore_send_window": bool(step.get("ignore_send_window")),
     }
 
 

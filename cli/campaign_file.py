@@ -31,6 +31,9 @@ steps:
 trigger: {event: trial.started}   # optional: each such tracked event enrolls its person
 goal: {event: plan.upgraded, window_hours: 72}   # optional: conversions; ends the journey
 reentry: {allowed: true, cooldown_hours: 720}   # optional: enter again after the cooldown
+send_window:                      # optional: when messages may go out (docs/features.md)
+  {days: [mon, tue, wed, thu, fri], start: "09:00", end: "17:00",
+   timezone: recipient, fallback_timezone: America/New_York}
 ```
 
 Checked here: the shape and the names a human wrote; the API judges the rest (a template's
@@ -43,7 +46,14 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 Text = Annotated[str, Field(min_length=1, max_length=1000)]
 
@@ -144,12 +154,44 @@ class AlternativeSpec(_Strict):
     template: str = Field(description="a key of `templates`")
 
 
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+
+
+class SendWindowSpec(_Strict):
+    """When messages may go out: on `days`, `start`-`end` wall clock (start after end crosses
+    midnight), in an IANA `timezone` or `recipient` (their `timezone` field, else
+    `fallback_timezone`)."""
+
+    days: list[Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]] = Field(min_length=1)
+    start: str = Field(pattern=r"^\d\d:\d\d$", description="HH:MM")
+    end: str = Field(pattern=r"^\d\d:\d\d$", description="HH:MM")
+    timezone: str = Field(description="an IANA zone (Europe/Berlin) or `recipient`")
+    fallback_timezone: str | None = Field(None, description="required with `recipient`")
+
+    @field_validator("days")
+    @classmethod
+    def _in_week_order(cls, value: list[str]) -> list[str]:
+        return sorted(set(value), key=DAYS.index)  # as the API stores them
+
+
+class DelayUntilSpec(_Strict):
+    """Due at the date in a recipient field, plus `offset_hours` (instead of delay_hours)."""
+
+    field: Text
+    offset_hours: float = 0
+
+
 class StepSpec(_Strict):
     subject: Text = Field(description="Jinja2 subject line")
-    delay_hours: float = Field(ge=0, description="hours after the previous step (or enrollment)")
+    delay_hours: float = Field(
+        0, ge=0, description="hours after the previous step (or enrollment); 0 with delay_until"
+    )
     template: str = Field(description="a key of `templates`")
     condition: ConditionSpec | None = None
     alternative: AlternativeSpec | None = None
+    delay_until: DelayUntilSpec | None = None
+    send_window: SendWindowSpec | None = Field(None, description="instead of the campaign's")
+    ignore_send_window: bool = Field(False, description="send whenever due, whatever the window")
 
 
 class CampaignFile(_Strict):
@@ -171,6 +213,13 @@ class CampaignFile(_Strict):
     reentry: ReentrySpec | None = None
     templates: dict[str, TemplateSpec] = Field(default_factory=dict)
     steps: list[StepSpec] = Field(default_factory=list, max_length=100)
+    send_window: SendWindowSpec | None = None
+    frequency_cap: Literal["apply", "exempt"] = Field(
+        "apply", description="`exempt`: never held by the frequency cap, never counted"
+    )
+    on_cap: Literal["defer", "skip"] = Field(
+        "defer", description="a step the cap holds back waits for a slot, or is skipped"
+    )
 
     @model_validator(mode="after")
     def _references(self) -> CampaignFile:
@@ -227,6 +276,9 @@ class CampaignFile(_Strict):
                 }
                 if step.alternative
                 else None,
+                "delay_until": step.delay_until.model_dump() if step.delay_until else None,
+                "send_window": step.send_window.model_dump() if step.send_window else None,
+                "ignore_send_window": step.ignore_send_window,
             }
             bodies.append(body)
         return bodies
@@ -239,6 +291,8 @@ class CampaignFile(_Strict):
         fields["goal"] = self.goal.model_dump() if self.goal else None
         allowed = self.reentry is not None and self.reentry.allowed
         fields["reentry"] = self.reentry.model_dump() if allowed and self.reentry else None
+        fields["send_window"] = self.send_window.model_dump() if self.send_window else None
+        fields["frequency_cap"], fields["on_cap"] = self.frequency_cap, self.on_cap
         return fields
 
 

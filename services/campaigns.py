@@ -86,6 +86,31 @@ def apply_step(
             step.alt_subject, step.alt_template_id = None, None
     if not step.condition_type and step.alt_template_id is not None:
         raise Invalid([*loc, "alternative"], "an alternative needs a condition")
+    _apply_timing(step, changes, loc)
+
+
+def _apply_timing(step: Step, changes: Mapping[str, Any], loc: Loc) -> None:
+    """A step's send window (or none: ignore_send_window) and delay_until."""
+    if "send_window" in changes:
+        step.send_window = changes["send_window"]
+    if changes.get("ignore_send_window") is not None:
+        step.ignore_send_window = changes["ignore_send_window"]
+    if "delay_until" in changes:
+        until = changes["delay_until"]
+        step.delay_until_field = until["field"] if until else None
+        step.delay_until_offset_hours = until.get("offset_hours", 0) if until else 0
+    if step.delay_until_field is not None and step.delay_hours:
+        raise Invalid(
+            [*loc, "delay_until"],
+            "a step is due either after delay_hours or at delay_until: set delay_hours to 0",
+        )
+    if step.ignore_send_window and step.send_window is not None:
+        raise Invalid(
+            [*loc, "ignore_send_window"], "a step with its own send_window cannot ignore it"
+        )
+
+
+TIMING_FIELDS = ("send_window", "frequency_cap", "on_cap")
 
 
 def _apply_condition(
@@ -221,6 +246,12 @@ def update(session: Session, campaign: Campaign, changes: dict[str, Any]) -> Cam
     new_status = changes.pop("status", None)
     if new_status is None or not check_transition(session, campaign, new_status):
         new_status = None
+    if campaign.status != CampaignStatus.DRAFT and any(k in changes for k in TIMING_FIELDS):
+        raise Conflict(
+            f"campaign {campaign.id} is {campaign.status}: its send window and frequency cap "
+            "change only while it is a draft (running journeys are pinned to the plan they "
+            "started with); clone it to edit"
+        )
     for key, value in changes.items():
         if key == "name" and value is None:
             raise Invalid(["body", "name"], "name cannot be empty")

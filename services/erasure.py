@@ -41,6 +41,8 @@ from storage.counters import forget_enrollments
 from storage.db import session_scope
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import (
+    CapAddress,
+    CapSlot,
     Delivery,
     DeliveryMilestone,
     Enrollment,
@@ -154,6 +156,9 @@ def _forget(engine: Engine, address: str) -> tuple[dict[str, int], str | None]:
                 )
             )
         )
+        # The frequency cap's count of messages to the address (services/frequency.py).
+        session.execute(delete(CapSlot).where(col(CapSlot.email) == address))
+        session.execute(delete(CapAddress).where(col(CapAddress.email) == address))
         erased = select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids))
         forget_enrollments(session, list(session.exec(erased).all()))  # stats drop them
         session.execute(delete(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))

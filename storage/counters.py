@@ -23,6 +23,7 @@ from sqlmodel import col, select
 
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import (
+    CapHold,
     Conversion,
     Delivery,
     DeliveryMilestone,
@@ -58,6 +59,9 @@ class Metric(StrEnum):
     FAILED = "failed"  # refused for good by the server (size, content): not a bounce
     UNSUBSCRIBED = "unsubscribed"
     COMPLAINED = "complained"
+    # held by the frequency cap (services/frequency.py), once per journey and step
+    DEFERRED_BY_CAP = "deferred_by_cap"
+    SKIPPED_BY_CAP = "skipped_by_cap"
     # campaign-wide and per step (the last step sent before it): Conversion rows
     CONVERTED = "converted"
 
@@ -229,6 +233,14 @@ def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
         truth[(CAMPAIGN, Metric.CONVERTED)] += n
         if step_id:
             truth[(step_id, Metric.CONVERTED)] += n
+    held = session.execute(
+        select(CapHold.step_id, CapHold.outcome, func.count())
+        .where(CapHold.campaign_id == campaign_id)
+        .group_by(col(CapHold.step_id), col(CapHold.outcome))
+    )
+    for step_id, outcome, n in held:
+        metric = Metric.SKIPPED_BY_CAP if outcome == "skipped" else Metric.DEFERRED_BY_CAP
+        truth[(step_id, metric)] += n
     return {key: n for key, n in truth.items() if n}
 
 

@@ -47,6 +47,12 @@ class Campaign(SQLModel, table=True):
     # Re-entry: a person may enter again once their last journey ended and the cooldown passed.
     reentry_allowed: bool = False
     reentry_cooldown_hours: float = 0
+    # When its messages may go out (docs/features.md#when-a-message-may-go-out): the send
+    # window {days, start, end, timezone, fallback_timezone?}, and how the frequency cap
+    # applies ("apply" | "exempt") and what a capped step does ("defer" | "skip").
+    send_window: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    frequency_cap: str = "apply"
+    on_cap: str = "defer"
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
 
@@ -68,6 +74,12 @@ class Step(SQLModel, table=True):
     condition_wait_hours: float | None = None  # wait-until: how long to wait for it to settle
     alt_subject: str | None = None
     alt_template_id: int | None = Field(default=None, foreign_key="template.id", index=True)
+    # The step's own send window (over the campaign's), or none at all; due at a recipient
+    # field (plus an offset) instead of after delay_hours.
+    send_window: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
+    ignore_send_window: bool = False
+    delay_until_field: str | None = None
+    delay_until_offset_hours: float = 0
 
 
 class Enrollment(SQLModel, table=True):
@@ -307,3 +319,56 @@ class DeliveryMilestone(SQLModel, table=True):
 
     delivery_id: str = Field(primary_key=True)
     milestone: str = Field(primary_key=True)
+
+
+class FrequencyCap(SQLModel, table=True):
+    """The one frequency cap per address across all campaigns (PUT /api/settings/frequency-cap):
+    at most `max_messages` in any `per_hours` (a rolling window)."""
+
+    __tablename__ = "frequency_cap"
+
+    id: int = Field(default=1, primary_key=True)  # one row: the cap
+    max_messages: int
+    per_hours: float
+    updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class CapAddress(SQLModel, table=True):
+    """One row per capped address, written first in every reservation for it: its row lock
+    (PostgreSQL) or the write lock it takes (SQLite) makes check-and-reserve one act."""
+
+    __tablename__ = "cap_address"
+
+    email: str = Field(primary_key=True, max_length=320)
+    reserved_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class CapSlot(SQLModel, table=True):
+    """A message counted against the frequency cap: one per (enrollment, step), at the time of
+    its send (services/frequency.py)."""
+
+    __tablename__ = "cap_slot"
+    __table_args__ = (
+        UniqueConstraint("enrollment_id", "step_id", name="uq_cap_slot_step"),
+        Index("ix_cap_slot_email_reserved_at", "email", "reserved_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    email: str = Field(max_length=320)
+    enrollment_id: int
+    step_id: int
+    campaign_id: int
+    reserved_at: datetime = Field(sa_type=DateTime(timezone=True))
+
+
+class CapHold(SQLModel, table=True):
+    """A step the frequency cap held back (deferred) or skipped, once per (enrollment, step):
+    the rows behind the funnel's deferred_by_cap and skipped_by_cap."""
+
+    __tablename__ = "cap_hold"
+
+    enrollment_id: int = Field(primary_key=True)
+    step_id: int = Field(primary_key=True)
+    campaign_id: int = Field(index=True)
+    outcome: str  # deferred | skipped
+    held_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))

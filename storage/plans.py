@@ -2,10 +2,33 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from sqlmodel import Session, select
 
-from domain.journey import ConditionPlan, ConditionType, GoalPlan, JourneyPlan, StepPlan
+from domain.journey import (
+    ConditionPlan,
+    ConditionType,
+    DelayUntilPlan,
+    GoalPlan,
+    JourneyPlan,
+    SendWindowPlan,
+    StepPlan,
+)
 from storage.models import Campaign, Step
+
+
+def window_plan(stored: dict[str, Any] | None) -> SendWindowPlan | None:
+    """A stored send window (a campaign's or a step's JSON column) as the plan carries it."""
+    if not stored:
+        return None
+    return SendWindowPlan(
+        days=list(stored["days"]),
+        start=stored["start"],
+        end=stored["end"],
+        timezone=stored["timezone"],
+        fallback_timezone=stored.get("fallback_timezone"),
+    )
 
 
 def read_plan(session: Session, campaign_id: int) -> JourneyPlan | None:
@@ -18,6 +41,9 @@ def read_plan(session: Session, campaign_id: int) -> JourneyPlan | None:
     campaign = session.get(Campaign, campaign_id)
     return JourneyPlan(
         campaign_id=campaign_id,
+        send_window=window_plan(campaign.send_window) if campaign else None,
+        frequency_cap=campaign.frequency_cap if campaign else "apply",
+        on_cap=campaign.on_cap if campaign else "defer",
         steps=[
             StepPlan(
                 step_id=s.id or 0,
@@ -25,6 +51,11 @@ def read_plan(session: Session, campaign_id: int) -> JourneyPlan | None:
                 delay_seconds=s.delay_hours * 3600,
                 condition=_condition(s),
                 has_alternative=s.alt_template_id is not None,
+                delay_until=DelayUntilPlan(s.delay_until_field, s.delay_until_offset_hours)
+                if s.delay_until_field is not None
+                else None,
+                send_window=window_plan(s.send_window),
+                ignore_send_window=s.ignore_send_window,
             )
             for s in steps
         ],

@@ -18,8 +18,10 @@ from api.schemas import (
     CampaignSummary,
     CampaignUpdate,
     ConditionOut,
+    DelayUntilIn,
     GoalOut,
     ReentryOut,
+    SendWindowIn,
     StepCreate,
     StepPublic,
     StepReorder,
@@ -71,6 +73,13 @@ def step_public(step: Step) -> StepPublic:
         alternative=AlternativeOut(subject=step.alt_subject or "", template_id=step.alt_template_id)
         if step.alt_template_id is not None
         else None,
+        delay_until=DelayUntilIn(
+            field=step.delay_until_field, offset_hours=step.delay_until_offset_hours
+        )
+        if step.delay_until_field is not None
+        else None,
+        send_window=SendWindowIn.model_validate(step.send_window) if step.send_window else None,
+        ignore_send_window=True if step.ignore_send_window else None,
     )
 
 
@@ -124,6 +133,11 @@ def _public(session: Session, campaign: Campaign) -> CampaignPublic:
         if campaign.reentry_allowed
         else None,
         steps=[step_public(s) for s in steps],
+        send_window=SendWindowIn.model_validate(campaign.send_window)
+        if campaign.send_window
+        else None,
+        frequency_cap=campaign.frequency_cap,
+        on_cap=campaign.on_cap,
     )
 
 
@@ -225,7 +239,13 @@ def get_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic:
 )
 def create_campaign(body: CampaignCreate, session: SessionDep) -> CampaignPublic:
     campaign = Campaign(
-        name=body.name, from_email=body.from_email, from_name=body.from_name, reply_to=body.reply_to
+        name=body.name,
+        from_email=body.from_email,
+        from_name=body.from_name,
+        reply_to=body.reply_to,
+        send_window=body.send_window.model_dump() if body.send_window else None,
+        frequency_cap=body.frequency_cap,
+        on_cap=body.on_cap,
     )
     session.add(campaign)
     session.flush()
@@ -304,6 +324,9 @@ def clone_campaign(campaign: CampaignDep, session: SessionDep) -> CampaignPublic
         from_name=campaign.from_name,
         reply_to=campaign.reply_to,
         **campaign.model_dump(include=set(DEFINITION_COLUMNS)),
+        send_window=campaign.send_window,
+        frequency_cap=campaign.frequency_cap,
+        on_cap=campaign.on_cap,
     )
     session.add(copy)
     session.flush()

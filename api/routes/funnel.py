@@ -64,6 +64,8 @@ def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunne
                 clicked_including_machine=count(step.id or 0, Metric.CLICKED_ANY),
                 uncertain=count(step.id or 0, Metric.UNCERTAIN),
                 failed=count(step.id or 0, Metric.FAILED),
+                deferred_by_cap=count(step.id or 0, Metric.DEFERRED_BY_CAP),
+                skipped_by_cap=count(step.id or 0, Metric.SKIPPED_BY_CAP),
                 converted=count(step.id or 0, Metric.CONVERTED),
             )
             for step in steps_of(session, campaign_id)

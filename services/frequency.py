@@ -1,0 +1,171 @@
+"""The frequency cap: at most `max_messages` to one address in any `per_hours`, across all
+campaigns (docs/features.md#frequency-caps).
+
+`reserve()` is the one way a journey's message takes part: in one transaction it checks the
+address's messages in the rolling window and, if there is room, counts this one — or answers
+when the next slot frees. The transaction first upserts the address's `cap_address` row, so
+that row's lock (PostgreSQL) or the database's write lock (SQLite, taken by that first write)
+is held until the commit: two reservations for one address, in any processes, run one after the
+other, and two journeys due at the same moment can never both take the last slot.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Engine, delete
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.orm import Session
+from sqlmodel import col, select
+
+from mail.addresses import stored_form
+from services.errors import NotFound
+from storage import counters
+from storage.counters import Metric
+from storage.db import session_scope
+from storage.inserts import insert_ignoring_conflicts
+from storage.models import CapAddress, CapHold, CapSlot, FrequencyCap, utcnow
+
+# Counted messages are kept this long (or the cap's window, if longer), so a cap set later
+# already counts the messages sent before it.
+KEEP = timedelta(days=31)
+
+
+class NoCap(NotFound):
+    def __init__(self) -> None:
+        Exception.__init__(self, "no frequency cap is set")
+
+
+def read_cap(session: Session) -> FrequencyCap | None:
+    return session.get(FrequencyCap, 1)
+
+
+def the_cap(session: Session) -> FrequencyCap:
+    cap = read_cap(session)
+    if cap is None:
+        raise NoCap()
+    return cap
+
+
+def set_cap(session: Session, max_messages: int, per_hours: float) -> FrequencyCap:
+    cap = read_cap(session) or FrequencyCap(max_messages=max_messages, per_hours=per_hours)
+    cap.max_messages, cap.per_hours, cap.updated_at = max_messages, per_hours, utcnow()
+    session.add(cap)
+    session.commit()
+    session.refresh(cap)
+    return cap
+
+
+def clear_cap(session: Session) -> None:
+    """Remove the cap (NoCap when there is none)."""
+    session.delete(the_cap(session))
+    session.commit()
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """The cap's answer: `granted` (the message may go now, and is counted), or not, with when
+    the next slot frees (`next_free_at`) and what the step does (`on_cap`: defer | skip)."""
+
+    granted: bool
+    reason: str
+    next_free_at: datetime | None = None
+
+
+def reserve(
+    engine: Engine,
+    *,
+    email: str,
+    enrollment_id: int,
+    step_id: int,
+    campaign_id: int,
+    at: datetime,
+    exempt: bool = False,
+    on_cap: str = "defer",
+) -> Reservation:
+    """Check and reserve, atomically, a slot for a message to `email` sent at `at`; a retry
+    for the same (enrollment, step) finds its slot taken and is granted again. An `exempt`
+    campaign's message is never blocked nor counted. A refusal records the step held by the
+    cap (deferred or skipped, as `on_cap` says) once, for the funnel."""
+    if exempt:
+        return Reservation(True, "the campaign is exempt from the frequency cap")
+    address = stored_form(email)  # as erasure finds it
+    at = at.astimezone(UTC)  # SQLite compares the stored text: every instant in UTC
+    with session_scope(engine) as session:
+        _lock_address(session, address, at)  # first: every statement after it runs locked
+        taken = session.exec(
+            select(CapSlot.id).where(
+                CapSlot.enrollment_id == enrollment_id, CapSlot.step_id == step_id
+            )
+        ).first()
+        if taken is not None:
+            return Reservation(True, "this step's slot was already reserved")
+        cap = read_cap(session)
+        keep = KEEP
+        if cap is not None:
+            window = timedelta(hours=cap.per_hours)
+            keep = max(KEEP, window)
+            sent = list(
+                session.exec(
+                    select(CapSlot.reserved_at)
+                    .where(CapSlot.email == address, col(CapSlot.reserved_at) > at - window)
+                    .order_by(col(CapSlot.reserved_at))
+                )
+            )
+            if len(sent) >= cap.max_messages:
+                frees = _aware(sent[len(sent) - cap.max_messages]) + window
+                _record_hold(session, enrollment_id, step_id, campaign_id, on_cap)
+                return Reservation(
+                    False,
+                    f"frequency cap: {len(sent)} of {cap.max_messages} messages in "
+                    f"{cap.per_hours:g} h already sent to this address",
+                    frees,
+                )
+        session.add(
+            CapSlot(
+                email=address,
+                enrollment_id=enrollment_id,
+                step_id=step_id,
+                campaign_id=campaign_id,
+                reserved_at=at,
+            )
+        )
+        session.execute(
+            delete(CapSlot).where(
+                col(CapSlot.email) == address, col(CapSlot.reserved_at) <= at - keep
+            )
+        )
+        return Reservation(True, "within the frequency cap" if cap else "no frequency cap set")
+
+
+def _lock_address(session: Session, address: str, at: datetime) -> None:
+    dialect = session.get_bind().dialect.name
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    statement = insert(CapAddress.__table__).values(email=address, reserved_at=at)  # type: ignore[attr-defined]
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=["email"], set_={"reserved_at": statement.excluded.reserved_at}
+        )
+    )
+
+
+def _record_hold(
+    session: Session, enrollment_id: int, step_id: int, campaign_id: int, on_cap: str
+) -> None:
+    outcome = "skipped" if on_cap == "skip" else "deferred"
+    row = {
+        "enrollment_id": enrollment_id,
+        "step_id": step_id,
+        "campaign_id": campaign_id,
+        "outcome": outcome,
+        "held_at": utcnow(),
+    }
+    if insert_ignoring_conflicts(session, CapHold, [row], returning="step_id"):
+        metric = Metric.SKIPPED_BY_CAP if outcome == "skipped" else Metric.DEFERRED_BY_CAP
+        counters.bump(session, campaign_id, step_id, metric)
+
+
+def _aware(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes for timezone-aware columns: they were stored in UTC.
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
