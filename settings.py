@@ -49,6 +49,8 @@ class Settings(BaseSettings):
     # by the SDK's envconfig in temporal_client.py).
     temporal_address: str = Field("127.0.0.1:7233", validation_alias="TEMPORAL_ADDRESS")
     temporal_namespace: str = Field("default", validation_alias="TEMPORAL_NAMESPACE")
+    # Where the dashboard links each journey's workflow (the dev server's Web UI by default).
+    temporal_ui_url: str = "http://127.0.0.1:8233"
     worker_metrics_port: int | None = None
 
     # Signs tracking and unsubscribe links (mail/tokens.py). To rotate: the new key here, the

@@ -30,6 +30,7 @@ from api.routes import (
     webhooks,
 )
 from api.security import API_KEY, check_bind, install_security
+from api.ui import install as install_dashboard
 from observability.logs import configure_logging
 from observability.request_ids import RequestIdMiddleware
 from observability.tracing import configure_tracing, instrument_app, with_interceptors
@@ -115,6 +116,7 @@ def create_app(
     app.include_router(webhooks.router)
     app.include_router(tracking.router)
     app.include_router(health.router)
+    install_dashboard(app)  # /ui/: its own session cookie (api/ui/session.py), not the bearer key
     errors.install(app)  # every error as problem+json, in the schema too
     # Before security: inside it, so a key is claimed only by an authorised request.
     idempotency.install(app)
@@ -124,7 +126,10 @@ def create_app(
     app.add_middleware(
         BodyLimitMiddleware,
         default=settings.max_body_bytes,
-        routes={r"/api/campaigns/[^/]+/recipients/import": settings.max_upload_bytes},
+        routes={
+            r"/api/campaigns/[^/]+/recipients/import": settings.max_upload_bytes,
+            r"/ui/campaigns/[^/]+/import": settings.max_upload_bytes,  # the dashboard's upload
+        },
     )
     install_security(app, settings)  # every /api/* route, including routers added later
     install_monitoring(app)  # after security: outermost, so it counts the 401s too

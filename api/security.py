@@ -46,6 +46,10 @@ OPEN_PREFIXES = ("/t/", "/u/", "/api/webhooks/")
 OPEN_PATHS = frozenset(
     {"/healthz", "/readyz", "/metrics", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json"}
 )
+# The dashboard (api/ui/): its own signed session is its door, checked by every page and form
+# (api/ui/session.py); keyless, the loopback-only rules below apply to it as to the API.
+DASHBOARD_PREFIXES = ("/ui/",)
+DASHBOARD_PATHS = frozenset({"/", "/ui", "/favicon.ico"})
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 SAME_SITE_FETCHES = frozenset({"same-origin", "none"})  # `none`: typed, bookmarked
 
@@ -56,6 +60,10 @@ class InsecureBindError(RuntimeError):
 
 def is_open(path: str) -> bool:
     return path in OPEN_PATHS or path.startswith(OPEN_PREFIXES)
+
+
+def is_dashboard(path: str) -> bool:
+    return path in DASHBOARD_PATHS or path.startswith(DASHBOARD_PREFIXES)
 
 
 def check_bind(settings: Settings) -> None:
@@ -147,8 +155,11 @@ class ApiKeyMiddleware:
                 "no API key is configured (DRIP_API_KEYS): this API answers on loopback only",
                 code="loopback_only",
             )
-        if is_open(get_route_path(scope)):
+        path = get_route_path(scope)
+        if is_open(path):
             return None
+        if is_dashboard(path):
+            return None if self.keys else local_mode_refusal(scope["method"], headers)
         if self.keys:
             return (
                 None

@@ -179,15 +179,18 @@ def test_a_wheel_install_keeps_var_out_of_site_packages(tmp_path: Path) -> None:
     workdir = tmp_path / "work"
     workdir.mkdir()
     shown = _python(
-        "import importlib.metadata as m, settings, storage.migrate as g\n"
+        "import importlib.metadata as m, settings, storage.migrate as g, api.ui as ui\n"
         "print(settings.__file__); print(settings.Settings().var_dir)\n"
-        "print(m.version('drip-journeys')); print(g.MIGRATIONS.is_dir())",
+        "print(m.version('drip-journeys')); print(g.MIGRATIONS.is_dir())\n"
+        "print((ui.STATIC / 'htmx.min.js').is_file() and (ui.STATIC.parent / 'templates' /"
+        " 'campaign.html').is_file())",
         cwd=workdir,
         pythonpath=site,
     )
-    module_file, var_dir, version, migrations = shown.splitlines()
+    module_file, var_dir, version, migrations, dashboard = shown.splitlines()
     assert Path(module_file).is_relative_to(site)
     assert Path(var_dir) == workdir / "var"
     assert version == PROJECT["version"]
     assert migrations == "True"
+    assert dashboard == "True", "the dashboard's templates and assets ship in the wheel"
     assert list(site.glob("drip_journeys-*.dist-info/licenses/LICENSE"))

@@ -286,8 +286,8 @@ async def test_a_root_path_does_not_skip_the_key(
 async def test_everything_not_allow_listed_needs_the_key(keyed_api: httpx.AsyncClient) -> None:
     # Fail closed: unknown paths, near misses of the open prefixes, the bare /api.
     for path in (
-        "/",
         "/no-such-page",
+        "/uix",
         "/api",
         "/api/webhooks",
         "/api/webhook-subscriptions",
@@ -297,6 +297,10 @@ async def test_everything_not_allow_listed_needs_the_key(keyed_api: httpx.AsyncC
         "/docsx",
     ):
         assert_refused(await keyed_api.get(path))
+    # The root leads to the dashboard, whose own door is its sign-in session (tests/api/ui/).
+    root = await keyed_api.get("/")
+    assert (root.status_code, root.headers["location"]) == (307, "/ui/")
+    assert (await keyed_api.get("/ui/")).headers["location"] == "/ui/login?next=/ui/"
     assert_refused(await keyed_api.delete("/api/suppressions/a@example.com"))
     assert_refused(await keyed_api.delete("/api/recipients/a@example.com"))
     assert is_open("/api/webhooks/sendgrid") and is_open("/t/o/x.gif") and is_open("/u/x")
