@@ -13,6 +13,7 @@ from sqlmodel import Session
 from api.errors import not_found
 from services.events import Events
 from services.journeys import Journeys
+from services.tracking import Tracking
 from settings import Settings
 from storage.models import Campaign
 
@@ -42,11 +43,16 @@ def get_events(request: Request) -> Events:
     return events
 
 
+def get_tracking(request: Request) -> Tracking:
+    return Tracking(request.app.state.engine, request.app.state.journeys)
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 EngineDep = Annotated[Engine, Depends(get_engine)]
 SessionDep = Annotated[Session, Depends(get_session)]
 JourneysDep = Annotated[Journeys, Depends(get_journeys)]
 EventsDep = Annotated[Events, Depends(get_events)]
+TrackingDep = Annotated[Tracking, Depends(get_tracking)]
 
 
 def load_or_404(session: Session, campaign_id: int) -> Campaign:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
@@ -818,6 +819,185 @@ class EventPublic(BaseModel):
     occurred_at: SpecTime
     received_at: SpecTime
     signalled: bool
+
+
+# --- tracked events --------------------------------------------------------------------------
+
+PROPERTIES_LIMIT = 16 * 1024  # bytes of a tracked event's properties, as compact JSON
+
+
+def _printable_name(value: str) -> str:
+    if not value.isprintable():
+        raise ValueError("must be 1-128 printable characters (no control characters)")
+    return value
+
+
+def _small_properties(value: dict[str, Any]) -> dict[str, Any]:
+    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    if size > PROPERTIES_LIMIT:
+        raise ValueError(f"at most {PROPERTIES_LIMIT} bytes as JSON ({size} given)")
+    return value
+
+
+EventName = Annotated[
+    str,
+    Field(min_length=1, max_length=128, examples=["trial.started", "Order Completed"]),
+    AfterValidator(_printable_name),
+]
+
+
+class TrackIn(Strict):
+    """Something a person did in the product. `properties` describe the event (at most 16 KiB
+    as JSON); `fields` describe the person and are used when the event enrolls them through a
+    campaign's trigger. Idempotent by `event_id` (generated when omitted)."""
+
+    model_config = example(
+        {
+            "email": "maya@example.com",
+            "event": "trial.started",
+            "properties": {"plan": "pro"},
+            "fields": {"first_name": "Maya", "timezone": "Europe/Paris"},
+            "event_id": "evt-8c1d",
+            "occurred_at": _T,
+        }
+    )
+
+    email: Annotated[str, Field(max_length=320)]
+    event: EventName
+    properties: Annotated[dict[str, Any], AfterValidator(_small_properties)] = Field(
+        default_factory=dict
+    )
+    fields: dict[Annotated[str, Field(max_length=100)], FieldValue] = Field(default_factory=dict)
+    event_id: Annotated[str, Field(min_length=1, max_length=255)] | None = None
+    occurred_at: datetime | None = Field(
+        default=None, description="when it happened (ISO 8601; default: when received)"
+    )
+
+    @field_validator("occurred_at")
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class NotEnrolledOut(BaseModel):
+    """A campaign whose trigger matched the event but did not enroll the person, and why."""
+
+    campaign_id: int
+    reason: str
+
+
+class TrackAccepted(BaseModel):
+    """The event is stored (or was already: `duplicate`, and nothing else happened): the
+    campaigns its trigger enrolled the person into, those that refused (a suppressed address,
+    already enrolled), and how many running journeys were told of it."""
+
+    model_config = example(
+        {
+            "event_id": "evt-8c1d",
+            "duplicate": False,
+            "enrolled": [3],
+            "not_enrolled": [],
+            "journeys_signalled": 1,
+        }
+    )
+
+    event_id: str
+    duplicate: bool
+    enrolled: list[int]
+    not_enrolled: list[NotEnrolledOut] = Field(default_factory=list)
+    journeys_signalled: int
+
+
+class TrackBatchIn(Strict):
+    """Up to 1,000 tracked events; each is checked on its own (a wrong one is rejected with its
+    index, the others are recorded)."""
+
+    model_config = example({"events": [{"email": "maya@example.com", "event": "order.completed"}]})
+
+    events: list[dict[str, Any]] = Field(
+        min_length=1,
+        max_length=1000,
+        json_schema_extra={"items": {"$ref": "#/components/schemas/TrackIn"}},
+    )
+
+
+class TrackRejected(BaseModel):
+    """An event of a batch that was not recorded: its index in `events`, and why."""
+
+    index: int
+    reason: str
+
+
+class TrackBatchAccepted(BaseModel):
+    """What a batch did: events newly recorded, duplicates (already stored), rejected."""
+
+    model_config = example({"accepted": 2, "duplicates": 0, "rejected": []})
+
+    accepted: int
+    duplicates: int
+    rejected: list[TrackRejected]
+
+
+class TrackedEventPublic(BaseModel):
+    """A stored tracked event."""
+
+    model_config = example(
+        {
+            "event_id": "evt-8c1d",
+            "event": "trial.started",
+            "properties": {"plan": "pro"},
+            "occurred_at": _T,
+            "received_at": _T,
+        }
+    )
+
+    event_id: str
+    event: str
+    properties: dict[str, Any]
+    occurred_at: SpecTime
+    received_at: SpecTime
+
+
+class TrackedEventPage(BaseModel):
+    """A page of a person's tracked events, newest first (a cursor page: pass `next_cursor`
+    back as `?cursor=`)."""
+
+    model_config = example(
+        {
+            "items": [
+                {
+                    "event_id": "evt-8c1d",
+                    "event": "trial.started",
+                    "properties": {"plan": "pro"},
+                    "occurred_at": _T,
+                    "received_at": _T,
+                }
+            ],
+            "next_cursor": "WyIyMDI2LTEyLTAxVDA5OjAwOjAwKzAwOjAwIiwgNDJd",
+        }
+    )
+
+    items: list[TrackedEventPublic]
+    next_cursor: str | None
+
+
+class RecipientFieldsUpdate(Strict):
+    """Field values to merge into the person's running journeys (from their next step on)."""
+
+    model_config = example({"fields": {"timezone": "America/New_York", "trial_ends_at": _T}})
+
+    fields: dict[Annotated[str, Field(max_length=100)], FieldValue] = Field(min_length=1)
+
+
+class RecipientFieldsUpdated(BaseModel):
+    """How many running journeys took the new field values."""
+
+    model_config = example({"email": "maya@example.com", "journeys_updated": 2})
+
+    email: str
+    journeys_updated: int
 
 
 # --- enrollment batches ----------------------------------------------------------------------

@@ -17,12 +17,14 @@ from sqlalchemy.sql.selectable import Exists
 from sqlmodel import Session, col, select
 
 from domain.enrollment import RowState
-from domain.journey import CampaignStatus, JourneyStatus, workflow_id
+from domain.journey import CampaignStatus, JourneyPlan, JourneyStatus, workflow_id
 from mail.addresses import EmailNotValidError, normalise_email
 from mail.headers import field_problem
 from observability.metrics import count_enrollments
+from services import reentry
 from services.errors import Conflict
 from services.journeys import Journeys, JourneyStart
+from storage import tracked_events
 from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
 from storage.models import Campaign, Enrollment, EnrollmentBatch, EnrollmentBatchRow, utcnow
@@ -34,10 +36,12 @@ MARK_CHUNK = 1000  # ids per UPDATE ... IN (...)
 
 @dataclass
 class Candidate:
-    """An address someone asked to enroll, as given."""
+    """An address someone asked to enroll, as given; `trigger_event_id`: the tracked event
+    that enrolls it through the campaign's trigger (services/tracking.py)."""
 
     email: str
     fields: Mapping[str, Any] = field(default_factory=dict)
+    trigger_event_id: str | None = None
 
 
 @dataclass
@@ -92,12 +96,17 @@ def decide(session: Session, campaign_id: int, candidates: Sequence[Candidate]) 
             verdicts[index] = Verdict(
                 RowState.REJECTED, f"suppressed: {suppression.reason}", email=email
             )
-    inserted = _insert(session, campaign_id, {e: candidates[i].fields for e, i in wanted.items()})
+    entries, refused = reentry.entries(session, campaign_id, wanted)
+    for email, reason in refused.items():
+        verdicts[wanted.pop(email)] = Verdict(RowState.DUPLICATE, reason, email=email)
+    inserted = _insert(
+        session, campaign_id, {e: (candidates[i], entries.get(e, 1)) for e, i in wanted.items()}
+    )
     for email, index in wanted.items():
         if email in inserted:
             verdicts[index] = Verdict(RowState.ENROLLED, enrollment_id=inserted[email])
         else:
-            verdicts[index] = Verdict(RowState.DUPLICATE, "already enrolled in this campaign")
+            verdicts[index] = Verdict(RowState.DUPLICATE, reentry.ALREADY_ENROLLED)
     done = [v for v in verdicts if v is not None]
     assert len(done) == len(candidates)
     bump(session, campaign_id, CAMPAIGN, Metric.RECIPIENTS, len(inserted))
@@ -110,9 +119,11 @@ def decide(session: Session, campaign_id: int, candidates: Sequence[Candidate]) 
 
 
 def _insert(
-    session: Session, campaign_id: int, wanted: Mapping[str, Mapping[str, Any]]
+    session: Session, campaign_id: int, wanted: Mapping[str, tuple[Candidate, int]]
 ) -> dict[str, int]:
-    """INSERT ... ON CONFLICT DO NOTHING; {email: enrollment id} of the rows inserted now."""
+    """INSERT ... ON CONFLICT DO NOTHING, each address at its entry number (a concurrent
+    request writing the same entry wins, this one's row is skipped); {email: enrollment id} of
+    the rows inserted now."""
     if not wanted:
         return {}
     now = utcnow()
@@ -120,14 +131,16 @@ def _insert(
         dict(
             campaign_id=campaign_id,
             email=email,
-            fields=dict(fields),
+            entry=entry,
+            fields=dict(candidate.fields),
+            trigger_event_id=candidate.trigger_event_id,
             status=JourneyStatus.ACTIVE,
             current_step=0,
-            workflow_id=workflow_id(campaign_id, email),
+            workflow_id=workflow_id(campaign_id, email, entry),
             workflow_started=False,
             created_at=now,
         )
-        for email, fields in wanted.items()
+        for email, (candidate, entry) in wanted.items()
     ]
     table = Enrollment.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
@@ -145,8 +158,32 @@ def journey_starts(
     if not enrollment_ids:
         return []
     plan = read_plan(session, campaign_id)
-    rows = session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
-    return [JourneyStart(e.id or 0, campaign_id, e.email, e.workflow_id, plan) for e in rows]
+    rows = list(session.exec(select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids))))
+    return _starts(session, rows, {campaign_id: plan})
+
+
+def _starts(
+    session: Session, rows: Sequence[Enrollment], plans: Mapping[int, JourneyPlan | None]
+) -> list[JourneyStart]:
+    """Each enrollment's journey start: its plan, entry, enrollment time and trigger event."""
+    triggers = tracked_events.by_event_ids(
+        session, {e.trigger_event_id for e in rows if e.trigger_event_id}
+    )
+    return [
+        JourneyStart(
+            e.id or 0,
+            e.campaign_id,
+            e.email,
+            e.workflow_id,
+            plans[e.campaign_id],
+            entry=e.entry,
+            enrolled_at=tracked_events.iso_utc(e.created_at),
+            trigger=tracked_events.product_event(triggers[e.trigger_event_id])
+            if e.trigger_event_id in triggers
+            else None,
+        )
+        for e in rows
+    ]
 
 
 def write(
@@ -244,8 +281,4 @@ def unstarted(engine: Engine, created_before: datetime, limit: int = 1000) -> li
             .order_by(col(Enrollment.id))
             .limit(limit)
         ).all()
-        plans = plans_of(session, {e.campaign_id for e in rows})
-        return [
-            JourneyStart(e.id or 0, e.campaign_id, e.email, e.workflow_id, plans[e.campaign_id])
-            for e in rows
-        ]
+        return _starts(session, rows, plans_of(session, {e.campaign_id for e in rows}))

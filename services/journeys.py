@@ -34,6 +34,7 @@ from domain.journey import (
     JourneyState,
     JourneyStatus,
     JourneyVersion,
+    ProductEvent,
     RecipientInput,
 )
 from domain.resend import ResendInput, ResendRefused, resend_workflow_id
@@ -64,6 +65,9 @@ class JourneyStart:
     email: str
     workflow_id: str
     plan: JourneyPlan | None = None  # None: the journey loads it
+    entry: int = 1  # which entry into the campaign (services/reentry.py)
+    enrolled_at: str | None = None  # the enrollment row's created_at, ISO 8601 UTC
+    trigger: ProductEvent | None = None  # the tracked event that enrolled it, if one did
 
 
 class Journeys:
@@ -109,9 +113,13 @@ class Journeys:
                             version=CURRENT_JOURNEY_VERSION
                             if item.plan is not None
                             else JourneyVersion.LOCAL_BOOKKEEPING,
+                            enrolled_at=item.enrolled_at,
+                            entry=item.entry,
+                            trigger=item.trigger,
                         ),
                         id=item.workflow_id,
                         task_queue=self.task_queue,
+                        static_summary=summary(item),
                         # Never a second journey for the same id, even after the first finished.
                         id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
                         search_attributes=TypedSearchAttributes(
@@ -149,6 +157,18 @@ class Journeys:
             async with gate:
                 handle = self.client.get_workflow_handle_for(RecipientWorkflow.run, workflow_id)
                 return await _signal(handle, RecipientWorkflow.on_event, event)
+
+        return list(await asyncio.gather(*(one(w, e) for w, e in targets)))
+
+    async def signal_tracked(self, targets: list[tuple[str, ProductEvent]]) -> list[bool]:
+        """Signal each (workflow id, tracked event) `on_tracked`; True where done with (as
+        `signal_events`)."""
+        gate = asyncio.Semaphore(SIGNAL_CONCURRENCY)
+
+        async def one(workflow_id: str, event: ProductEvent) -> bool:
+            async with gate:
+                handle = self.client.get_workflow_handle_for(RecipientWorkflow.run, workflow_id)
+                return await _signal(handle, RecipientWorkflow.on_tracked, event)
 
         return list(await asyncio.gather(*(one(w, e) for w, e in targets)))
 
@@ -258,6 +278,12 @@ class Journeys:
         """Let background broadcasts finish (at shutdown)."""
         if self._background:
             await asyncio.wait(self._background, timeout=10)
+
+
+def summary(item: JourneyStart) -> str:
+    """The journey's static summary in the Temporal UI: whose journey in which campaign."""
+    entry = f" (entry {item.entry})" if item.entry > 1 else ""
+    return f"campaign {item.campaign_id} → {item.email}{entry}"
 
 
 async def _signal(handle: WorkflowHandle[Any, Any], signal: Any, arg: Any) -> bool:

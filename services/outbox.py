@@ -1,7 +1,7 @@
 """Re-drives accepted work that has not reached Temporal yet: enrollments whose journey did not
 start, enrollment batches whose workflow did not start, campaign status changes not yet told to
-the running journeys, and events whose signal did not go through (Temporal down, API killed
-mid-request).
+the running journeys, and engagement and tracked events whose signal did not go through
+(Temporal down, API killed mid-request).
 With several API replicas, a round runs under a lease, one replica at a time, so no start or
 signal is issued twice by two replicas racing over the same rows."""
 
@@ -21,6 +21,7 @@ from services.enrollment import mark_started, unstarted
 from services.enrollment_batches import discard_abandoned, start_batch, unstarted_batches
 from services.events import Events
 from services.journeys import Journeys
+from services.tracking import Tracking
 from storage import leases
 from storage.campaign_status import unbroadcast
 from storage.models import utcnow
@@ -43,6 +44,7 @@ async def redrive_once(
         await tell_journeys(engine, journeys, campaign_id, change, patience=5.0)
     pending = await run_in_threadpool(events.pending, None, cutoff)
     signalled = await events.deliver(pending)
+    signalled += await Tracking(engine, journeys).redrive(cutoff)
     if started or signalled:
         log.info("outbox: started %d journeys, signalled %d events", len(started), signalled)
     await run_in_threadpool(measure_now_and_then, engine)  # the backlog gauges for alerts
