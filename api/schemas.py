@@ -826,24 +826,11 @@ class EventPublic(BaseModel):
 PROPERTIES_LIMIT = 16 * 1024  # bytes of a tracked event's properties, as compact JSON
 
 
-def _printable_name(value: str) -> str:
-    if not value.isprintable():
-        raise ValueError("must be 1-128 printable characters (no control characters)")
-    return value
-
-
 def _small_properties(value: dict[str, Any]) -> dict[str, Any]:
     size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
     if size > PROPERTIES_LIMIT:
         raise ValueError(f"at most {PROPERTIES_LIMIT} bytes as JSON ({size} given)")
     return value
-
-
-EventName = Annotated[
-    str,
-    Field(min_length=1, max_length=128, examples=["trial.started", "Order Completed"]),
-    AfterValidator(_printable_name),
-]
 
 
 class TrackIn(Strict):
