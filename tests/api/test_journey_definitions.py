@@ -6,12 +6,17 @@ clone copies it all."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import pytest
 
+from tests.conftest import unique_domain
+from tests.support.eventually import eventually
 from tests.support.factories import error_locs, make_campaign, make_template
+from tests.support.journey import journey
+from tools.smtp_sink import SmtpSink
 
 TRIGGER = {"event": "cart.abandoned", "where": {"store": "eu"}}
 GOAL = {"event": "order.completed", "window_hours": 72}
@@ -293,3 +298,55 @@ async def test_the_openapi_examples_of_the_new_models_are_what_the_api_takes(
     created = await api.post("/api/campaigns", json=body)
     assert created.status_code == 201, created.text
     assert created.json()["steps"][1]["condition"]["event"] == condition["event"]
+
+
+async def test_a_wait_until_defined_here_is_what_the_journey_runs(
+    system: httpx.AsyncClient, smtp: SmtpSink
+) -> None:
+    """Through the real worker: the API's `wait_hours` reaches the journey's plan — it waits
+    for the click, and sends the step the moment the click arrives, not at the end of the hour."""
+    api = system
+    t = await make_template(api, '<p><a href="https://app.example.com/go">Go</a></p>')
+    campaign = await make_campaign(
+        api,
+        [
+            {"subject": "Hello", "delay_hours": 0, "template_id": t},
+            {
+                "subject": "You clicked",
+                "delay_hours": 0,
+                "template_id": t,
+                "condition": {"type": "clicked", "step_order": 1, "wait_hours": 1},
+                "alternative": {"subject": "Missed you", "template_id": t},
+            },
+        ],
+        goal=GOAL,
+    )
+    email = f"waiter@{unique_domain()}"
+    enrolled = await api.post(
+        f"/api/campaigns/{campaign['id']}/recipients", json={"recipients": [{"email": email}]}
+    )
+    assert enrolled.json()["enrolled"] == 1, enrolled.text
+
+    async def waiting() -> dict[str, Any] | None:
+        view = await journey(api, campaign["id"], email)
+        pending = view.get("waiting_for") or {}
+        return view if pending.get("kind") == "wait_until" else None
+
+    view = await eventually(waiting, what="the wait for the click")
+    until = datetime.fromisoformat(view["waiting_for"]["until"].replace("Z", "+00:00"))
+    assert timedelta(minutes=59) < until - datetime.now(UTC) <= timedelta(hours=1)
+    clicked = await api.post(
+        "/api/events",
+        json={
+            "delivery_id": view["steps"][0]["delivery_id"],
+            "type": "click",
+            "url": "https://app.example.com/go",
+        },
+    )
+    assert clicked.status_code == 202, clicked.text
+
+    async def second() -> list[str] | None:
+        subjects = sorted(str(m["Subject"]) for m in smtp.to(email))
+        return subjects if len(subjects) == 2 else None
+
+    assert await eventually(second, timeout=20, what="step 2") == ["Hello", "You clicked"]
