@@ -33,7 +33,6 @@ from temporalio.client import Client
 import devstack
 from bench.raw_workflows import RAW_TASK_QUEUE
 from domain.journey import TASK_QUEUE
-from settings import Settings
 from storage.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -240,7 +239,7 @@ async def start_stack(keep: bool = False) -> Stack:
     address = f"127.0.0.1:{free_port()}"
     sqlite_url = f"sqlite:///{tmp / 'drip.db'}"
     stack = Stack(tmp, address, sqlite_url, sink, ec.generate_private_key(ec.SECP256R1()))
-    settings = Settings(temporal_address=address, temporal_ui_port=free_port())
+    settings = devstack.SupervisorSettings(temporal_address=address, temporal_ui_port=free_port())
     stack.spawn(
         "temporal",
         [str(devstack.temporal_binary()), *devstack.dev_server_args(settings, tmp / "temporal.db")],
