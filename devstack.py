@@ -36,6 +36,14 @@ DEV_SERVER_TUNING = [
     "--dynamic-config-value",
     "frontend.MaxConcurrentBatchOperationPerNamespace=20",
 ]
+# The dev server re-reads the search attribute metadata on every start or upsert that carries
+# search attributes (a serialized database read; raw workflows carry none), so that attributes
+# added at run time are seen at once. Ours are registered at start, and production clusters
+# cache them: only drip paid it (docs/performance.md).
+CACHED_SEARCH_ATTRIBUTES = [
+    "--dynamic-config-value",
+    "system.forceSearchAttributesCacheRefreshOnRead=false",
+]
 
 
 class SupervisorSettings(BaseSettings):
@@ -69,6 +77,7 @@ def dev_server_args(settings: SupervisorSettings, db_file: Path) -> list[str]:
         "--sqlite-pragma", "synchronous=normal",
         "--log-level", "warn",
         *DEV_SERVER_TUNING,
+        *CACHED_SEARCH_ATTRIBUTES,
         "--ui-disable-news-fetch",
     ]  # fmt: skip
     for key in search.ALL_KEYS:
