@@ -81,6 +81,7 @@ def build_workers(
                 journey.finish_journey,
                 tracked.load_tracked_events,
             ],
+            max_cached_workflows=settings.workflow_cache_size,
             interceptors=[HistoryAlert(settings.journey_history_alert_events)],
             activity_executor=executor,
             max_concurrent_activities=32,

@@ -9,6 +9,7 @@ from datetime import timedelta
 from temporalio import activity, workflow
 
 RAW_TASK_QUEUE = "bench-raw"
+RAW_SEND = "raw_send"  # bench/raw_worker.py: the activity stays out of the sandboxed module
 
 
 @activity.defn
@@ -46,4 +47,20 @@ class RawSteps:
             if delay > 0:
                 await asyncio.sleep(delay)
             await workflow.execute_activity(noop, start_to_close_timeout=timedelta(minutes=1))
+        return len(delays)
+
+
+@workflow.defn
+class RawSends:
+    """Sleeps each delay, then sends one pre-built message to this address over a kept SMTP
+    connection: the physical limit of sending on this design."""
+
+    @workflow.run
+    async def run(self, delays: list[float], recipient: str) -> int:
+        for delay in delays:
+            if delay > 0:
+                await asyncio.sleep(delay)
+            await workflow.execute_activity(
+                RAW_SEND, recipient, start_to_close_timeout=timedelta(minutes=1)
+            )
         return len(delays)

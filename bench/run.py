@@ -26,7 +26,16 @@ from bench.measure import Table
 from bench.scenarios import Sizes, State
 from bench.stack import cleanup, start_stack
 
-ORDER = ["enroll", "first-send", "sending", "events", "fanout", "history", "stats"]
+ORDER = [
+    "enroll",
+    "first-send",
+    "sending",
+    "sending-variants",
+    "events",
+    "fanout",
+    "history",
+    "stats",
+]
 NEEDS_ENROLL = {"events", "fanout"}
 
 
@@ -101,6 +110,8 @@ async def run(args: argparse.Namespace) -> int:
                     await scenarios.first_send(stack, table, sizes, state)
                 elif name == "sending":
                     await scenarios.sending(stack, table, sizes, state)
+                elif name == "sending-variants":
+                    await scenarios.sending_variants(stack, table, sizes, state)
                 elif name == "events":
                     await scenarios.events(stack, table, sizes, state)
                 elif name == "fanout":
