@@ -91,11 +91,15 @@ class Journeys:
         )
 
     async def start(
-        self, starts: Iterable[JourneyStart], concurrency: int = START_CONCURRENCY
+        self,
+        starts: Iterable[JourneyStart],
+        concurrency: int = START_CONCURRENCY,
+        gate: asyncio.Semaphore | None = None,
     ) -> list[int]:
-        """Start journeys concurrently; return the enrollment ids Temporal now has. An id
-        already started counts as started: a journey runs at most once per (campaign, email)."""
-        gate = asyncio.Semaphore(concurrency)
+        """Start journeys concurrently (at most `concurrency`, or as `gate` lets: one shared by
+        several calls); return the enrollment ids Temporal now has. An id already started counts
+        as started: a journey runs at most once per (campaign, email)."""
+        gate = gate or asyncio.Semaphore(concurrency)
 
         async def start_one(item: JourneyStart) -> int | None:
             async with gate:
