@@ -15,6 +15,7 @@ from temporalio.client import Client
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
+from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.bookkeeping import BookkeepingActivities
 from activities.enrollment_batch import EnrollmentBatchActivities
@@ -43,6 +44,8 @@ WORKFLOWS_DIR = Path(__file__).resolve().parent / "workflows"
 # journeys woken after a long sleep, long since evicted from the cache. The SDK's default ratio
 # of 0.2 leaves one poller there, which bounded first tasks (docs/performance.md).
 NONSTICKY_TO_STICKY_POLL_RATIO = 1.0
+# What the journey workflows import of ours: passed through the production worker's sandbox.
+JOURNEY_MODULES = ("workflows", "domain")
 
 
 def compile_workflow_modules(*directories: Path) -> None:
@@ -54,11 +57,29 @@ def compile_workflow_modules(*directories: Path) -> None:
             log.warning("no bytecode written for %s: workflow runs will start slower", directory)
 
 
+def journey_runner(passthrough: bool) -> SandboxedWorkflowRunner:
+    """The journeys' sandbox. Isolated, it re-imports the workflow modules for every run it
+    creates; passed through, they are imported once and shared, which makes a journey's first
+    task cheaper, at the price of the sandbox's checks on what those modules import (the
+    determinism lint and the isolated tests and replays still check the workflow code)."""
+    if not passthrough:
+        return SandboxedWorkflowRunner()
+    return SandboxedWorkflowRunner(
+        restrictions=SandboxRestrictions.default.with_passthrough_modules(*JOURNEY_MODULES)
+    )
+
+
 def build_workers(
-    client: Client, settings: Settings, engine: Engine, executor: concurrent.futures.Executor
+    client: Client,
+    settings: Settings,
+    engine: Engine,
+    executor: concurrent.futures.Executor,
+    *,
+    passthrough: bool = False,
 ) -> list[Worker]:
     """Three workers on one client: journeys (workflows + bookkeeping), sends, whose queue
-    carries the cluster-wide DRIP_SEND_RATE limit, and enrollment batches."""
+    carries the cluster-wide DRIP_SEND_RATE limit, and enrollment batches. The journey sandbox
+    is isolated unless `passthrough` (the production worker, DRIP_WORKFLOW_SANDBOX)."""
     client = with_interceptors(client)  # request ids and tracing, on every worker
     use_hash_keys(settings.suppression_keys)
     journey = BookkeepingActivities(engine)
@@ -75,6 +96,7 @@ def build_workers(
             client,
             task_queue=settings.task_queue,
             workflows=[RecipientWorkflow, ResendWorkflow],
+            workflow_runner=journey_runner(passthrough),
             activities=[
                 journey.load_plan,
                 journey.record_skip,
@@ -179,7 +201,13 @@ async def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
-        workers = build_workers(client, settings, engine, executor)
+        workers = build_workers(
+            client,
+            settings,
+            engine,
+            executor,
+            passthrough=settings.workflow_sandbox == "passthrough",
+        )
         log.info(
             "worker polling %s and %s on %s",
             settings.task_queue,
