@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 from temporalio import activity
 
 from domain.conditions import parse_utc
 from domain.journey import ActivityName, ProductEvent, TrackedEventsQuery
-from storage.tracked_events import events_since
+from storage.tracked_events import events_since, product_event
 
 
 class TrackedEventActivities:
@@ -23,17 +21,4 @@ class TrackedEventActivities:
         read-only session (no writer lock), so it never queues behind the sends."""
         with Session(self.engine) as session:  # the enrollment's address, normalised
             rows = events_since(session, query.email, query.names, parse_utc(query.since))
-        return [
-            ProductEvent(
-                event_id=row.event_id,
-                name=row.name,
-                occurred_at=_utc(row.occurred_at).isoformat(),
-                properties=dict(row.properties or {}),
-            )
-            for row in rows
-        ]
-
-
-def _utc(value: datetime) -> datetime:
-    """SQLite hands back naive datetimes: they were written in UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return [product_event(row) for row in rows]

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, update
 from sqlmodel import Session, col, select
 
+from domain.conditions import where_matches
 from domain.journey import JourneyStatus, ProductEvent
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import Campaign, Enrollment, Step, TrackedEvent
@@ -166,8 +167,9 @@ def iso_utc(value: datetime) -> str:
 
 
 def matches(where: dict[str, Any] | None, properties: dict[str, Any]) -> bool:
-    """Every property value `where` names is equal in `properties` (no `where`: any event)."""
-    return all(k in properties and properties[k] == v for k, v in (where or {}).items())
+    """Every property value `where` names is equal in `properties` (no `where`: any event):
+    the journeys' own rule (domain/conditions.py), so a conversion and a goal exit agree."""
+    return where_matches(where, properties)
 
 
 def delete_of(session: Session, email: str) -> int:

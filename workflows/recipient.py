@@ -281,8 +281,8 @@ class RecipientWorkflow:
         """From JOURNEYS on, before a step is decided: read the product events its condition
         names, and with `wait_seconds`, wait until its outcome is settled — the thing happens
         (a positive condition is met, a negative one fails) — or the wait runs out, or the
-        journey ends. Settled before the step fell due: no wait. A pause does not stop the
-        wait; it holds the step once decided."""
+        journey ends. Settled before the step fell due: no wait. A pause does not stop a wait
+        under way; it holds the step once decided (one paused as it fell due waits on resume)."""
         condition = step.condition
         if not self._journeys or condition is None:
             return

@@ -41,6 +41,8 @@ RECIPIENT_BRANCHES = {
     # JourneyVersion.JOURNEYS on
     "wait_until_met": "completed",
     "wait_until_timed_out": "completed",
+    "performed": "completed",
+    "converted": "converted",
 }
 
 
@@ -145,6 +147,13 @@ def test_recorded_histories_are_the_branches_they_are_named_after() -> None:
     timed_out = shapes["wait_until_timed_out"]
     assert timed_out.activities == ["send_step:sent", "send_step:alternative"]
     assert timed_out.signals == [] and timed_out.timers == ["fired"]
+    performed = shapes["performed"]
+    assert performed.activities == ["send_step:sent", "send_step:sent"]
+    assert performed.signals == ["on_tracked"] and performed.timers == ["canceled"]
+    assert "load_tracked_events" in performed.local_activities, "read back when step 2 fell due"
+    converted = shapes["converted"]
+    assert converted.activities == ["send_step:sent"], "no step after the goal"
+    assert converted.signals == ["on_tracked"] and converted.timers == ["canceled"]
 
 
 # --- the test can fail: a workflow whose first command differs does not replay ---------------
