@@ -23,6 +23,9 @@ from storage.models import Campaign, Enrollment, Event, Template
 
 STATIC = Path(__file__).parent / "static"
 PAGE_SIZE = 50
+# Funnel figures shown as a line under each step's chart, when not zero.
+ALSO = ["bounced", "unsubscribed", "complained", "uncertain", "failed", "deferred_by_cap"]
+ALSO += ["skipped_by_cap"]
 
 
 def page_viewer(request: Request) -> Viewer:
@@ -92,6 +95,7 @@ def funnel_rows(session: Session, campaign: Campaign) -> dict[str, Any]:
     """The API's funnel, with each bar's share of the step's widest figure for the chart."""
     data = funnel.campaign_funnel(campaign, session).model_dump()
     for step in data["steps"]:
+        step["also"] = [(name, step[name]) for name in ALSO if step.get(name)]
         step["widest"] = max(step["reached"], step["sent"] + step["alternative_sent"], 1)
     return data
 

@@ -17,6 +17,44 @@ CHROMIUM = Path(os.environ.get("DRIP_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "dashboard"
 WIDTHS = {"wide": 1280, "phone": 390}
 
+# In the page: controls without a label, text under WCAG AA contrast (4.5:1; 3:1 for large
+# text), and content wider than the viewport (a page must not scroll sideways; tables may,
+# inside their own scroll box).
+ACCESSIBILITY_PROBLEMS = """() => {
+  const problems = [];
+  for (const el of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+    if (!(el.labels && el.labels.length) && !el.getAttribute('aria-label'))
+      problems.push('no label: ' + el.outerHTML.slice(0, 80));
+  }
+  const rgb = (c) => (c.match(/[\\d.]+/g) || []).map(Number);
+  const lum = ([r, g, b]) => [r, g, b].map((v) => {
+      v /= 255; return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); })
+    .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+  const background = (el) => {
+    for (; el; el = el.parentElement) {
+      const c = rgb(getComputedStyle(el).backgroundColor);
+      if (c.length === 3 || (c.length === 4 && c[3] > 0)) return c.slice(0, 3);
+    }
+    return [255, 255, 255];
+  };
+  const walker = document.createTreeWalker(document.body, NodeFilter.SHOW_TEXT);
+  for (let node; (node = walker.nextNode());) {
+    const el = node.parentElement;
+    if (!node.textContent.trim() || !el.getClientRects().length) continue;
+    const style = getComputedStyle(el);
+    if (style.visibility === 'hidden' || el.closest('.visually-hidden, .skip')) continue;
+    const [a, b] = [lum(rgb(style.color).slice(0, 3)), lum(background(el))];
+    const ratio = (Math.max(a, b) + 0.05) / (Math.min(a, b) + 0.05);
+    const size = parseFloat(style.fontSize), bold = parseInt(style.fontWeight) >= 700;
+    const needed = size >= 24 || (bold && size >= 18.66) ? 3 : 4.5;
+    if (ratio < needed)
+      problems.push(`contrast ${ratio.toFixed(2)} < ${needed}: ${node.textContent.trim().slice(0, 40)}`);
+  }
+  if (document.documentElement.scrollWidth > window.innerWidth + 1)
+    problems.push(`wider than the viewport: ${document.documentElement.scrollWidth} px`);
+  return problems;
+}"""
+
 
 @pytest.fixture(scope="session")
 async def browser() -> AsyncIterator[Any]:
@@ -50,10 +88,12 @@ class Watched:
         assert not found, f"the page had console errors or failed requests: {found}"
 
     async def shot(self, name: str) -> None:
-        """A screenshot at each width (full page), the page clean at both."""
+        """A screenshot at each width (full page), the page clean and accessible at both."""
         for label, width in WIDTHS.items():
             await self.page.set_viewport_size({"width": width, "height": 900})
             await self.page.screenshot(path=ARTIFACTS / f"{name}-{label}.png", full_page=True)
+            found = await self.page.evaluate(ACCESSIBILITY_PROBLEMS)
+            assert not found, f"{name} at {width} px: {found}"
         await self.page.set_viewport_size({"width": WIDTHS["wide"], "height": 900})
         self.clean()
 

@@ -154,6 +154,41 @@ async def test_every_page_loads_clean_and_shows_what_the_api_says(
         assert href and href.startswith("http://127.0.0.1:8233/namespaces/default/workflows/")
         await watched.shot("journey")
 
+        # A draft with timing: its plan says when each step may go.
+        timed = await make_campaign(
+            api,
+            [
+                {"subject": "Hi", "delay_hours": 0, "template_id": template},
+                {
+                    "subject": "Trial ends",
+                    "delay_hours": 0,
+                    "template_id": template,
+                    "delay_until": {"field": "trial_ends_at", "offset_hours": -24},
+                    "ignore_send_window": True,
+                },
+            ],
+            activate=False,
+            name="Timed",
+            send_window={
+                "days": ["mon", "tue"],
+                "start": "09:00",
+                "end": "17:00",
+                "timezone": "recipient",
+                "fallback_timezone": "Europe/Paris",
+            },
+            on_cap="skip",
+        )
+        await page.goto(f"/ui/campaigns/{timed['id']}")
+        meta = await page.locator("p.meta").nth(1).inner_text()
+        assert (
+            "Sends only mon, tue 09:00–17:00 in the recipient's time zone (else Europe/Paris)"
+            in meta
+        )
+        assert "over the cap: skip" in meta
+        step2_plan = await page.locator("#step-2").inner_text()
+        assert "on the recipient's trial_ends_at minus 1 day, at any hour" in step2_plan, step2_plan
+        await watched.shot("campaign-timed")
+
         await page.get_by_role("link", name="Suppressions").click()
         await page.get_by_role("cell", name=f"gone@{domain}").wait_for()
         await watched.shot("suppressions")
@@ -227,8 +262,15 @@ async def test_a_campaign_run_from_the_pages_is_what_the_api_says(
         assert "nobody" in await page.get_by_role("table", name="Rejected rows").inner_text()
         await watched.shot("campaign-enrolled")
 
-        await page.get_by_text("Pause…").click()
-        await page.get_by_role("button", name="Yes, pause “Spring launch”").click()
+        # By keyboard alone: to the disclosure, open it, on to its button, press it.
+        await page.get_by_text("Pause…").focus()
+        await page.keyboard.press("Enter")
+        await page.keyboard.press("Tab")
+        confirm = page.get_by_role("button", name="Yes, pause “Spring launch”")
+        assert await confirm.evaluate("b => b === document.activeElement")
+        outline = await confirm.evaluate("b => getComputedStyle(b).outlineStyle")
+        assert outline == "solid", "the focused control shows its focus"
+        await page.keyboard.press("Enter")
         await page.get_by_text("Resume…").wait_for()
         assert await status(cid) == "paused"
         await page.get_by_text("Resume…").click()
