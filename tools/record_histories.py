@@ -73,6 +73,8 @@ class Journey:
         self.campaign_id = created.json()["id"]
         await self.set_status("active")
         await batches_idle(self.client)  # let activation's broadcast finish before any pause
+        if "trigger" in campaign:
+            return  # enrolled by the tracked event that triggers it
         enrolled = await self.api.post(
             f"/api/campaigns/{self.campaign_id}/recipients",
             json={"recipients": [{"email": self.email}]},
@@ -109,11 +111,13 @@ class Journey:
         response = await self.api.post("/api/events", json=body)
         assert response.status_code == 202, response.text
 
-    async def track(self, event: str, **properties: Any) -> None:
-        """The recipient performed `event` in the product (POST /api/track)."""
+    async def track(self, event: str, **properties: Any) -> dict[str, Any]:
+        """The recipient performed `event` in the product (POST /api/track); the answer."""
         body = {"email": self.email, "event": event, "properties": properties}
         response = await self.api.post("/api/track", json=body)
         assert response.status_code == 202, response.text
+        answer: dict[str, Any] = response.json()
+        return answer
 
     async def waiting(self, kind: str) -> None:
         """Wait until the journey itself says it waits for `kind` (wait_until, delay, ...)."""
@@ -286,10 +290,28 @@ async def converted(j: Journey) -> None:
     await j.track("order.completed", total=42)
 
 
+async def triggered(j: Journey) -> None:
+    """Enrolled by its trigger (a tracked cart.abandoned); step 2 waits for no order of *that*
+    cart: another cart's order does not count, this cart's order skips it at once."""
+    await j.start([
+        {"subject": "your cart", "delay_hours": 0},
+        {"subject": "still thinking?", "delay_hours": 0,
+         "condition": {"type": "not_performed", "event": "order.completed",
+                       "match": ["cart_id"], "wait_hours": 1}},
+    ], trigger={"event": "cart.abandoned"})  # fmt: skip
+    answer = await j.track("cart.abandoned", cart_id="c1")
+    assert answer["enrolled"] == [j.campaign_id], answer
+    await j.delivered(1)
+    await j.waiting("wait_until")
+    await j.track("order.completed", cart_id="c2")
+    await j.track("order.completed", cart_id="c1")
+
+
 BRANCHES: dict[str, Callable[[Journey], Awaitable[None]]] = {
     f.__name__: f
     for f in (sent, alternative, skipped, paused, unsubscribed, bounced_event, bounced_smtp,
-              removed, archived, wait_until_met, wait_until_timed_out, performed, converted)
+              removed, archived, wait_until_met, wait_until_timed_out, performed, converted,
+              triggered)
 }  # fmt: skip
 PAUSE_RECHECK_SECONDS = 2.0
 

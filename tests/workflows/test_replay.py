@@ -43,6 +43,7 @@ RECIPIENT_BRANCHES = {
     "wait_until_timed_out": "completed",
     "performed": "completed",
     "converted": "converted",
+    "triggered": "completed",
 }
 
 
@@ -154,6 +155,15 @@ def test_recorded_histories_are_the_branches_they_are_named_after() -> None:
     converted = shapes["converted"]
     assert converted.activities == ["send_step:sent"], "no step after the goal"
     assert converted.signals == ["on_tracked"] and converted.timers == ["canceled"]
+    triggered = shapes["triggered"]
+    assert triggered.activities == ["send_step:sent"], "this cart's order skipped step 2"
+    assert triggered.signals == ["on_tracked", "on_tracked"], "another cart's order, then this"
+    assert triggered.timers == ["canceled"] and "record_skip" in triggered.local_activities
+    events = load(HISTORIES / "triggered.json").events
+    signalled = [i for i, e in enumerate(events)
+                 if e.HasField("workflow_execution_signaled_event_attributes")]  # fmt: skip
+    canceled = [i for i, e in enumerate(events) if e.HasField("timer_canceled_event_attributes")]
+    assert signalled[0] < signalled[1] < canceled[0], "the other cart's order ended the wait"
 
 
 # --- the test can fail: a workflow whose first command differs does not replay ---------------
