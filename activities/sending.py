@@ -60,6 +60,7 @@ from services import messages
 from services.errors import Conflict, NotFound
 from services.events import Events
 from settings import Settings
+from storage import tracked_events
 from storage.counters import Metric, bump
 from storage.db import session_scope
 from storage.inserts import insert_ignoring_conflicts
@@ -69,6 +70,7 @@ from storage.models import (
     Enrollment,
     Step,
     Template,
+    TrackedEvent,
     utcnow,
 )
 from storage.suppression import find_suppression
@@ -128,6 +130,7 @@ class Loaded:
     step: Step
     subject: str
     template: Template
+    trigger: TrackedEvent | None = None  # the tracked event that enrolled the journey
 
 
 @dataclass
@@ -196,6 +199,7 @@ class SendingActivities:
             loaded.step,
             loaded.subject,
             loaded.template,
+            loaded.trigger,
         )
         prepared = await asyncio.to_thread(self._lease, step, loaded, message, envelope, links)
         if isinstance(prepared, StepResult):
@@ -322,6 +326,7 @@ class SendingActivities:
             plan_step,
             subject,
             template,
+            tracked_events.trigger_of(session, enrollment),
         )
 
     @activity.defn(name=RESEND_DELIVERY)
@@ -346,7 +351,7 @@ class SendingActivities:
         loaded, step = await asyncio.to_thread(self._load_for_resend, delivery_id)
         message, envelope, links = self._compose(
             delivery_id, loaded.enrollment, loaded.campaign, loaded.step, loaded.subject,
-            loaded.template,
+            loaded.template, loaded.trigger,
         )  # fmt: skip
         lease = await asyncio.to_thread(self._lease_uncertain, delivery_id, message, links)
         prepared = PreparedSend(delivery_id, message, envelope, lease, Status.UNCERTAIN)
@@ -560,6 +565,7 @@ class SendingActivities:
         step: Step,
         subject: str,
         template: Template,
+        trigger: TrackedEvent | None,
     ) -> tuple[EmailMessage, Envelope, list[str]]:
         draft = messages.draft(
             delivery_id=delivery_id,
@@ -570,6 +576,7 @@ class SendingActivities:
             subject=subject,
             template=template,
             default_from=self.settings.from_email,
+            trigger=trigger,
         )
         try:
             composed = compose(

@@ -1206,6 +1206,7 @@ class ErasureSummary(BaseModel):
     enrollments_deleted: int
     deliveries_deleted: int
     events_deleted: int
+    tracked_events_deleted: int = Field(description="product events (POST /api/track) deleted")
     suppression: str | None = Field(
         description="the suppression reason kept as a hash of the address, so it is never "
         "mailed again; null when the address was not suppressed"

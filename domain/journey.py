@@ -21,13 +21,17 @@ def workflow_id(campaign_id: int, email: str, entry: int = 1) -> str:
     return base if entry == 1 else f"{base}#{entry}"
 
 
-def parse_workflow_id(value: str) -> tuple[int, str] | None:
-    """The inverse of `workflow_id`: (campaign id, email), or None for any other id."""
+def parse_workflow_id(value: str) -> tuple[int, str, int] | None:
+    """The inverse of `workflow_id`: (campaign id, email, entry), or None for any other id. An
+    address may hold a `#` itself, but never in its domain: `#n` after the `@` is the entry."""
     prefix, _, rest = value.partition("drip-campaign-")
     campaign, _, email = rest.partition("-")
     if prefix or not campaign.isdigit() or not email:
         return None
-    return int(campaign), email
+    address, mark, entry = email.rpartition("#")
+    if mark and "@" in address and entry.isdigit() and int(entry) > 1:
+        return int(campaign), address, int(entry)
+    return int(campaign), email, 1
 
 
 class CampaignStatus(StrEnum):

@@ -35,6 +35,7 @@ class Draft:
     from_name: str | None = None
     reply_to: str | None = None
     test: bool = False
+    event: dict[str, Any] | None = None  # the trigger event, as templates see it
 
 
 @dataclass
@@ -60,6 +61,7 @@ def compose(
         campaign={"id": draft.campaign_id, "name": draft.campaign_name},
         step={"order": draft.step_order, "subject": draft.step_subject},
         unsubscribe_url=unsubscribe_url,
+        event=draft.event,
     )
     try:
         rendered = render(draft.subject, draft.html, draft.text, context)

@@ -53,9 +53,12 @@ def build_context(
     campaign: dict[str, Any] | None = None,
     step: dict[str, Any] | None = None,
     unsubscribe_url: str = "",
+    event: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Recipient fields at the top level (`{{ first_name }}`), plus `email`, `recipient`,
-    `campaign`, `step` and `unsubscribe_url`. Fields never shadow the reserved names."""
+    `campaign`, `step`, `unsubscribe_url` and `event` (the tracked event that enrolled the
+    journey through a trigger: `{{ event.name }}`, `{{ event.properties.plan }}`; empty
+    otherwise). Fields never shadow the reserved names."""
     fields = dict(fields or {})
     context: dict[str, Any] = dict(fields)
     context.update(
@@ -64,6 +67,7 @@ def build_context(
         campaign=campaign or {},
         step=step or {},
         unsubscribe_url=unsubscribe_url,
+        event=event or {},
     )
     return context
 

@@ -18,11 +18,12 @@ from typing import Any
 
 from sqlmodel import Session, col, select
 
+from domain.conditions import where_matches
 from domain.journey import DeliveryStatus
 from storage.counters import count_conversion
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import Campaign, Conversion, Delivery, Enrollment
-from storage.tracked_events import IN_CHUNK, as_utc, matches
+from storage.tracked_events import IN_CHUNK, as_utc
 
 
 @dataclass
@@ -63,7 +64,7 @@ def record(session: Session, events: Sequence[GoalEvent]) -> list[Conversion]:
                 journey.id in done
                 or journey.email != event.email
                 or campaign.goal_event != event.name
-                or not matches(campaign.goal_where, event.properties)
+                or not where_matches(campaign.goal_where, event.properties)
                 or at < as_utc(journey.created_at)
             ):
                 continue

@@ -6,10 +6,11 @@ In this order, so nothing is sent or recreated half-way:
 2. each running journey is signalled `remove` and given a few seconds to end;
 3. its workflow execution is deleted from Temporal, history and visibility record included
    (the server terminates one that has not ended yet);
-4. the database forgets the person: enrollments (with their fields), deliveries and events are
-   deleted, and so are staged batch-enrollment rows and stored idempotent answers that name the
-   address. Per-person stats (recipients, rates) lose that person as if never enrolled; running
-   totals that hold only numbers (stat counters) keep counting them, anonymously;
+4. the database forgets the person: enrollments (with their fields), deliveries, events,
+   tracked product events and conversions are deleted, and so are staged batch-enrollment rows
+   and stored idempotent answers that name the address. Per-person stats (recipients, rates,
+   conversions) lose that person as if never enrolled; running totals that hold only numbers
+   (stat counters) keep counting them, anonymously;
 5. a suppression (unsubscribed, bounced, complained, or added by an operator) is kept only as
    `hmac-sha256:<keyed hash of the address>` (storage/suppression.py), so the address is never
    mailed or enrolled again while the database no longer holds it. A provider event about it
@@ -37,12 +38,15 @@ from domain.journey import TERMINAL_EVENTS, JourneyStatus
 from mail.addresses import stored_form
 from services.errors import Unavailable
 from services.journeys import Journeys
+from services.reentry import ERASED
+from storage import tracked_events
 from storage.counters import forget_enrollments
 from storage.db import session_scope
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import (
     CapAddress,
     CapSlot,
+    Conversion,
     Delivery,
     DeliveryMilestone,
     Enrollment,
@@ -55,7 +59,6 @@ from storage.models import (
 )
 from storage.suppression import hashed, legacy_hashed
 
-ERASED = "erased"
 END_WAIT_SECONDS = 10.0  # for signalled journeys to end on their own before deletion
 CONCURRENCY = 16
 
@@ -69,6 +72,7 @@ class Erasure:
     enrollments_deleted: int
     deliveries_deleted: int
     events_deleted: int
+    tracked_events_deleted: int
     suppression: str | None
 
 
@@ -97,6 +101,7 @@ async def erase(engine: Engine, journeys: Journeys, email: str) -> Erasure:
         enrollments_deleted=counts["enrollments"],
         deliveries_deleted=counts["deliveries"],
         events_deleted=counts["events"],
+        tracked_events_deleted=counts["tracked_events"],
         suppression=suppression,
     )
 
@@ -161,7 +166,9 @@ def _forget(engine: Engine, address: str) -> tuple[dict[str, int], str | None]:
         session.execute(delete(CapAddress).where(col(CapAddress.email) == address))
         erased = select(Enrollment).where(col(Enrollment.id).in_(enrollment_ids))
         forget_enrollments(session, list(session.exec(erased).all()))  # stats drop them
+        session.execute(delete(Conversion).where(col(Conversion.enrollment_id).in_(enrollment_ids)))
         session.execute(delete(Enrollment).where(col(Enrollment.id).in_(enrollment_ids)))
+        tracked = tracked_events.delete_of(session, address)
         # Answers kept for retries may list the address (an enrollment's rejected rows).
         session.execute(
             delete(IdempotencyRecord).where(
@@ -187,6 +194,7 @@ def _forget(engine: Engine, address: str) -> tuple[dict[str, int], str | None]:
             "enrollments": len(enrollment_ids),
             "deliveries": len(delivery_ids),
             "events": len(events),
+            "tracked_events": tracked,
             "plain_suppression": len(plain),
             "batch_rows": batch_rows.rowcount,  # type: ignore[attr-defined]
         }

@@ -7,7 +7,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from mail.compose import Draft
-from storage.models import Campaign, Step, Template
+from storage.models import Campaign, Step, Template, TrackedEvent
+from storage.tracked_events import iso_utc
 
 
 def draft(
@@ -21,6 +22,7 @@ def draft(
     template: Template,
     default_from: str,
     test: bool = False,
+    trigger: TrackedEvent | None = None,
 ) -> Draft:
     """The draft of a step's message (`subject` and `template`: the step's own, or its
     alternative's, see subject_of and template_id) for one address."""
@@ -39,7 +41,21 @@ def draft(
         html=template.html,
         text=template.text,
         test=test,
+        event=event_context(trigger),
     )
+
+
+def event_context(trigger: TrackedEvent | None) -> dict[str, Any] | None:
+    """The tracked event that enrolled the journey, as templates see it (`{{ event.name }}`,
+    `{{ event.properties.plan }}`)."""
+    if trigger is None:
+        return None
+    return {
+        "id": trigger.event_id,
+        "name": trigger.name,
+        "properties": dict(trigger.properties or {}),
+        "occurred_at": iso_utc(trigger.occurred_at),
+    }
 
 
 def subject_of(step: Step, alternative: bool) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 
+from domain.conditions import where_matches
 from domain.enrollment import RowState
 from domain.journey import JourneyStatus, ProductEvent
 from mail.addresses import EmailNotValidError, normalise_email, stored_form
@@ -275,7 +276,7 @@ def _enroll_by_triggers(
         if not first:
             continue
         for campaign in triggered:
-            if campaign.trigger_event == r.event and tracked_events.matches(
+            if campaign.trigger_event == r.event and where_matches(
                 campaign.trigger_where, r.properties
             ):
                 candidate = enrollment.Candidate(r.email, r.fields, trigger_event_id=r.event_id)

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import and_, delete, or_, update
 from sqlmodel import Session, col, select
 
-from domain.conditions import where_matches
 from domain.journey import JourneyStatus, ProductEvent
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import Campaign, Enrollment, Step, TrackedEvent
@@ -51,6 +50,15 @@ def by_event_ids(session: Session, event_ids: Collection[str]) -> dict[str, Trac
         for row in session.exec(select(TrackedEvent).where(col(TrackedEvent.event_id).in_(chunk))):
             found[row.event_id] = row
     return found
+
+
+def trigger_of(session: Session, enrollment: Enrollment) -> TrackedEvent | None:
+    """The tracked event that enrolled this journey through its campaign's trigger, if any."""
+    if enrollment.trigger_event_id is None:
+        return None
+    return session.exec(
+        select(TrackedEvent).where(TrackedEvent.event_id == enrollment.trigger_event_id)
+    ).first()
 
 
 def page_of(
@@ -164,12 +172,6 @@ def as_utc(value: datetime) -> datetime:
 
 def iso_utc(value: datetime) -> str:
     return as_utc(value).isoformat()
-
-
-def matches(where: dict[str, Any] | None, properties: dict[str, Any]) -> bool:
-    """Every property value `where` names is equal in `properties` (no `where`: any event):
-    the journeys' own rule (domain/conditions.py), so a conversion and a goal exit agree."""
-    return where_matches(where, properties)
 
 
 def delete_of(session: Session, email: str) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import inspect
+from sqlalchemy import inspect, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, SQLModel, col, select
 from temporalio.client import Client
@@ -28,7 +28,7 @@ from domain.journey import JourneyStatus, StepOutcome
 from domain.reputation import ReputationLimits
 from services.events import Events
 from settings import Settings
-from storage.models import Campaign, Delivery, Enrollment, Suppression
+from storage.models import Campaign, Conversion, Delivery, Enrollment, Suppression
 from storage.suppression import hashed, is_suppressed, use_hash_keys
 from tests.conftest import run_worker, serve_api, unique_domain
 from tests.support.eventually import eventually
@@ -145,6 +145,15 @@ async def test_erasure_ends_the_journey_deletes_its_history_and_every_row(
     before = await journey(api, cid, alice)
     assert before["live"] is True and before["status"] == "active"
     workflow_id = before["workflow_id"]
+    # A product event that converts her journey (the campaign's goal set directly: its API is
+    # the campaign definition's).
+    with Session(engine) as session:
+        session.execute(update(Campaign).where(col(Campaign.id) == cid).values(goal_event="paid"))
+        session.commit()
+    tracked = {"email": alice, "event": "paid", "properties": {"plan": "secret-plan-42"}}
+    assert (await api.post("/api/track", json=tracked)).status_code == 202
+    with Session(engine) as session:
+        assert session.exec(select(Conversion).where(Conversion.campaign_id == cid)).all()
     assert rows_mentioning(engine, "secret-plan-42"), "the check below can see fields"
 
     erased = await api.delete(f"/api/recipients/{alice.upper()}")
@@ -158,8 +167,11 @@ async def test_erasure_ends_the_journey_deletes_its_history_and_every_row(
         "enrollments_deleted": 1,
         "deliveries_deleted": 1,
         "events_deleted": 1,
+        "tracked_events_deleted": 1,
         "suppression": None,
     }
+    with Session(engine) as session:
+        assert not session.exec(select(Conversion).where(Conversion.campaign_id == cid)).all()
     # Temporal: the execution and its history are gone (deletion is asynchronous on the server).
     await eventually(lambda: gone(client, workflow_id), what="the workflow to be deleted")
     # The database: nothing names her, nor holds her fields.
@@ -236,6 +248,7 @@ async def test_an_unknown_address_is_an_empty_summary(api: httpx.AsyncClient) ->
         "enrollments_deleted": 0,
         "deliveries_deleted": 0,
         "events_deleted": 0,
+        "tracked_events_deleted": 0,
         "suppression": None,
     }
 

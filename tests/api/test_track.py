@@ -24,6 +24,8 @@ from storage.tracked_events import as_utc
 from tests.conftest import free_port, serve_api, unique_domain
 from tests.support.eventually import eventually
 from tests.support.factories import error_locs, make_campaign, make_template
+from tests.support.mailbox import received
+from tools.smtp_sink import SmtpSink
 
 
 def configure(engine: Engine, campaign_id: int, **columns: Any) -> None:
@@ -419,3 +421,25 @@ async def test_listening_journeys_are_signalled_at_once_or_by_the_outbox(
 
         await eventually(signalled, "the outbox to signal the event", timeout=30)
     assert await signals_of(dev_env, f"drip-campaign-{by_goal}-{maya}") == ["on_tracked"] * 2
+
+
+async def test_a_triggered_journey_sends_with_the_event_in_its_templates(
+    system: httpx.AsyncClient, smtp: SmtpSink
+) -> None:
+    api = system
+    domain = unique_domain()
+    name = f"trial.started.{domain}"
+    template = await make_template(
+        api, html="<p>{{ event.name }} for {{ first_name }} on {{ event.properties.plan }}</p>"
+    )
+    steps = [{"subject": "Your {{ event.properties.plan }} trial", "delay_hours": 0,
+              "template_id": template}]  # fmt: skip
+    made = await make_campaign(api, steps, trigger={"event": name, "where": {"plan": "pro"}})
+    maya = f"maya@{domain}"
+    answer = await track(api, email=maya, event=name, properties={"plan": "pro"},
+                         fields={"first_name": "Maya"})  # fmt: skip
+    assert answer["enrolled"] == [made["id"]]
+    [message] = await received(smtp, maya, 1)
+    raw = message.as_bytes()
+    assert b"Subject: Your pro trial\n" in raw.replace(b"\r\n", b"\n")
+    assert f"{name} for Maya on pro".encode() in raw
