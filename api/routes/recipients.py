@@ -56,7 +56,8 @@ async def enroll(
     settings: SettingsDep,
 ) -> EnrollResult | JSONResponse:
     """Enroll recipients (up to 10,000 per call). An address is enrolled in a campaign at most
-    once, ever; invalid or suppressed addresses are rejected with a reason, the rest enrolled.
+    once, ever, unless the campaign allows re-entry; invalid or suppressed addresses are
+    rejected with a reason, the rest enrolled.
     Up to DRIP_SYNC_ENROLL_LIMIT (1,000) recipients are enrolled before the answer (200); a
     larger call is stored and answered at once (202 with a batch id, see
     `GET /api/enrollment-batches/{id}`), and a batch job enrolls them."""
