@@ -270,9 +270,10 @@ class _Facts:
 
 
 def _product_event(row: TrackedEvent) -> ProductEvent:
-    return ProductEvent(
-        row.event_id, row.name, utc_text(_aware(row.occurred_at)), dict(row.properties or {})
-    )
+    """As the journey sees it (activities/tracked.py): its time to the microsecond, since an
+    event in the enrollment's second still counts only if it came after."""
+    at = _aware(row.occurred_at).astimezone(UTC).isoformat()
+    return ProductEvent(row.event_id, row.name, at, dict(row.properties or {}))
 
 
 def _aware(value: datetime) -> datetime:

@@ -6,16 +6,28 @@ from __future__ import annotations
 import email
 import email.policy
 import threading
+import time
+from dataclasses import dataclass
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 
+@dataclass(frozen=True)
+class Received:
+    """One message as it came off the wire: when (time.time()), to whom, and its raw bytes."""
+
+    at: float
+    rcpt_tos: tuple[str, ...]
+    content: bytes
+
+
 class SmtpSink:
     def __init__(self, port: int) -> None:
         self.port = port
         self.messages: list[EmailMessage] = []
+        self.received: list[Received] = []
         # address -> the reply RCPT TO gets, e.g. "550 5.1.1 <x>: Recipient address rejected"
         self.rcpt_replies: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -48,11 +60,19 @@ class SmtpSink:
     async def handle_DATA(  # noqa: N802
         self, _server: SMTP, _session: Session, envelope: Envelope
     ) -> str:
-        message = email.message_from_bytes(envelope.content, policy=email.policy.default)  # type: ignore[arg-type]
+        at = time.time()
+        raw = envelope.content if isinstance(envelope.content, bytes) else b""
+        message = email.message_from_bytes(raw, policy=email.policy.default)
         with self._lock:
             self.messages.append(message)
+            self.received.append(Received(at, tuple(a.lower() for a in envelope.rcpt_tos), raw))
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[EmailMessage]:
         with self._lock:
             return [m for m in self.messages if str(m["To"]).lower() == address.lower()]
+
+    def raw_to(self, address: str) -> list[Received]:
+        """The messages for `address` as received, oldest first: assert on these bytes."""
+        with self._lock:
+            return [r for r in self.received if address.lower() in r.rcpt_tos]
