@@ -25,7 +25,7 @@ from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from enum import StrEnum
 
-from sqlalchemy import update
+from sqlalchemy import case, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -435,11 +435,20 @@ class SendingActivities:
         now = utcnow()
         subject = str(message["Subject"])
         message_id = str(message["Message-ID"]).strip("<>")
+        enrollment = loaded.enrollment  # as _load read it; the row is updated, not re-read
         with session_scope(self.engine) as session:
-            enrollment = session.get(Enrollment, step.enrollment_id)
-            assert enrollment is not None
-            enrollment.current_step = max(enrollment.current_step, step.step_order)
-            session.add(enrollment)
+            moved = session.execute(
+                update(Enrollment)
+                .where(col(Enrollment.id) == step.enrollment_id)
+                .values(
+                    current_step=case(
+                        (col(Enrollment.current_step) < step.step_order, step.step_order),
+                        else_=col(Enrollment.current_step),
+                    )
+                )
+            )
+            if moved.rowcount != 1:  # type: ignore[attr-defined]  # erased meanwhile: retried,
+                raise ApplicationError("enrollment gone", type="EnrollmentGone")  # the gate ends it
             if loaded.new:
                 row = Delivery(
                     id=loaded.delivery_id,
@@ -595,6 +604,21 @@ class SendingActivities:
     def _mark_sent(self, delivery_id: str) -> None:
         # Urgent: until this commits, a retry cannot know the message went out.
         with session_scope(self.engine, urgent=True) as session:
+            # The usual case in one statement: this attempt's row, sending until now.
+            sent = session.execute(
+                update(Delivery)
+                .where(
+                    col(Delivery.id) == delivery_id,
+                    col(Delivery.status).in_([Status.SENDING, Status.HANDING_OVER]),
+                )
+                .values(status=Status.SENT, sent_at=utcnow())
+                .returning(col(Delivery.campaign_id), col(Delivery.step_id), col(Delivery.decision))
+            ).first()
+            if sent is not None:
+                alternative = sent.decision == Decision.ALTERNATIVE
+                bump(session, sent.campaign_id, sent.step_id,
+                     Metric.ALTERNATIVE_SENT if alternative else Metric.SENT)  # fmt: skip
+                return
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
             if delivery is None:  # erased meanwhile: nothing left to record
                 return
