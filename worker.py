@@ -20,6 +20,7 @@ from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxR
 from activities.bookkeeping import BookkeepingActivities
 from activities.enrollment_batch import EnrollmentBatchActivities
 from activities.sending import SendingActivities
+from activities.timing import TimingActivities
 from activities.tracked import TrackedEventActivities
 from domain import search
 from domain.enrollment import BATCH_TASK_QUEUE
@@ -84,6 +85,7 @@ def build_workers(
     use_hash_keys(settings.suppression_keys)
     journey = BookkeepingActivities(engine)
     tracked = TrackedEventActivities(engine)
+    timing = TimingActivities(engine)
     sending = SendingActivities(
         settings,
         engine,
@@ -102,6 +104,8 @@ def build_workers(
                 journey.record_skip,
                 journey.finish_journey,
                 tracked.load_tracked_events,
+                timing.compute_send_time,
+                timing.reserve_cap_slot,
             ],
             max_cached_workflows=settings.workflow_cache_size,
             interceptors=[HistoryAlert(settings.journey_history_alert_events)],

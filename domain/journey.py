@@ -212,6 +212,10 @@ class ActivityName:
     FINISH_JOURNEY = "finish_journey"
     SEND_STEP = "send_step"
     LOAD_TRACKED_EVENTS = "load_tracked_events"  # events since enrollment (journeys issue)
+    # When a step may go out (timing issue): its date or window opening, computed once and
+    # kept in the history; and the frequency cap's atomic check-and-reserve.
+    SEND_TIME = "compute_send_time"
+    RESERVE_CAP_SLOT = "reserve_cap_slot"
 
 
 class JourneyVersion(IntEnum):
@@ -225,9 +229,11 @@ class JourneyVersion(IntEnum):
     PINNED_PLAN = 3  # the campaign's plan carried in the input
     # Product events, wait-until, goals and the reason of every decision (docs/features.md).
     JOURNEYS = 4
+    # Send windows, delay until a date, the frequency cap (docs/features.md).
+    TIMING = 5
 
 
-CURRENT_JOURNEY_VERSION = JourneyVersion.JOURNEYS
+CURRENT_JOURNEY_VERSION = JourneyVersion.TIMING
 
 
 @dataclass
@@ -250,6 +256,46 @@ class TrackedEventsQuery:
     names: list[str]
     since: str
     enrollment_id: int = 0
+
+
+@dataclass
+class SendTimeQuery:
+    """What `compute_send_time` answers, from the recipient's fields as they are now: with
+    `delay_until`, when the step is due (`at`: now, for "already past"); else when `window`
+    next opens at or after `at`."""
+
+    enrollment_id: int
+    at: str  # ISO 8601
+    window: SendWindowPlan | None = None
+    delay_until: DelayUntilPlan | None = None
+
+
+@dataclass
+class SendTimeAnswer:
+    """`at` (ISO 8601; None: skip the step, `reason` says why), the zone it was read in."""
+
+    at: str | None
+    reason: str
+    zone: str | None = None
+
+
+@dataclass
+class CapRequest:
+    """A slot under the frequency cap for this step's message, sent at `at`."""
+
+    enrollment_id: int
+    step_id: int
+    campaign_id: int
+    email: str
+    at: str  # ISO 8601
+    on_cap: str = "defer"
+
+
+@dataclass
+class CapAnswer:
+    granted: bool
+    reason: str
+    next_free_at: str | None = None  # ISO 8601, when not granted
 
 
 @dataclass

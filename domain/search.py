@@ -7,4 +7,8 @@ RECIPIENT_EMAIL = SearchAttributeKey.for_keyword("RecipientEmail")
 DRIP_STEP = SearchAttributeKey.for_int("DripStep")
 DRIP_STATUS = SearchAttributeKey.for_keyword("DripStatus")
 
-ALL_KEYS = (CAMPAIGN_ID, RECIPIENT_EMAIL, DRIP_STEP, DRIP_STATUS)
+# What holds the journey's next message back, while it does: "send_window" or "frequency_cap"
+# (e.g. `DripHeld = "frequency_cap"` in the Temporal UI); unset otherwise.
+DRIP_HELD = SearchAttributeKey.for_keyword("DripHeld")
+
+ALL_KEYS = (CAMPAIGN_ID, RECIPIENT_EMAIL, DRIP_STEP, DRIP_STATUS, DRIP_HELD)

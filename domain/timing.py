@@ -155,9 +155,14 @@ def due_from_field(
     if parsed is None:
         return DueDate(None, f"the field {field} ({repr(value)[:64]}) is not a date or date-time")
     due = parsed + timedelta(hours=offset_hours)
+    when = (
+        f"{field} {'-' if offset_hours < 0 else '+'} {abs(offset_hours):g} h"
+        if offset_hours
+        else field
+    )
     if due <= now:
-        return DueDate(now.astimezone(UTC), f"{field} + {offset_hours:g} h is past: due now")
-    return DueDate(due, f"{field} + {offset_hours:g} h")
+        return DueDate(now.astimezone(UTC), f"{when} is past: due now")
+    return DueDate(due, f"due at {when}")
 
 
 def parse_field_time(value: object, zone: ZoneInfo) -> datetime | None:
@@ -195,6 +200,5 @@ def send_time(due: datetime, window: Window | None, zone: ZoneChoice | None) -> 
     if opening == due.astimezone(UTC):
         return SendTime(opening, f"inside the send window ({zone.reason})", zone.name)
     local = opening.astimezone(zone.zone).strftime("%a %Y-%m-%d %H:%M")
-    return SendTime(
-        opening, f"held for the send window: opens {local} {zone.name}", zone.name, True
-    )
+    reason = f"held for the send window: opens {local} {zone.name} ({zone.reason})"
+    return SendTime(opening, reason, zone.name, True)

@@ -118,7 +118,7 @@ def reserve(
                 _record_hold(session, enrollment_id, step_id, campaign_id, on_cap)
                 return Reservation(
                     False,
-                    f"frequency cap: {len(sent)} of {cap.max_messages} messages in "
+                    f"{len(sent)} of {cap.max_messages} messages in "
                     f"{cap.per_hours:g} h already sent to this address",
                     frees,
                 )

@@ -25,6 +25,7 @@ import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -61,9 +62,11 @@ class Journey:
         self.template = template
         self.campaign_id = 0
 
-    async def start(self, steps: list[dict[str, Any]], **campaign: Any) -> None:
-        """A campaign of these steps (and `campaign` fields: goal, trigger), activated, and
-        this journey's recipient enrolled in it."""
+    async def start(
+        self, steps: list[dict[str, Any]], fields: dict[str, Any] | None = None, **campaign: Any
+    ) -> None:
+        """A campaign of these steps (and `campaign` fields: goal, trigger, send_window),
+        activated, and this journey's recipient (with `fields`) enrolled in it."""
         for step in steps:
             step.setdefault("template_id", self.template)
         created = await self.api.post(
@@ -77,7 +80,7 @@ class Journey:
             return  # enrolled by the tracked event that triggers it
         enrolled = await self.api.post(
             f"/api/campaigns/{self.campaign_id}/recipients",
-            json={"recipients": [{"email": self.email}]},
+            json={"recipients": [{"email": self.email, "fields": fields or {}}]},
         )
         enrolled.raise_for_status()
         assert enrolled.json()["enrolled"] == 1, enrolled.text
@@ -128,6 +131,22 @@ class Journey:
             return bool(state["waiting_for"] and state["waiting_for"]["kind"] == kind)
 
         await until(check, f"{self.email}: waiting for {kind}")
+
+    async def finished(self) -> None:
+        async def check() -> bool:
+            return bool((await self.state())["status"] != "active")
+
+        await until(check, f"{self.email}: journey finished")
+
+    async def frequency_cap(self, max_messages: int, per_hours: float | None) -> None:
+        """Set the frequency cap (None: remove it)."""
+        path = "/api/settings/frequency-cap"
+        if per_hours is None:
+            response = await self.api.delete(path)
+        else:
+            body = {"max_messages": max_messages, "per_hours": per_hours}
+            response = await self.api.put(path, json=body)
+        response.raise_for_status()
 
     @property
     def workflow_id(self) -> str:
@@ -307,11 +326,54 @@ async def triggered(j: Journey) -> None:
     await j.track("order.completed", cart_id="c1")
 
 
+async def window_held(j: Journey) -> None:
+    """Due at once but outside its send window (the recipient's zone, UTC here): held until
+    the window opens at the next whole minute, then sent."""
+    now = datetime.now(UTC) + timedelta(seconds=15)  # at least 15 s of hold
+    opens = (now + timedelta(minutes=1)).replace(second=0, microsecond=0)
+    closes = opens + timedelta(hours=1)
+    window = {"days": ["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+              "start": opens.strftime("%H:%M"), "end": closes.strftime("%H:%M"),
+              "timezone": "recipient", "fallback_timezone": "Europe/Berlin"}  # fmt: skip
+    await j.start([{"subject": "in the window", "delay_hours": 0}], {"timezone": "UTC"},
+                  send_window=window)  # fmt: skip
+    await j.waiting("send_window")
+
+
+async def delay_until(j: Journey) -> None:
+    """Step 1 due at the date in a field (a few seconds ahead); step 2's field is missing:
+    skipped with that reason; step 3 after a delay."""
+    due = (datetime.now(UTC) + timedelta(seconds=4)).isoformat()
+    await j.start([
+        {"subject": "on the date", "delay_until": {"field": "renews_at"}},
+        {"subject": "never", "delay_until": {"field": "missing_at", "offset_hours": -24}},
+        {"subject": "after", "delay_hours": SECOND},
+    ], {"renews_at": due})  # fmt: skip
+    await j.waiting("date")
+
+
+async def cap_deferred(j: Journey) -> None:
+    """A frequency cap of one message per 3 s: step 2, due at once, waits for the slot."""
+    await j.frequency_cap(1, 3 * SECOND)
+    await j.start([{"subject": "first", "delay_hours": 0}, {"subject": "second", "delay_hours": 0}])
+    await j.finished()
+    await j.frequency_cap(0, None)
+
+
+async def cap_skipped(j: Journey) -> None:
+    """A frequency cap of one message per hour and on_cap skip: step 2 is skipped."""
+    await j.frequency_cap(1, 1)
+    await j.start([{"subject": "first", "delay_hours": 0}, {"subject": "second", "delay_hours": 0}],
+                  on_cap="skip")  # fmt: skip
+    await j.finished()
+    await j.frequency_cap(0, None)
+
+
 BRANCHES: dict[str, Callable[[Journey], Awaitable[None]]] = {
     f.__name__: f
     for f in (sent, alternative, skipped, paused, unsubscribed, bounced_event, bounced_smtp,
               removed, archived, wait_until_met, wait_until_timed_out, performed, converted,
-              triggered)
+              triggered, window_held, delay_until, cap_deferred, cap_skipped)
 }  # fmt: skip
 PAUSE_RECHECK_SECONDS = 2.0
 

@@ -17,6 +17,8 @@ with workflow.unsafe.imports_passed_through():
         ActivityName,
         CampaignChange,
         CampaignStatus,
+        CapAnswer,
+        CapRequest,
         ConditionPlan,
         ConditionType,
         Decision,
@@ -30,6 +32,9 @@ with workflow.unsafe.imports_passed_through():
         JourneyVersion,
         ProductEvent,
         RecipientInput,
+        SendTimeAnswer,
+        SendTimeQuery,
+        SendWindowPlan,
         StepInput,
         StepOutcome,
         StepPlan,
@@ -98,6 +103,9 @@ class RecipientWorkflow:
         self._local = self._version >= JourneyVersion.LOCAL_BOOKKEEPING
         # From JOURNEYS on: product events, wait-until, goals, frozen decisions, summaries.
         self._journeys = self._version >= JourneyVersion.JOURNEYS
+        # From TIMING on: delay_until dates, send windows and the frequency cap.
+        self._timing = self._version >= JourneyVersion.TIMING
+        self._held: str | None = None  # the DripHeld search attribute as last set
         self._plan = input.plan if self._version >= JourneyVersion.PINNED_PLAN else None
         # Tracked events before the enrollment never count.
         self._since = (
@@ -122,13 +130,17 @@ class RecipientWorkflow:
         mark = workflow.now()
         for step in plan.steps:
             self._state.next_due = self._due_at(step, mark)
-            self._waiting(
-                WaitingKind.DELAY, step, self._state.next_due,
-                f"step {step.step_order} is due at {conditions.utc_text(self._state.next_due)}",
-            )  # fmt: skip
+            skip: Verdict | None = None
+            if self._timing and step.delay_until is not None:
+                skip = await self._date_due(step)
+            else:
+                self._waiting(
+                    WaitingKind.DELAY, step, self._state.next_due,
+                    f"step {step.step_order} is due at {conditions.utc_text(self._state.next_due)}",
+                )  # fmt: skip
             await self._wait_until(self._state.next_due, f"step {step.step_order} due")
             if self._state.exit is None:
-                await self._run_step(step)
+                await self._run_step(step, skip)
             if self._state.exit is not None:
                 break
             mark = workflow.now()
@@ -190,6 +202,113 @@ class RecipientWorkflow:
         it sent nothing), or after the start for the first."""
         return mark + timedelta(seconds=step.delay_seconds)
 
+    async def _date_due(self, step: StepPlan) -> Verdict | None:
+        """From TIMING on, a `delay_until` step's due time from the recipient's field as it is
+        now (computed by a local activity, kept in the history); a skip verdict when the field
+        is missing or not a date."""
+        answer = await self._bookkeeping(
+            ActivityName.SEND_TIME,
+            SendTimeQuery(
+                self._input.enrollment_id, workflow.now().isoformat(),
+                self._window_of(step), step.delay_until,
+            ),
+            DB_TIMEOUT,
+            SendTimeAnswer,
+            summary=f"step {step.step_order}: due date",
+        )  # fmt: skip
+        if answer.at is None:
+            self._state.next_due = workflow.now()
+            return Verdict(Decision.SKIPPED, None, f"skipped: {answer.reason}", [])
+        self._state.next_due = conditions.parse_utc(answer.at)
+        self._waiting(
+            WaitingKind.DATE, step, self._state.next_due,
+            f"step {step.step_order} is due at {conditions.utc_text(self._state.next_due)}: "
+            f"{answer.reason}",
+            zone=answer.zone,
+        )  # fmt: skip
+        return None
+
+    def _window_of(self, step: StepPlan) -> SendWindowPlan | None:
+        """The send window a step goes out in: its own, else the campaign's; none when it
+        ignores windows."""
+        if step.ignore_send_window:
+            return None
+        plan_window = self._plan.send_window if self._plan is not None else None
+        return step.send_window or plan_window
+
+    async def _gate(self, step: StepPlan) -> bool | str | None:
+        """From TIMING on, just before a decided step's message goes out: wait for its send
+        window to open, then take a slot under the frequency cap (deferred: wait for the slot
+        to free, windows still applying). True: send now; a reason: skip it (the cap, with
+        on_cap skip); None: the journey ended or the campaign was paused meanwhile."""
+        plan = self._plan
+        assert plan is not None
+        window = self._window_of(step)
+        while self._state.exit is None and not self._state.paused:
+            now = workflow.now()
+            if window is not None:
+                answer = await self._bookkeeping(
+                    ActivityName.SEND_TIME,
+                    SendTimeQuery(self._input.enrollment_id, now.isoformat(), window),
+                    DB_TIMEOUT,
+                    SendTimeAnswer,
+                    summary=f"step {step.step_order}: send window",
+                )  # fmt: skip
+                opening = conditions.parse_utc(answer.at or now.isoformat())
+                if opening > now:
+                    await self._hold(
+                        step, WaitingKind.SEND_WINDOW, opening,
+                        f"step {step.step_order} is {answer.reason}", answer.zone,
+                    )  # fmt: skip
+                    continue
+            if plan.frequency_cap != "exempt":
+                cap = await self._bookkeeping(
+                    ActivityName.RESERVE_CAP_SLOT,
+                    CapRequest(
+                        self._input.enrollment_id, step.step_id, plan.campaign_id,
+                        self._input.email, now.isoformat(), plan.on_cap,
+                    ),
+                    DB_TIMEOUT,
+                    CapAnswer,
+                    summary=f"step {step.step_order}: frequency cap",
+                )  # fmt: skip
+                if not cap.granted:
+                    if plan.on_cap == "skip" or cap.next_free_at is None:
+                        self._unhold()
+                        return f"skipped: frequency_cap ({cap.reason})"
+                    frees = conditions.parse_utc(cap.next_free_at)
+                    await self._hold(
+                        step, WaitingKind.FREQUENCY_CAP, frees,
+                        f"step {step.step_order} waits for the frequency cap until "
+                        f"{conditions.utc_text(frees)}: {cap.reason}",
+                    )  # fmt: skip
+                    continue
+            self._unhold()
+            return True
+        return None
+
+    async def _hold(
+        self,
+        step: StepPlan,
+        kind: WaitingKind,
+        until: datetime,
+        reason: str,
+        zone: str | None = None,
+    ) -> None:
+        """Hold a step's message until `until` (a window's opening, a cap slot freeing),
+        findable in the Temporal UI by `DripHeld`."""
+        self._state.next_due = until
+        self._waiting(kind, step, until, reason, zone=zone)
+        if self._held != kind:
+            self._held = str(kind)
+            workflow.upsert_search_attributes([search.DRIP_HELD.value_set(self._held)])
+        await self._wait_until(until, f"step {step.step_order}: {kind}")
+
+    def _unhold(self) -> None:
+        if self._held is not None:
+            self._held = None
+            workflow.upsert_search_attributes([search.DRIP_HELD.value_unset()])
+
     async def _wait_until(self, due: datetime, summary: str) -> None:
         remaining = (due - workflow.now()).total_seconds()
         if remaining <= 0:
@@ -201,9 +320,10 @@ class RecipientWorkflow:
         except TimeoutError:
             pass
 
-    async def _run_step(self, step: StepPlan) -> None:
-        """Decide and act on one due step; hold (never skip) while the campaign is paused."""
-        verdict: Verdict | None = None
+    async def _run_step(self, step: StepPlan, decided: Verdict | None = None) -> None:
+        """Decide and act on one due step; hold (never skip) while the campaign is paused.
+        `decided`: a verdict made before the step fell due (a delay_until step skipped)."""
+        verdict: Verdict | None = decided
         while self._state.exit is None:
             if self._state.paused:
                 self._waiting(
@@ -230,6 +350,13 @@ class RecipientWorkflow:
                 if self._journeys and self._state.paused:
                     continue  # paused while it waited: hold the decided step
             self._waiting(None)
+            if self._timing and verdict.decision != Decision.SKIPPED:
+                gate = await self._gate(step)
+                if gate is None:
+                    continue  # ended, or paused while held: hold the decided step
+                if gate is not True:
+                    verdict = Verdict(Decision.SKIPPED, verdict.met, str(gate), verdict.evidence)
+                self._waiting(None)
             step_input = StepInput(
                 self._input.enrollment_id, step.step_id, step.step_order, verdict.decision,
                 verdict.met,
@@ -389,6 +516,7 @@ class RecipientWorkflow:
         until: datetime | None = None,
         reason: str = "",
         condition: str | None = None,
+        zone: str | None = None,
     ) -> None:
         """What the journey waits for now (None: nothing), also its current details in the
         Temporal UI."""
@@ -396,8 +524,9 @@ class RecipientWorkflow:
             self._state.waiting_for = None
         else:
             self._state.waiting_for = WaitingFor(
-                kind, reason, until.isoformat() if until else None, step.step_order, condition
-            )
+                kind, reason, until.isoformat() if until else None, step.step_order, condition,
+                zone,
+            )  # fmt: skip
         workflow.set_current_details(reason)
 
     def _end(self, status: JourneyStatus, reason: str | None) -> None:

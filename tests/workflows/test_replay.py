@@ -44,6 +44,11 @@ RECIPIENT_BRANCHES = {
     "performed": "completed",
     "converted": "converted",
     "triggered": "completed",
+    # JourneyVersion.TIMING on
+    "window_held": "completed",
+    "delay_until": "completed",
+    "cap_deferred": "completed",
+    "cap_skipped": "completed",
 }
 
 
@@ -164,6 +169,28 @@ def test_recorded_histories_are_the_branches_they_are_named_after() -> None:
                  if e.HasField("workflow_execution_signaled_event_attributes")]  # fmt: skip
     canceled = [i for i, e in enumerate(events) if e.HasField("timer_canceled_event_attributes")]
     assert signalled[0] < signalled[1] < canceled[0], "the other cart's order ended the wait"
+
+
+def test_timing_histories_are_the_branches_they_are_named_after() -> None:
+    """Held by a send window (a timer to its opening between two window reads), due at a date
+    and skipped for a missing one, deferred by the frequency cap until a slot freed, skipped by
+    it; every send of a TIMING journey reserves its slot first."""
+    window = shape(load(HISTORIES / "window_held.json"))
+    assert window.local_activities[:3] == ["compute_send_time", "compute_send_time",
+                                           "reserve_cap_slot"]  # fmt: skip
+    assert window.timers == ["fired"] and window.activities == ["send_step:sent"]
+    dated = shape(load(HISTORIES / "delay_until.json"))
+    assert dated.local_activities[0] == "compute_send_time" and "record_skip" in (
+        dated.local_activities
+    )
+    assert dated.activities == ["send_step:sent", "send_step:sent"]
+    deferred = shape(load(HISTORIES / "cap_deferred.json"))
+    assert deferred.local_activities.count("reserve_cap_slot") == 3, "refused once, then granted"
+    assert deferred.activities == ["send_step:sent", "send_step:sent"]
+    skipped = shape(load(HISTORIES / "cap_skipped.json"))
+    assert skipped.activities == ["send_step:sent"] and "record_skip" in skipped.local_activities
+    sent = shape(load(HISTORIES / "sent.json"))
+    assert sent.local_activities.count("reserve_cap_slot") == 3
 
 
 # --- the test can fail: a workflow whose first command differs does not replay ---------------
