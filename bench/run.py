@@ -21,7 +21,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import scenarios
+from bench import journeys, scenarios
 from bench.measure import Table
 from bench.scenarios import Sizes, State
 from bench.stack import cleanup, start_stack
@@ -35,6 +35,7 @@ ORDER = [
     "fanout",
     "history",
     "stats",
+    "journeys",
 ]
 NEEDS_ENROLL = {"events", "fanout"}
 
@@ -120,6 +121,8 @@ async def run(args: argparse.Namespace) -> int:
                     await scenarios.history(stack, table, sizes, state)
                 elif name == "stats":
                     await scenarios.stats(stack, table, sizes, state, not args.no_postgres)
+                elif name == "journeys":
+                    await journeys.run(stack, table, sizes, state)
             except Exception as exc:  # report it and go on with the others
                 failed = True
                 traceback.print_exc()
