@@ -49,7 +49,8 @@ log = logging.getLogger("drip.api")
 
 DESCRIPTION = """Self-hostable drip campaigns on Temporal. Every recipient's journey is a durable
 workflow; inspect them in the Temporal Web UI by id (`drip-campaign-{id}-{email}`) or by the
-search attributes `CampaignId`, `RecipientEmail`, `DripStep` and `DripStatus`."""
+search attributes `CampaignId`, `RecipientEmail`, `DripStep`, `DripStatus` and `DripHeld`
+(`send_window` or `frequency_cap` while a message is held back)."""
 
 
 def create_app(

@@ -101,6 +101,7 @@ EXPECTED_SEARCH_ATTRIBUTES = {
     "RecipientEmail": "Keyword",
     "DripStep": "Int",
     "DripStatus": "Keyword",
+    "DripHeld": "Keyword",
 }
 
 # (service, dependency, condition) edges that make `docker compose up` come up in order.
@@ -918,7 +919,8 @@ MUTATIONS = {
         _set_env(
             "temporal-setup",
             "DRIP_SEARCH_ATTRIBUTES",
-            "CampaignId=Keyword RecipientEmail=Keyword DripStep=Int DripStatus=Keyword",
+            "CampaignId=Keyword RecipientEmail=Keyword DripStep=Int DripStatus=Keyword "
+            "DripHeld=Keyword",
         ),
         ["search_attributes"],
     ),
