@@ -234,7 +234,7 @@ def store(engine: Engine, requests: list[TrackRequest]) -> _Stored:
         answers, starts = _enroll_by_triggers(session, requests, inserted)
     signals = {
         r["event_id"]: [
-            (workflow_id, _product_event(r))
+            (workflow_id, tracked_events.product_event(TrackedEvent(**r)))
             for workflow_id in targets.get(r["email"], {}).get(r["name"], [])
         ]
         for r in new
@@ -293,15 +293,6 @@ def _enroll_by_triggers(
         new = [v.enrollment_id for v in verdicts if v.enrollment_id is not None]
         starts += enrollment.journey_starts(session, campaign_id, new)
     return answers, starts
-
-
-def _product_event(row: Mapping[str, Any]) -> ProductEvent:
-    return ProductEvent(
-        event_id=row["event_id"],
-        name=row["name"],
-        occurred_at=tracked_events.iso_utc(row["occurred_at"]),
-        properties=dict(row["properties"]),
-    )
 
 
 def unsignalled(
