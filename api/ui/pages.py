@@ -13,12 +13,14 @@ from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, RedirectResponse, Response
 
+from api import pagination
 from api.deps import JourneysDep, SessionDep, load_or_404
 from api.routes import campaigns as campaign_routes
 from api.routes import enrollment_batches, events, funnel, recipients, suppressions
 from api.ui.render import render
 from api.ui.session import LoginRequired, Viewer, allowed, viewer_of
 from domain.journey import CampaignStatus, EventType, JourneyStatus
+from services.errors import Invalid
 from storage.models import Campaign, Enrollment, Event, Template
 
 STATIC = Path(__file__).parent / "static"
@@ -168,8 +170,11 @@ def recipients_context(
     status: str | None,
     step: int | None,
     email: str | None,
-    after: int | None,
+    cursor: str | None,
 ) -> dict[str, Any]:
+    """A page of a campaign's recipients, by status then enrollment order: the order of the
+    (campaign_id, status) index, so a page is read off the index, never sorting or counting
+    the campaign's rows; the next page starts after this one's last (status, id)."""
     campaign = load_or_404(session, campaign_id)
     query = select(Enrollment).where(Enrollment.campaign_id == campaign_id)
     if status:
@@ -177,20 +182,44 @@ def recipients_context(
     if step is not None:
         query = query.where(Enrollment.current_step == step)
     if email:
-        query = query.where(col(Enrollment.email).startswith(email.strip().lower()))
-    if after is not None:
-        query = query.where(col(Enrollment.id) > after)
-    # One row more than shown says whether there is a next page: no count of the table.
-    rows = list(session.exec(query.order_by(col(Enrollment.id)).limit(PAGE_SIZE + 1)))
+        prefix = email.strip().lower()
+        query = query.where(col(Enrollment.email).startswith(prefix))
+        if prefix and session.get_bind().dialect.name == "sqlite":
+            # SQLite's LIKE cannot use the email index; the same prefix as a range can
+            # (binary collation: exactly the addresses that start with it).
+            upper = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            query = query.where(col(Enrollment.email) >= prefix, col(Enrollment.email) < upper)
+    try:
+        key = pagination.decode(cursor, 2)
+    except Invalid:
+        key = None  # a cursor we did not make: the first page
+    rows = _page_after(session, query, key)
     shown = rows[:PAGE_SIZE]
+    more = len(rows) > PAGE_SIZE
     return {
         "campaign": campaign_routes.get_campaign(campaign, session).model_dump(),
-        "rows": [{**recipients._enrollment_public(e).model_dump(), "id": e.id} for e in shown],
-        "next_after": shown[-1].id if len(rows) > PAGE_SIZE else None,
+        "rows": [recipients._enrollment_public(e).model_dump() for e in shown],
+        "next_cursor": pagination.encode((shown[-1].status, shown[-1].id or 0)) if more else None,
         "filters": {"status": status or "", "step": step, "email": email or ""},
         "statuses": [s.value for s in JourneyStatus],
-        "first_page": after is None,
+        "first_page": key is None,
     }
+
+
+def _page_after(session: Session, query: Any, key: tuple[Any, ...] | None) -> list[Enrollment]:
+    """Up to PAGE_SIZE + 1 rows after `key` in (status, id) order (the extra one says there is a
+    next page): the rest of the key's status, then the statuses after it — two range reads of
+    the index, where one row-value comparison would make the planners scan."""
+    order = (col(Enrollment.status), col(Enrollment.id))
+    if key is None:
+        return list(session.exec(query.order_by(*order).limit(PAGE_SIZE + 1)))
+    last_status, last_id = key
+    same = query.where(Enrollment.status == last_status, col(Enrollment.id) > last_id)
+    rows = list(session.exec(same.order_by(*order).limit(PAGE_SIZE + 1)))
+    if len(rows) <= PAGE_SIZE:
+        later = query.where(col(Enrollment.status) > last_status)
+        rows += session.exec(later.order_by(*order).limit(PAGE_SIZE + 1 - len(rows)))
+    return rows
 
 
 @router.get("/ui/campaigns/{campaign_id}/recipients")
@@ -202,7 +231,7 @@ def recipients_page(
     status: str | None = Query(None, max_length=20),
     step: str | None = Query(None, max_length=6),
     email: str | None = Query(None, max_length=320),
-    after: int | None = Query(None, ge=0),
+    after: str | None = Query(None, max_length=200, description="the page's cursor"),
 ) -> Response:
     step_order = int(step) if step and step.isdigit() else None
     context = recipients_context(session, campaign_id, status, step_order, email, after)
