@@ -74,6 +74,7 @@ from storage.models import (
     utcnow,
 )
 from storage.suppression import find_suppression
+from storage.versions import step_content
 
 log = logging.getLogger(__name__)
 
@@ -309,7 +310,7 @@ class SendingActivities:
         session: Session, enrollment: Enrollment, step: StepInput, delivery: Delivery | None
     ) -> Loaded:
         campaign = session.get(Campaign, enrollment.campaign_id)
-        plan_step = session.get(Step, step.step_id)
+        plan_step = step_content(session, enrollment, step.step_id)  # the journey's version's
         assert campaign is not None and plan_step is not None
         alternative = step.decision == Decision.ALTERNATIVE
         subject = messages.subject_of(plan_step, alternative)

@@ -28,6 +28,7 @@ from api.routes import (
     track,
     tracking,
     trial_send,
+    versions,
     webhooks,
 )
 from api.security import API_KEY, check_bind, install_security
@@ -101,6 +102,7 @@ def create_app(
     for protected in (
         templates,
         campaigns,
+        versions,
         trial_send,
         recipients,
         enrollment_batches,

@@ -1398,3 +1398,155 @@ class CursorPage(BaseModel, Generic[Item]):
     next_cursor: str | None = Field(
         description="opaque; `null` when this is the last page", examples=["WzQyXQ"]
     )
+
+
+# --- campaign versions (services/versions.py) -----------------------------------------------
+
+
+class VersionStepIn(StepCreate):
+    """A step of a version's definition: with an existing step's `id` it is that step, edited
+    in place; without, a new step."""
+
+    model_config = example({"id": 1, "subject": "Welcome!", "delay_hours": 0, "template_id": 1})
+
+    id: int | None = None
+
+
+class VersionDefinition(Strict):
+    """A draft version's whole definition, as in a create payload: steps left out are removed,
+    campaign fields left out take their defaults."""
+
+    model_config = example(
+        {
+            "steps": [
+                {"id": 1, "subject": "Welcome!", "delay_hours": 0, "template_id": 1},
+                {"subject": "A new last step", "delay_hours": 48, "template_id": 2},
+            ]
+        }
+    )
+
+    steps: list[VersionStepIn] = Field(default_factory=list, max_length=100)
+    trigger: TriggerIn | None = None
+    goal: GoalIn | None = None
+    reentry: ReentryIn | None = None
+    send_window: SendWindowIn | None = None
+    frequency_cap: CapUse = "apply"
+    on_cap: OnCap = "defer"
+
+
+class VersionSummary(BaseModel):
+    """A campaign version: `draft` (at most one), `live` (what new enrollments start on), or
+    `retired`; `journeys`: how many running journeys are on it."""
+
+    model_config = example(
+        {
+            "version": 2,
+            "status": "live",
+            "created_at": _T,
+            "published_at": _T,
+            "policy": "migrate",
+            "journeys": 42,
+        }
+    )
+
+    version: int
+    status: Literal["draft", "live", "retired"]
+    created_at: SpecTime
+    published_at: SpecTime | None = None
+    policy: Literal["stay", "migrate", "exit"] | None = None
+    journeys: int
+
+
+class VersionPublic(VersionSummary):
+    """A version with its definition. New steps of a draft have negative ids until it is
+    published."""
+
+    model_config = example(
+        {
+            "version": 2,
+            "status": "draft",
+            "created_at": _T,
+            "published_at": None,
+            "policy": None,
+            "journeys": 0,
+            "steps": [{"id": 1, "step_order": 1, "subject": "Hi", "delay_hours": 0,
+                       "template_id": 1}],
+            "send_window": None,
+            "goal": None,
+            "trigger": None,
+            "reentry": None,
+            "frequency_cap": "apply",
+            "on_cap": "defer",
+        }
+    )  # fmt: skip
+
+    steps: list[StepPublic]
+    send_window: SendWindowIn | None = None
+    goal: GoalOut | None = None
+    trigger: TriggerOut | None = None
+    reentry: ReentryOut | None = None
+    frequency_cap: str
+    on_cap: str
+
+
+class PublishRequest(Strict):
+    """How running journeys take the new version: `stay` on theirs, `migrate` at their next
+    step boundary, or `exit`. `dry_run`: change nothing, answer the impact."""
+
+    model_config = example({"policy": "migrate", "dry_run": True})
+
+    policy: Literal["stay", "migrate", "exit"]
+    dry_run: bool = False
+
+
+class StepCountOut(BaseModel):
+    """Running journeys waiting before a step (its id)."""
+
+    step_id: int
+    count: int
+
+
+class MoveOut(BaseModel):
+    """Journeys waiting before `from_step` that continue at `to_step` (`null`: past the end,
+    they finish)."""
+
+    from_step: int
+    to_step: int | None
+    count: int
+
+
+class TemplateChangeOut(BaseModel):
+    """A template edited since a version using it was published: template edits reach
+    in-flight sends at once, whatever version their journey is on."""
+
+    version: int
+    step_id: int
+    template_id: int
+    updated_at: SpecTime
+
+
+class PublishImpact(BaseModel):
+    """What a publish would do to the journeys in flight, counted from the database."""
+
+    model_config = example(
+        {
+            "policy": "migrate",
+            "in_flight": 50,
+            "waiting_before": [{"step_id": 2, "count": 20}, {"step_id": 3, "count": 30}],
+            "moves": [{"from_step": 2, "to_step": 3, "count": 20},
+                      {"from_step": 3, "to_step": 3, "count": 30}],
+            "exits": 0,
+            "template_changes": [],
+        }
+    )  # fmt: skip
+
+    policy: Literal["stay", "migrate", "exit"]
+    in_flight: int
+    waiting_before: list[StepCountOut]
+    moves: list[MoveOut]
+    exits: int
+    template_changes: list[TemplateChangeOut]
+
+
+class VersionPage(CursorPage[VersionSummary]):
+    """A page of a campaign's versions, oldest first (a cursor page)."""

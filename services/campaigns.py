@@ -15,6 +15,7 @@ from services.errors import Conflict, Invalid
 from services.journeys import BROADCAST_GIVE_UP_SECONDS, Journeys
 from storage.campaign_status import mark_broadcast, set_status
 from storage.models import Campaign, Step, Template, utcnow
+from storage.versions import record_live
 
 Loc = list[str | int]
 
@@ -264,6 +265,7 @@ def update(session: Session, campaign: Campaign, changes: dict[str, Any]) -> Cam
         set_status(session, campaign, CampaignStatus(new_status))
         if was == CampaignStatus.DRAFT:  # no journey runs yet: nobody to tell
             campaign.broadcast_version = campaign.status_version
+            record_live(session, campaign, campaign.updated_at)  # its first version
         else:
             change = CampaignChange(CampaignStatus(new_status), campaign.status_version)
     session.commit()

@@ -53,8 +53,30 @@ class Campaign(SQLModel, table=True):
     send_window: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     frequency_cap: str = "apply"
     on_cap: str = "defer"
+    # The version new enrollments start on: its steps are the Step rows (services/versions.py).
+    live_version: int = 1
     created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class CampaignVersion(SQLModel, table=True):
+    """A numbered version of a campaign's definition (services/versions.py): at most one
+    draft; one live (the Step and Campaign rows hold the same); the rest retired. `definition`
+    is the snapshot a journey on this version sends from: its steps as Step columns (new steps
+    of a draft have negative ids until it is published) and the campaign's definition columns."""
+
+    __tablename__ = "campaign_version"
+
+    campaign_id: int = Field(foreign_key="campaign.id", primary_key=True)
+    number: int = Field(primary_key=True)
+    status: str = "draft"  # draft | live | retired
+    definition: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    policy: str | None = None  # stay | migrate | exit: how it was published
+    # False while a migrate or exit has still to be told to the running journeys (the outbox
+    # tells them if the publish's own batch signal did not go through).
+    broadcast: bool = True
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    published_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class Step(SQLModel, table=True):
@@ -90,6 +112,13 @@ class Enrollment(SQLModel, table=True):
         ),
         Index("ix_enrollment_campaign_status", "campaign_id", "status"),
         Index("ix_enrollment_unstarted", "workflow_started"),
+        Index(
+            "ix_enrollment_campaign_version_step",
+            "campaign_id",
+            "status",
+            "campaign_version",
+            "current_step",
+        ),  # fmt: skip
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -102,6 +131,8 @@ class Enrollment(SQLModel, table=True):
     status: str = "active"
     status_reason: str | None = None
     current_step: int = 0  # step_order of the last step decided; 0 before the first
+    # The campaign version the journey runs; 0: the live one (set when another is published).
+    campaign_version: int = 0
     workflow_id: str
     # False until Temporal has the journey: the API's outbox re-drives rows left unstarted.
     workflow_started: bool = False
