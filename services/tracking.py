@@ -82,6 +82,12 @@ class BatchTracked:
 
 
 @dataclass
+class FieldsMerged:
+    email: str  # as stored
+    journeys_updated: int
+
+
+@dataclass
 class _Stored:
     """What the transaction did: one answer per event, journeys to start, signals to send."""
 
@@ -153,9 +159,9 @@ class Tracking:
         signals = await run_in_threadpool(unsignalled, self.engine, received_before)
         return len(await self._signal(signals)) if signals else 0
 
-    def merge_fields(self, email: str, fields: Mapping[str, Any]) -> int:
+    def merge_fields(self, email: str, fields: Mapping[str, Any]) -> FieldsMerged:
         """Merge field values into the person's running journeys (from their next step on: the
-        send reads the enrollment's fields at send time); how many journeys."""
+        send reads the enrollment's fields at send time)."""
         if problem := field_problem(dict(fields)):
             raise Invalid(["body", "fields"], problem)
         address = stored_form(email)
@@ -171,7 +177,7 @@ class Tracking:
             for row in rows:
                 row.fields = {**row.fields, **fields}
                 session.add(row)
-            return len(rows)
+            return FieldsMerged(address, len(rows))
 
     def events_of(
         self, email: str, before: tuple[datetime, int] | None, limit: int

@@ -139,5 +139,5 @@ async def update_fields(
 ) -> RecipientFieldsUpdated:
     """Merge these field values (a changed `timezone`, a new `trial_ends_at`) into every
     running journey of the person: each uses them from its next step on."""
-    updated = await run_in_threadpool(tracking.merge_fields, email, dict(body.fields))
-    return RecipientFieldsUpdated(email=email, journeys_updated=updated)
+    merged = await run_in_threadpool(tracking.merge_fields, email, dict(body.fields))
+    return RecipientFieldsUpdated(email=merged.email, journeys_updated=merged.journeys_updated)

@@ -21,6 +21,7 @@ from domain.journey import ProductEvent, RecipientInput
 from settings import Settings
 from storage.models import Campaign, Enrollment, Step, Suppression, TrackedEvent, utcnow
 from storage.tracked_events import as_utc
+from tests.api.test_bulk_enrollment import csv_upload, finished_batch
 from tests.conftest import free_port, serve_api, unique_domain
 from tests.support.eventually import eventually
 from tests.support.factories import error_locs, make_campaign, make_template
@@ -346,7 +347,7 @@ async def test_new_fields_reach_the_running_journeys_only(
         f"/api/recipients/{maya.upper()}", json={"fields": {"tz": "Europe/Paris", "plan": "pro"}}
     )
     assert response.status_code == 200, response.text
-    assert response.json() == {"email": maya.upper(), "journeys_updated": 2}
+    assert response.json() == {"email": maya, "journeys_updated": 2}
     with Session(engine) as session:
         fields = {
             e.campaign_id: e.fields
@@ -443,3 +444,29 @@ async def test_a_triggered_journey_sends_with_the_event_in_its_templates(
     raw = message.as_bytes()
     assert b"Subject: Your pro trial\n" in raw.replace(b"\r\n", b"\n")
     assert f"{name} for Maya on pro".encode() in raw
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_csv_import_fires_no_trigger(
+    api: httpx.AsyncClient, worker: None, engine: Engine
+) -> None:
+    domain = unique_domain()
+    name = f"signed.up.{domain}"
+    imported, _other = [await campaign(api, engine, trigger_event=name) for _ in range(2)]
+    text = f"email,first_name\nana@{domain},Ana\nben@{domain},Ben\n"
+    response = await api.post(
+        f"/api/campaigns/{imported}/recipients/import", files=csv_upload(text)
+    )
+    assert response.status_code == 202, response.text
+    batch = await finished_batch(api, response.json()["batch_id"], timeout=60)
+    assert batch["enrolled"] == 2
+    with Session(engine) as session:
+        rows = session.exec(select(Enrollment).where(col(Enrollment.email).endswith(domain)))
+        # Into the campaign imported to (its trigger notwithstanding), and not the other one.
+        assert sorted((e.campaign_id, e.trigger_event_id) for e in rows) == [
+            (imported, None),
+            (imported, None),
+        ]
+        assert not session.exec(
+            select(TrackedEvent).where(col(TrackedEvent.email).endswith(domain))
+        ).all()
