@@ -14,9 +14,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import FileResponse, RedirectResponse, Response
 
 from api import pagination
-from api.deps import JourneysDep, SessionDep, load_or_404
+from api.deps import JourneysDep, SessionDep, TrackingDep, load_or_404
 from api.routes import campaigns as campaign_routes
-from api.routes import enrollment_batches, events, funnel, recipients, suppressions
+from api.routes import enrollment_batches, events, funnel, recipients, suppressions, track
 from api.ui.render import render
 from api.ui.session import LoginRequired, Viewer, allowed, viewer_of
 from domain.journey import CampaignStatus, EventType, JourneyStatus
@@ -252,6 +252,7 @@ async def journey_context(
     request: Request,
     session: Session,
     journeys: Any,
+    tracking: Any,
     campaign_id: int,
     email: str,
     entry: int | None,
@@ -266,11 +267,13 @@ async def journey_context(
     journey_events = await run_in_threadpool(
         events.list_events, session, None, journey["email"], campaign_id, 200, 0
     )
+    tracked = await track.list_tracked_events(journey["email"], tracking, 50, None)
     return {
         "campaign": public.model_dump(),
         "journey": journey,
         "plan": plan,
         "events": [e.model_dump(exclude={"raw"}) for e in journey_events],
+        "tracked": tracked.model_dump(mode="json")["items"],
         "temporal_url": temporal_link(request, journey["workflow_id"]),
     }
 
@@ -282,10 +285,11 @@ async def journey_page(
     email: str,
     session: SessionDep,
     journeys: JourneysDep,
+    tracking: TrackingDep,
     viewer: Viewer = ViewerDep,
     entry: int | None = Query(None, ge=1),
 ) -> Response:
-    context = await journey_context(request, session, journeys, campaign_id, email, entry)
+    context = await journey_context(request, session, journeys, tracking, campaign_id, email, entry)
     return render(request, viewer, "journey.html", **context)
 
 
@@ -295,12 +299,13 @@ async def journey_live(
     campaign_id: int,
     session: SessionDep,
     journeys: JourneysDep,
+    tracking: TrackingDep,
     viewer: Viewer = ViewerDep,
     email: str = Query(max_length=320),
     entry: int | None = Query(None, ge=1),
 ) -> Response:
     """The live part of the journey page (htmx polls it)."""
-    context = await journey_context(request, session, journeys, campaign_id, email, entry)
+    context = await journey_context(request, session, journeys, tracking, campaign_id, email, entry)
     return render(request, viewer, "_journey_live.html", **context)
 
 

@@ -97,6 +97,10 @@ async def test_every_page_loads_clean_and_shows_what_the_api_says(
         return stats["completed"] == 2
 
     await eventually(completed, what="both journeys to complete")
+    tracked = await api.post(
+        "/api/track", json={"email": ben, "event": "trial.started", "properties": {"plan": "pro"}}
+    )
+    assert tracked.status_code == 202, tracked.text
     await api.post("/api/suppressions", json={"email": f"gone@{domain}", "reason": "manual"})
 
     context, watched = await watched_page(browser, base_url(api))
@@ -129,7 +133,14 @@ async def test_every_page_loads_clean_and_shows_what_the_api_says(
         await page.locator('[data-stat="recipients"]', has_text="3").wait_for(timeout=15_000)
         assert page.url == url
 
-        await page.get_by_role("link", name="Recipients (2)").click()
+        # Cy's journey page follows it: step 2 (due two seconds after step 1) appears unasked.
+        await page.goto(f"/ui/campaigns/{cid}/recipients/cy@{domain}")
+        await page.locator('[data-step="2"]').wait_for(timeout=20_000)
+        assert page.url.endswith(f"/recipients/cy@{domain}")
+        watched.clean()
+        await page.goto(url)
+
+        await page.get_by_role("link", name="Recipients (3)").click()
         await page.get_by_role("link", name=ben).wait_for()
         await watched.shot("recipients")
         await page.get_by_label("Email starts with").fill("ana@")
@@ -152,6 +163,8 @@ async def test_every_page_loads_clean_and_shows_what_the_api_says(
             "href"
         )
         assert href and href.startswith("http://127.0.0.1:8233/namespaces/default/workflows/")
+        product = await page.get_by_role("table", name="What they did in the product").inner_text()
+        assert "trial.started" in product and "plan = pro" in product
         await watched.shot("journey")
 
         # A draft with timing: its plan says when each step may go.
@@ -192,6 +205,23 @@ async def test_every_page_loads_clean_and_shows_what_the_api_says(
         await page.get_by_role("link", name="Suppressions").click()
         await page.get_by_role("cell", name=f"gone@{domain}").wait_for()
         await watched.shot("suppressions")
+        # Add one by hand, then lift it, both behind the form's token.
+        await page.get_by_label("Email", exact=True).fill(f"later@{domain}")
+        await page.get_by_role("button", name="Suppress").click()
+        await page.get_by_role("cell", name=f"later@{domain}").wait_for()
+
+        async def suppressed() -> list[str]:
+            listed = (await api.get("/api/suppressions")).json()["items"]
+            return sorted(s["email"] for s in listed)
+
+        assert await suppressed() == [f"gone@{domain}", f"later@{domain}"]
+        row = page.get_by_role("row", name=f"later@{domain}")
+        await row.get_by_text("Remove…").click()
+        await row.get_by_role("button", name=f"Yes, mail later@{domain} again").click()
+        await page.get_by_role("cell", name=f"gone@{domain}").wait_for()
+        assert await page.get_by_role("cell", name=f"later@{domain}").count() == 0
+        assert await suppressed() == [f"gone@{domain}"]
+        watched.clean()
 
         await page.get_by_role("link", name="Recent events").click()
         await page.get_by_role("link", name=ben).first.wait_for()
@@ -216,7 +246,7 @@ steps:
 
 
 async def test_a_campaign_run_from_the_pages_is_what_the_api_says(
-    browser: Any, system: httpx.AsyncClient, tmp_path: Any
+    browser: Any, system: httpx.AsyncClient, smtp: SmtpSink, tmp_path: Any
 ) -> None:
     api = system
     context, watched = await watched_page(browser, base_url(api))
@@ -242,6 +272,18 @@ async def test_a_campaign_run_from_the_pages_is_what_the_api_says(
         cid = int(re.search(r"/ui/campaigns/(\d+)$", page.url).group(1))
         assert await status(cid) == "draft"
         await watched.shot("campaign-draft")
+
+        tester = f"tester@{unique_domain()}"
+        await page.get_by_label("Send every step now to").fill(tester)
+        await page.get_by_role("button", name="Send test messages").click()
+        assert "Sent 2 test messages" in await page.get_by_role("status").inner_text()
+        received = smtp.raw_to(tester)  # the bytes on the wire, as sent at once
+        assert sorted(
+            re.findall(rb"\r\nSubject: ([^\r]*)", b"".join(m.content for m in received))
+        ) == [
+            b"[Test] Hello",
+            b"[Test] One more thing",
+        ]
 
         await page.get_by_text("Activate…").click()
         await page.get_by_role("button", name="Yes, activate “Spring launch”").click()
@@ -302,6 +344,16 @@ async def test_a_campaign_run_from_the_pages_is_what_the_api_says(
         )
         assert forged.status == 403
         assert await status(cid) == "active"
+
+        # One journey removed from its page, behind a confirmation.
+        leaving = f"p7@{domain}"
+        await page.goto(f"/ui/campaigns/{cid}/recipients/{leaving}")
+        await page.get_by_text("Remove…").click()
+        await page.get_by_role("button", name=f"Yes, remove {leaving}").click()
+        await page.get_by_text("removed by API").wait_for()
+        journey = (await api.get(f"/api/campaigns/{cid}/recipients/{leaving}")).json()
+        assert journey["status"] == "removed"
+        watched.clean()
     finally:
         await context.close()
 
