@@ -84,6 +84,7 @@ class BookkeepingActivities:
                     decision=Decision.SKIPPED,
                     condition_met=step.condition_met,
                     status="skipped",
+                    skip_reason=step.reason,
                 )
                 session.add(existing)
                 bump(session, enrollment.campaign_id, step.step_id, Metric.REACHED)

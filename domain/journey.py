@@ -348,6 +348,9 @@ class StepInput:
     step_order: int
     decision: Decision
     condition_met: bool | None = None
+    # From TIMING on, a skip's reason when no condition decided it (the frequency cap, a
+    # delay_until field missing): kept on the delivery row for the journey view.
+    reason: str | None = None
 
 
 class StepOutcome(StrEnum):

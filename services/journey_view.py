@@ -210,7 +210,8 @@ class _Facts:
         if condition is None or met is None:
             if delivery.decision == Decision.SENT:
                 return "sent: no condition", []
-            return str(delivery.decision), []  # decided by no condition (a frequency cap)
+            # decided by no condition: the frequency cap, a missing delay_until field
+            return delivery.skip_reason or str(delivery.decision), []
         evidence: list[Evidence] = []
         if (condition.type in POSITIVE_CONDITIONS) == met:  # its thing happened
             evidence = self.evidence(condition, _aware(delivery.decided_at))

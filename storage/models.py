@@ -161,6 +161,9 @@ class Delivery(SQLModel, table=True):
     message_id: str | None = Field(default=None, index=True)
     links: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
     error: str | None = None
+    # Why a step was skipped when no condition decided it (the frequency cap, a missing
+    # delay_until field): the journey view's reason once the journey has finished.
+    skip_reason: str | None = None
     decided_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     send_started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))

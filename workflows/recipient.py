@@ -324,6 +324,7 @@ class RecipientWorkflow:
         """Decide and act on one due step; hold (never skip) while the campaign is paused.
         `decided`: a verdict made before the step fell due (a delay_until step skipped)."""
         verdict: Verdict | None = decided
+        skip_reason = decided.reason if decided else None  # a skip no condition decided
         while self._state.exit is None:
             if self._state.paused:
                 self._waiting(
@@ -356,10 +357,11 @@ class RecipientWorkflow:
                     continue  # ended, or paused while held: hold the decided step
                 if gate is not True:
                     verdict = Verdict(Decision.SKIPPED, verdict.met, str(gate), verdict.evidence)
+                    skip_reason = verdict.reason
                 self._waiting(None)
             step_input = StepInput(
                 self._input.enrollment_id, step.step_id, step.step_order, verdict.decision,
-                verdict.met,
+                verdict.met, skip_reason,
             )  # fmt: skip
             if verdict.decision == Decision.SKIPPED:
                 result = await self._bookkeeping(

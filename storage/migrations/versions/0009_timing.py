@@ -37,6 +37,8 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("delay_until_offset_hours", sa.Float(), nullable=False, server_default="0")
         )
+    with op.batch_alter_table("delivery") as batch:
+        batch.add_column(sa.Column("skip_reason", sa.String(), nullable=True))
     op.create_table(
         "frequency_cap",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -82,6 +84,8 @@ def downgrade() -> None:
     op.drop_table("cap_slot")
     op.drop_table("cap_address")
     op.drop_table("frequency_cap")
+    with op.batch_alter_table("delivery") as batch:
+        batch.drop_column("skip_reason")
     with op.batch_alter_table("step") as batch:
         batch.drop_column("delay_until_offset_hours")
         batch.drop_column("delay_until_field")
