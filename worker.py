@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import compileall
 import concurrent.futures
+import functools
 import logging
 import signal
 from datetime import timedelta
@@ -12,6 +13,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
+from temporalio.converter import _payload_converter as payload_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
@@ -47,6 +49,16 @@ WORKFLOWS_DIR = Path(__file__).resolve().parent / "workflows"
 NONSTICKY_TO_STICKY_POLL_RATIO = 1.0
 # What the journey workflows import of ours: passed through the production worker's sandbox.
 JOURNEY_MODULES = ("workflows", "domain")
+
+
+def cache_converter_type_hints() -> None:
+    """The SDK's JSON converter calls typing.get_type_hints on every dataclass of every value it
+    decodes: a journey's input and plan, on each activation that decodes them, about half of
+    the decode's cost (docs/performance.md). A class's hints do not change, so they are cached;
+    bounded, because an isolated sandbox makes new classes for every run."""
+    resolve = getattr(payload_converter, "get_type_hints")  # noqa: B009  # the SDK's own name
+    if not hasattr(resolve, "cache_info"):
+        setattr(payload_converter, "get_type_hints", functools.lru_cache(maxsize=1024)(resolve))  # noqa: B010
 
 
 def compile_workflow_modules(*directories: Path) -> None:
@@ -197,6 +209,7 @@ async def main() -> None:
         # As in the API: a fresh checkout just works; production migrates as a deploy step.
         await asyncio.to_thread(upgrade, settings.database_url)
     compile_workflow_modules(WORKFLOWS_DIR)
+    cache_converter_type_hints()
     engine = make_engine(settings.database_url)
     client = await connect_temporal(settings, runtime=runtime)
     await register_search_attributes(client)
