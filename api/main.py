@@ -31,6 +31,7 @@ from api.routes import (
     versions,
     webhooks,
 )
+from api.schemas import document_examples
 from api.security import API_KEY, check_bind, install_security
 from api.ui import install as install_dashboard
 from observability.logs import configure_logging
@@ -123,6 +124,7 @@ def create_app(
     app.include_router(health.router)
     install_dashboard(app)  # /ui/: its own session cookie (api/ui/session.py), not the bearer key
     errors.install(app)  # every error as problem+json, in the schema too
+    document_examples(app)  # an example on every schema (enums: their first value)
     # Before security: inside it, so a key is claimed only by an authorised request.
     idempotency.install(app)
     out_of_range.install(app)  # huge ids and offsets: 422, not a database error

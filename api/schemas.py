@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from typing import Annotated, Any, Generic, Literal, TypeVar
 
+from fastapi import FastAPI
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -106,9 +107,108 @@ DisplayName = Annotated[str, Field(max_length=200), AfterValidator(check_display
 _T = "2026-12-01T09:00:00Z"
 
 
+# Examples shared by several schemas (each schema's example is checked valid against it).
+_STEP_ENGAGEMENT: dict[str, Any] = {
+    "step_id": 1,
+    "step_order": 1,
+    "decision": "sent",
+    "condition_met": None,
+    "decided_at": _T,
+    "reason": "sent: no condition",
+    "evidence": [],
+    "delivery_id": "snd_3f2a9c",
+    "delivery_status": "sent",
+    "sent_at": _T,
+    "opened": True,
+    "clicked": False,
+    "clicked_urls": [],
+    "machine_opens": 1,
+    "machine_clicks": 0,
+}
+_DELIVERY: dict[str, Any] = {
+    "id": "snd_3f2a9c",
+    "campaign_id": 1,
+    "step_id": 1,
+    "step_order": 1,
+    "email": "maya@example.com",
+    "status": "uncertain",
+    "error": "the connection dropped after the end of DATA",
+    "subject": "Welcome, Maya",
+    "message_id": "<snd_3f2a9c@drip.example.com>",
+    "send_started_at": _T,
+    "sent_at": None,
+}
+_FUNNEL_STEP: dict[str, Any] = {
+    "step_id": 1,
+    "step_order": 1,
+    "subject": "Welcome",
+    "reached": 2,
+    "sent": 2,
+    "alternative_sent": 0,
+    "skipped": 0,
+    "delivered": 2,
+    "opened": 1,
+    "clicked": 1,
+    "bounced": 0,
+    "unsubscribed": 0,
+    "complained": 0,
+    "opened_including_machine": 2,
+    "clicked_including_machine": 1,
+    "uncertain": 0,
+    "failed": 0,
+    "deferred_by_cap": 0,
+    "skipped_by_cap": 0,
+    "converted": 1,
+}
+_SUPPRESSION: dict[str, Any] = {
+    "email": "maya@example.com",
+    "reason": "unsubscribe",
+    "source": "link",
+    "created_at": _T,
+}
+_TRIAL_SENT: dict[str, Any] = {
+    "step_id": 1,
+    "step_order": 1,
+    "subject": "Welcome, Maya",
+    "message_id": "<test-1@drip.example.com>",
+}
+
+
 def example(value: dict[str, Any]) -> ConfigDict:
     """A model's example in the OpenAPI schema (for docs and generated clients)."""
     return ConfigDict(json_schema_extra={"examples": [value]})
+
+
+def document_examples(app: FastAPI) -> None:
+    """An example on every schema of the OpenAPI document: each model's own, nulls included
+    (FastAPI's encoder drops None values from the document, which would leave an example
+    without its required nullable fields), and each enum's first value (the enums come from
+    domain/, stdlib only, where no schema hook belongs)."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schemas = build().get("components", {}).get("schemas", {})
+            for name, examples in _model_examples().items():
+                if name in schemas:
+                    schemas[name]["examples"] = examples
+            for schema in schemas.values():
+                if schema.get("enum") and "examples" not in schema:
+                    schema["examples"] = schema["enum"][:1]
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _model_examples() -> dict[str, Any]:
+    """Model name -> its examples, as written with `example()` (plain JSON values)."""
+    found = {}
+    for name, value in globals().items():
+        if isinstance(value, type) and issubclass(value, BaseModel):
+            extra = value.model_config.get("json_schema_extra")
+            if isinstance(extra, dict) and "examples" in extra:
+                found[name] = extra["examples"]
+    return found
 
 
 class Strict(BaseModel):
@@ -158,6 +258,8 @@ class TemplateCreate(Strict):
 
 class TemplateUpdate(Strict):
     """The template fields to change; the others are kept."""
+
+    model_config = example({"html": "<p>Hello {{ first_name }}</p>"})
 
     name: Required[Text] = None
     html: Required[Annotated[str, Field(min_length=1, max_length=1_000_000)]] = None
@@ -274,6 +376,8 @@ class ConditionIn(Strict):
 class AlternativeIn(Strict):
     """What a step sends instead when its condition fails."""
 
+    model_config = example({"subject": "In case you missed it", "template_id": 2})
+
     subject: SubjectTemplate
     template_id: int
 
@@ -319,6 +423,8 @@ class StepCreate(Strict):
 class StepUpdate(Strict):
     """The step fields to change (drafts only); the others are kept."""
 
+    model_config = example({"subject": "Still interested?", "delay_hours": 48})
+
     subject: Required[SubjectTemplate] = None
     delay_hours: Required[Hours] = None
     template_id: Required[int] = None
@@ -332,6 +438,8 @@ class StepUpdate(Strict):
 class StepReorder(Strict):
     """Every step id of the campaign exactly once, in the new order."""
 
+    model_config = example({"step_ids": [3, 1, 2]})
+
     step_ids: list[int] = Field(min_length=1)
 
 
@@ -342,6 +450,8 @@ def _unset(value: object) -> bool:
 class ConditionOut(BaseModel):
     """A step's condition: on an earlier step (`step_id`, `url`), or on a tracked event (`event`,
     `where`, `match`); `wait_hours` when it waits to settle. Fields not set are left out."""
+
+    model_config = example({"type": "not_opened", "step_id": 1, "url": None})
 
     type: str
     step_id: int | None = Field(None, exclude_if=_unset)
@@ -354,6 +464,8 @@ class ConditionOut(BaseModel):
 
 class AlternativeOut(BaseModel):
     """What a step sends when its condition fails."""
+
+    model_config = example({"subject": "In case you missed it", "template_id": 2})
 
     subject: str
     template_id: int
@@ -615,6 +727,8 @@ class EnrollRequest(Strict):
 class Rejected(BaseModel):
     """An address that was not enrolled, and why."""
 
+    model_config = example({"email": "not-an-address", "reason": "invalid email address"})
+
     email: str
     reason: str
 
@@ -633,6 +747,18 @@ class EnrollResult(BaseModel):
 class EnrollmentPublic(BaseModel):
     """One address's enrollment in a campaign (`entry`: which of their entries)."""
 
+    model_config = example(
+        {
+            "email": "maya@example.com",
+            "entry": 1,
+            "status": "active",
+            "status_reason": None,
+            "current_step": 1,
+            "enrolled_at": _T,
+            "finished_at": None,
+        }
+    )
+
     email: str
     entry: int = 1
     status: JourneyStatus
@@ -644,6 +770,25 @@ class EnrollmentPublic(BaseModel):
 
 class EnrollmentPage(BaseModel):
     """A page of a campaign's enrollments (offset pagination)."""
+
+    model_config = example(
+        {
+            "items": [
+                {
+                    "email": "maya@example.com",
+                    "entry": 1,
+                    "status": "active",
+                    "status_reason": None,
+                    "current_step": 2,
+                    "enrolled_at": _T,
+                    "finished_at": None,
+                }
+            ],
+            "total": 1,
+            "limit": 100,
+            "offset": 0,
+        }
+    )
 
     items: list[EnrollmentPublic]
     total: int
@@ -669,6 +814,8 @@ class EvidencePublic(BaseModel):
 class StepEngagement(BaseModel):
     """What one step did for one journey: its delivery, the engagement seen, and why it was
     decided so (`reason`, one sentence, and the events it rests on in `evidence`)."""
+
+    model_config = example(_STEP_ENGAGEMENT)
 
     step_id: int
     step_order: int
@@ -727,6 +874,8 @@ class ConversionPublic(BaseModel):
 class DeliveryPublic(BaseModel):
     """One step's message to one recipient, as `GET /api/deliveries` lists it."""
 
+    model_config = example(_DELIVERY)
+
     id: str
     campaign_id: int
     step_id: int
@@ -743,6 +892,8 @@ class DeliveryPublic(BaseModel):
 class DeliveryPage(BaseModel):
     """A page of deliveries in one status (offset pagination)."""
 
+    model_config = example({"items": [_DELIVERY], "total": 1, "limit": 100, "offset": 0})
+
     items: list[DeliveryPublic]
     total: int
     limit: int
@@ -754,6 +905,33 @@ class JourneyPublic(BaseModel):
     delivery, engagement and reason, and its conversion. `entry` numbers the person's entries
     into the campaign; `version` is the journey code path it runs (null once Temporal has
     forgotten a finished journey)."""
+
+    model_config = example(
+        {
+            "email": "maya@example.com",
+            "campaign_id": 1,
+            "workflow_id": "drip-campaign-1-maya@example.com",
+            "entry": 1,
+            "version": 5,
+            "status": "active",
+            "status_reason": None,
+            "current_step": 1,
+            "next_step_due_at": None,
+            "waiting_for": {
+                "kind": "wait_until",
+                "until": "2026-12-03T09:00:00Z",
+                "reason": "step 2 waits up to 48 h for opened(step 1)",
+                "condition": "opened(step 1)",
+            },
+            "paused": False,
+            "live": True,
+            "fields": {"first_name": "Maya"},
+            "enrolled_at": _T,
+            "finished_at": None,
+            "steps": [_STEP_ENGAGEMENT],
+            "conversion": None,
+        }
+    )
 
     email: str
     campaign_id: int
@@ -799,12 +977,32 @@ class EventIn(Strict):
 class EventAccepted(BaseModel):
     """The event was stored (or was already) and its journey will hear of it."""
 
+    model_config = example({"id": 42, "duplicate": False})
+
     id: int
     duplicate: bool
 
 
 class EventPublic(BaseModel):
     """A stored engagement event."""
+
+    model_config = example(
+        {
+            "id": 42,
+            "provider": "api",
+            "type": "open",
+            "raw_type": "open",
+            "delivery_id": "snd_3f2a9c",
+            "campaign_id": 1,
+            "email": "maya@example.com",
+            "url": None,
+            "machine": False,
+            "machine_reason": None,
+            "occurred_at": _T,
+            "received_at": _T,
+            "signalled": True,
+        }
+    )
 
     id: int
     provider: str
@@ -871,6 +1069,8 @@ class TrackIn(Strict):
 class NotEnrolledOut(BaseModel):
     """A campaign whose trigger matched the event but did not enroll the person, and why."""
 
+    model_config = example({"campaign_id": 4, "reason": "suppressed: unsubscribe"})
+
     campaign_id: int
     reason: str
 
@@ -912,6 +1112,8 @@ class TrackBatchIn(Strict):
 
 class TrackRejected(BaseModel):
     """An event of a batch that was not recorded: its index in `events`, and why."""
+
+    model_config = example({"index": 3, "reason": "event: must be 1 to 128 printable characters"})
 
     index: int
     reason: str
@@ -993,6 +1195,17 @@ class RecipientFieldsUpdated(BaseModel):
 class BatchAccepted(BaseModel):
     """202 answer to a large enrollment: the rows are stored; follow `progress_url`."""
 
+    model_config = example(
+        {
+            "batch_id": 7,
+            "campaign_id": 1,
+            "accepted": 25000,
+            "rejected": 0,
+            "status": "accepted",
+            "progress_url": "/api/enrollment-batches/7",
+        }
+    )
+
     batch_id: int
     campaign_id: int
     accepted: int
@@ -1004,6 +1217,10 @@ class BatchAccepted(BaseModel):
 class RejectedRow(BaseModel):
     """A row of a CSV import that was not enrolled, and why."""
 
+    model_config = example(
+        {"row": 12, "email": "not-an-address", "reason": "invalid email address"}
+    )
+
     row: int  # CSV: line number in the file (the header is line 1); JSON: index in `recipients`
     email: str
     reason: str
@@ -1011,6 +1228,29 @@ class RejectedRow(BaseModel):
 
 class BatchProgress(BaseModel):
     """An enrollment batch's progress: rows staged, enrolled, rejected."""
+
+    model_config = example(
+        {
+            "id": 7,
+            "campaign_id": 1,
+            "source": "csv",
+            "filename": "recipients.csv",
+            "status": "running",
+            "status_reason": None,
+            "accepted": 25000,
+            "processed": 10001,
+            "enrolled": 10000,
+            "started": 9800,
+            "duplicates": 0,
+            "rejected": 1,
+            "rejected_rows": [{"row": 12, "email": "not-an-address", "reason": "invalid email"}],
+            "rejected_limit": 100,
+            "rejected_offset": 0,
+            "created_at": _T,
+            "updated_at": _T,
+            "finished_at": None,
+        }
+    )
 
     id: int
     campaign_id: int
@@ -1039,6 +1279,8 @@ class FunnelStep(BaseModel):
     """One step's funnel. Counts of journeys (reached, sent, skipped...) and of deliveries
     with at least one such event (delivered, opened...); `opened`/`clicked` count people,
     `opened_including_machine`/`clicked_including_machine` also privacy proxies and scanners."""
+
+    model_config = example(_FUNNEL_STEP)
 
     step_id: int
     step_order: int
@@ -1072,6 +1314,17 @@ class CampaignFunnel(BaseModel):
     were ended by the goal (converted); `converted` counts conversions (goal events within the
     window, once per journey) and `conversion_rate` is converted ÷ recipients (3 decimals)."""
 
+    model_config = example(
+        {
+            "campaign_id": 1,
+            "recipients": 2,
+            "completed": 1,
+            "converted": 1,
+            "conversion_rate": 0.5,
+            "steps": [_FUNNEL_STEP],
+        }
+    )
+
     campaign_id: int
     recipients: int
     completed: int
@@ -1095,6 +1348,8 @@ class SuppressionCreate(Strict):
 class SuppressionPublic(BaseModel):
     """A suppressed address."""
 
+    model_config = example(_SUPPRESSION)
+
     email: str
     reason: str
     source: str | None
@@ -1103,6 +1358,8 @@ class SuppressionPublic(BaseModel):
 
 class SuppressionPage(BaseModel):
     """A page of suppressed addresses (offset pagination)."""
+
+    model_config = example({"items": [_SUPPRESSION], "total": 1, "limit": 100, "offset": 0})
 
     items: list[SuppressionPublic]
     total: int
@@ -1116,6 +1373,8 @@ class SuppressionPage(BaseModel):
 class TrialSendRequest(BaseModel):
     """Where to send a campaign's steps as test messages, and the fields to render them with."""
 
+    model_config = example({"email": "me@example.com", "fields": {"first_name": "Maya"}})
+
     email: Annotated[str, Field(max_length=320)]
     fields: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
     step_id: int | None = None
@@ -1124,6 +1383,8 @@ class TrialSendRequest(BaseModel):
 
 class TrialSent(BaseModel):
     """One test message sent."""
+
+    model_config = example(_TRIAL_SENT)
 
     step_id: int
     step_order: int
@@ -1134,6 +1395,8 @@ class TrialSent(BaseModel):
 class TrialSendResult(BaseModel):
     """The test messages sent, one per step."""
 
+    model_config = example({"sent": [_TRIAL_SENT]})
+
     sent: list[TrialSent]
 
 
@@ -1142,6 +1405,8 @@ class TrialSendResult(BaseModel):
 
 class Readiness(BaseModel):
     """Whether the API can do its job: each check `ok` or what failed."""
+
+    model_config = example({"status": "ready", "checks": {"database": "ok", "temporal": "ok"}})
 
     status: str  # ready | unavailable
     checks: dict[str, str]  # check -> ok | unreachable
@@ -1152,6 +1417,8 @@ class Readiness(BaseModel):
 
 class WebhookReceived(BaseModel):
     """How many of the webhook's events were stored."""
+
+    model_config = example({"received": 3, "stored": 2, "duplicates": 1})
 
     received: int  # events in the request
     stored: int  # newly stored
@@ -1198,6 +1465,20 @@ def batch_progress(
 
 class ErasureSummary(BaseModel):
     """What an erasure removed, and the suppression kept as a hash."""
+
+    model_config = example(
+        {
+            "email": "maya@example.com",
+            "found": True,
+            "journeys_ended": 1,
+            "workflows_deleted": 2,
+            "enrollments_deleted": 2,
+            "deliveries_deleted": 3,
+            "events_deleted": 4,
+            "tracked_events_deleted": 1,
+            "suppression": "erased",
+        }
+    )
 
     email: str
     found: bool = Field(description="whether anything was held about the address")
@@ -1321,6 +1602,14 @@ OnCap = Literal["defer", "skip"]
 
 class FieldError(BaseModel):
     """One wrong part of a request: where it is, what is wrong with it."""
+
+    model_config = example(
+        {
+            "loc": ["body", "steps", 0, "template_id"],
+            "msg": "template 7 does not exist",
+            "type": "value_error",
+        }
+    )
 
     loc: list[str | int] = Field(
         description="where: `body`, `query`, `path` or `header`, then the field's path",
@@ -1502,6 +1791,8 @@ class PublishRequest(Strict):
 class StepCountOut(BaseModel):
     """Running journeys waiting before a step (its id)."""
 
+    model_config = example({"step_id": 2, "count": 20})
+
     step_id: int
     count: int
 
@@ -1509,6 +1800,8 @@ class StepCountOut(BaseModel):
 class MoveOut(BaseModel):
     """Journeys waiting before `from_step` that continue at `to_step` (`null`: past the end,
     they finish)."""
+
+    model_config = example({"from_step": 2, "to_step": 3, "count": 20})
 
     from_step: int
     to_step: int | None
@@ -1518,6 +1811,8 @@ class MoveOut(BaseModel):
 class TemplateChangeOut(BaseModel):
     """A template edited since a version using it was published: template edits reach
     in-flight sends at once, whatever version their journey is on."""
+
+    model_config = example({"version": 1, "step_id": 2, "template_id": 1, "updated_at": _T})
 
     version: int
     step_id: int
@@ -1550,3 +1845,15 @@ class PublishImpact(BaseModel):
 
 class VersionPage(CursorPage[VersionSummary]):
     """A page of a campaign's versions, oldest first (a cursor page)."""
+
+    model_config = example(
+        {
+            "items": [
+                {"version": 1, "status": "retired", "created_at": _T, "published_at": _T,
+                 "policy": "stay", "journeys": 3},
+                {"version": 2, "status": "live", "created_at": _T, "published_at": _T,
+                 "policy": "migrate", "journeys": 42},
+            ],
+            "next_cursor": None,
+        }
+    )  # fmt: skip
