@@ -16,12 +16,20 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep
+from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep, load_or_404
 from api.routes import campaigns as campaign_routes
-from api.routes import enrollment_batches, recipients, suppressions, templates, trial_send
+from api.routes import (
+    enrollment_batches,
+    recipients,
+    suppressions,
+    templates,
+    trial_send,
+    versions,
+)
 from api.schemas import (
     CampaignCreate,
     CampaignUpdate,
+    PublishRequest,
     SuppressionCreate,
     TemplateCreate,
     TrialSendRequest,
@@ -217,6 +225,31 @@ async def change_status(
     except (*REFUSALS, ValueError) as exc:
         return await campaign_refused(request, viewer, session, campaign_id, "status", exc)
     return redirect(request, viewer, f"/ui/campaigns/{campaign_id}")
+
+
+@router.post("/ui/campaigns/{campaign_id}/versions")
+async def create_version(request: Request, campaign_id: int, session: SessionDep) -> Response:
+    viewer, _ = await checked_form(request)
+    try:
+        campaign = await run_in_threadpool(load_or_404, session, campaign_id)
+        await run_in_threadpool(versions.create_version, campaign, session)
+    except REFUSALS as exc:
+        return await campaign_refused(request, viewer, session, campaign_id, "version", exc)
+    return redirect(request, viewer, f"/ui/campaigns/{campaign_id}#versions")
+
+
+@router.post("/ui/campaigns/{campaign_id}/versions/{number}/publish")
+async def publish_version(
+    request: Request, campaign_id: int, number: int, session: SessionDep
+) -> Response:
+    viewer, form = await checked_form(request)
+    try:
+        body = PublishRequest(policy=text(form, "policy"))
+        campaign = await run_in_threadpool(load_or_404, session, campaign_id)
+        await run_in_threadpool(versions.publish_version, campaign, number, body, session)
+    except REFUSALS as exc:
+        return await campaign_refused(request, viewer, session, campaign_id, "publish", exc)
+    return redirect(request, viewer, f"/ui/campaigns/{campaign_id}#versions")
 
 
 @router.post("/ui/campaigns/{campaign_id}/import")

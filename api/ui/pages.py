@@ -16,7 +16,16 @@ from starlette.responses import FileResponse, RedirectResponse, Response
 from api import pagination
 from api.deps import JourneysDep, SessionDep, TrackingDep, load_or_404
 from api.routes import campaigns as campaign_routes
-from api.routes import enrollment_batches, events, funnel, recipients, suppressions, track
+from api.routes import (
+    enrollment_batches,
+    events,
+    funnel,
+    recipients,
+    suppressions,
+    track,
+    versions,
+)
+from api.schemas import PublishRequest
 from api.ui.render import render
 from api.ui.session import LoginRequired, Viewer, allowed, viewer_of
 from domain.journey import CampaignStatus, EventType, JourneyStatus
@@ -111,9 +120,35 @@ def numbers_context(session: Session, campaign_id: int) -> dict[str, Any]:
     return {"campaign_id": campaign_id, "stats": stats, "funnel": shown}
 
 
-def campaign_context(session: Session, campaign_id: int) -> dict[str, Any]:
+POLICIES = ["stay", "migrate", "exit"]
+
+
+def versions_context(
+    session: Session, campaign: Campaign, preview: str | None = None
+) -> dict[str, Any]:
+    """The campaign's versions as the API lists them; its draft, if any, with the publish
+    preview (the API's dry run) for the policy asked for."""
+    listed = versions.list_versions(campaign, session, 100, None).model_dump(mode="json")
+    draft = next((v for v in listed["items"] if v["status"] == "draft"), None)
+    context: dict[str, Any] = {"versions": listed["items"], "draft": None, "policies": POLICIES}
+    if draft is not None:
+        number = draft["version"]
+        public = versions.get_version(campaign, number, session)
+        context["draft"] = public.model_dump(mode="json")
+        if preview in POLICIES:
+            body = PublishRequest(policy=preview, dry_run=True)
+            impact = versions.publish_version(campaign, number, body, session)
+            context["impact"] = impact.model_dump(mode="json")
+    return context
+
+
+def campaign_context(
+    session: Session, campaign_id: int, preview: str | None = None
+) -> dict[str, Any]:
     context = numbers_context(session, campaign_id)
-    public = campaign_routes.get_campaign(load_or_404(session, campaign_id), session)
+    campaign = load_or_404(session, campaign_id)
+    context.update(versions_context(session, campaign, preview))
+    public = campaign_routes.get_campaign(campaign, session)
     context["campaign"] = public.model_dump(mode="json")
     steps = context["campaign"]["steps"]
     ids = {s["template_id"] for s in steps} | {
@@ -131,8 +166,9 @@ def campaign_page(
     session: SessionDep,
     viewer: Viewer = ViewerDep,
     batch: int | None = Query(None, ge=1),
+    preview: str | None = Query(None, max_length=10, description="a publish policy to preview"),
 ) -> Response:
-    context = campaign_context(session, campaign_id)
+    context = campaign_context(session, campaign_id, preview)
     if batch is not None:
         context["batch"] = batch_context(session, batch)
     return render(request, viewer, "campaign.html", **context)

@@ -345,6 +345,33 @@ async def test_a_campaign_run_from_the_pages_is_what_the_api_says(
         assert forged.status == 403
         assert await status(cid) == "active"
 
+        # A next version: drafted, its publish previewed as the API's dry run, published.
+        await page.get_by_role("button", name="Draft the next version").click()
+        await page.get_by_role("heading", name="Draft version 2").wait_for()
+        await page.get_by_label("Journeys in flight", exact=True).first.select_option("migrate")
+        await page.get_by_role("button", name="Preview the publish").click()
+        dry_run = await api.post(
+            f"/api/campaigns/{cid}/versions/2/publish", json={"policy": "migrate", "dry_run": True}
+        )
+        expected = dry_run.json()
+        shown = await page.locator('[data-impact="in_flight"]').inner_text()
+        assert int(shown) == expected["in_flight"] > 0
+        watched.expected.add("/publish")  # migrate is refused for now (409), in words
+        await page.get_by_text("Publish version 2…").click()
+        await page.locator("#publish-policy").select_option("migrate")
+        await page.get_by_role("button", name="Yes, publish version 2").click()
+        refusal = await page.get_by_role("alert").inner_text()
+        assert "migrate" in refusal, refusal
+        watched.expected.clear()
+        watched.problems.clear()
+        await page.get_by_text("Publish version 2…").click()
+        await page.locator("#publish-policy").select_option("stay")
+        await page.get_by_role("button", name="Yes, publish version 2").click()
+        await page.get_by_role("button", name="Draft the next version").wait_for()
+        listed = (await api.get(f"/api/campaigns/{cid}/versions")).json()["items"]
+        assert [(v["version"], v["status"]) for v in listed] == [(1, "retired"), (2, "live")]
+        await watched.shot("campaign-versions")
+
         # One journey removed from its page, behind a confirmation.
         leaving = f"p7@{domain}"
         await page.goto(f"/ui/campaigns/{cid}/recipients/{leaving}")
