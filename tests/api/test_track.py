@@ -25,6 +25,7 @@ from tests.api.test_bulk_enrollment import csv_upload, finished_batch
 from tests.conftest import free_port, serve_api, unique_domain
 from tests.support.eventually import eventually
 from tests.support.factories import error_locs, make_campaign, make_template
+from tests.support.journey import ended
 from tests.support.mailbox import received
 from tools.smtp_sink import SmtpSink
 
@@ -470,3 +471,34 @@ async def test_a_csv_import_fires_no_trigger(
         assert not session.exec(
             select(TrackedEvent).where(col(TrackedEvent.email).endswith(domain))
         ).all()
+
+
+async def test_a_goal_event_ends_the_journey_converted_and_counts_on_its_step(
+    system: httpx.AsyncClient, smtp: SmtpSink
+) -> None:
+    """The real worker's journey hears the goal at once (mid-delay) and ends `converted`; the
+    conversion is attributed to the step sent last, in the funnel and in the journey view."""
+    api = system
+    domain = unique_domain()
+    goal = f"order.completed.{domain}"
+    template = await make_template(api)
+    steps = [
+        {"subject": "Welcome", "delay_hours": 0, "template_id": template},
+        {"subject": "A day later", "delay_hours": 24, "template_id": template},
+    ]
+    made = await make_campaign(api, steps, goal={"event": goal, "window_hours": 48})
+    cid, maya = made["id"], f"maya@{domain}"
+    await api.post(f"/api/campaigns/{cid}/recipients", json={"recipients": [{"email": maya}]})
+    await received(smtp, maya, 1)
+    answer = await track(api, email=maya, event=goal, event_id=f"{domain}-order")
+    assert answer["journeys_signalled"] == 1
+    view = await ended(api, cid, maya, timeout=30)
+    assert view["status"] == "converted"
+    assert view["conversion"]["event_id"] == f"{domain}-order"
+    assert view["conversion"]["step_order"] == 1
+    funnel = (await api.get(f"/api/campaigns/{cid}/funnel")).json()
+    assert (funnel["converted"], funnel["conversion_rate"]) == (1, 1.0)
+    assert [s["converted"] for s in funnel["steps"]] == [1, 0]
+    stats = (await api.get("/api/campaigns/stats", params={"campaign_id": cid})).json()
+    assert stats["completed"] == 1
+    assert len(smtp.to(maya)) == 1  # no later step
