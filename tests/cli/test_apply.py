@@ -329,3 +329,48 @@ def test_the_published_schema_is_the_models() -> None:
         "properties"
     ].keys()
     assert {"trigger", "goal", "reentry"} <= schema["properties"].keys()
+
+
+TIMED: dict[str, Any] = {
+    "name": "Business hours",
+    "templates": {"t": {"html": "<p>Hi</p>"}},
+    "send_window": {"days": ["fri", "mon"], "start": "09:00", "end": "17:00",
+                    "timezone": "recipient", "fallback_timezone": "America/New_York"},
+    "on_cap": "skip",
+    "steps": [
+        {"subject": "Welcome", "template": "t"},
+        {"subject": "Trial ends tomorrow", "template": "t",
+         "delay_until": {"field": "trial_ends_at", "offset_hours": -24}},
+        {"subject": "Night owl", "delay_hours": 2, "template": "t",
+         "send_window": {"days": ["sat"], "start": "20:00", "end": "02:00",
+                         "timezone": "Europe/Berlin"}},
+        {"subject": "Receipt", "template": "t", "ignore_send_window": True},
+    ],
+}  # fmt: skip
+
+
+async def test_send_windows_delay_until_and_the_cap_apply(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    path = write(tmp_path, TIMED)
+    applied = await drip(api, "apply", str(path))
+    assert applied.exit_code == 0, applied.output
+    (campaign,), _ = await state(api)
+    assert campaign["send_window"] == {**TIMED["send_window"], "days": ["mon", "fri"]}
+    assert (campaign["frequency_cap"], campaign["on_cap"]) == ("apply", "skip")
+    steps = campaign["steps"]
+    assert steps[1]["delay_until"] == TIMED["steps"][1]["delay_until"]
+    assert steps[1]["delay_hours"] == 0
+    assert steps[2]["send_window"] == {**TIMED["steps"][2]["send_window"],
+                                       "fallback_timezone": None}  # fmt: skip
+    assert steps[3]["ignore_send_window"] is True
+    assert (await drip(api, "plan", str(path))).stdout == "no changes\n"
+
+    # Live: a changed window is refused before anything is done.
+    assert (await drip(api, "campaign", "activate", str(campaign["id"]))).exit_code == 0
+    v2 = json.loads(json.dumps(TIMED))
+    v2["send_window"]["end"] = "18:00"
+    write(tmp_path, v2)
+    refused = await drip(api, "apply", str(path))
+    assert refused.exit_code == 2, refused.output
+    assert f"campaign {campaign['id']} is active: its send_window cannot change" in refused.stderr
