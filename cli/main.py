@@ -469,14 +469,22 @@ Email = Annotated[str, typer.Argument(help="the recipient's address")]
 def recipients_list(
     campaign: CampaignId,
     status: Annotated[str | None, typer.Option(help="only journeys in this status")] = None,
+    current_step: Annotated[
+        int | None, typer.Option(help="only journeys at this step (its order; 0: before the first)")
+    ] = None,
     limit: Limit = 100,
     offset: Offset = 0,
     as_json: Json = False,
 ) -> None:
-    """A campaign's recipients, a page at a time."""
+    """A campaign's recipients, a page at a time (who is where: --current-step 2 --status
+    active)."""
     with connected() as client:
         page = client.get(
-            f"/api/campaigns/{campaign}/recipients", status=status, limit=limit, offset=offset
+            f"/api/campaigns/{campaign}/recipients",
+            status=status,
+            current_step=current_step,
+            limit=limit,
+            offset=offset,
         )
     show(page, as_json, "recipients")
 

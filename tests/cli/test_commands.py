@@ -95,6 +95,12 @@ async def test_every_resource_from_the_command_line(api: httpx.AsyncClient, tmp_
     assert (page["total"], [r["email"] for r in page["items"]]) == (2, [ana])
     table = await drip(api, "recipients", "list", str(cid))
     assert "recipients (2 of 2)" in table.stdout and ben in table.stdout, table.output
+    at_first = await read(api, "recipients", "list", str(cid), "--current-step", "1")
+    assert at_first["total"] == 0  # nothing decided yet: both are at step 0
+    waiting = await read(
+        api, "recipients", "list", str(cid), "--current-step", "0", "--status", "active"
+    )
+    assert waiting["total"] == 2
     journey = await read(api, "recipients", "show", str(cid), ana)
     assert (journey["email"], journey["fields"]) == (ana, {"first_name": "Ana"})
     removed = await read(api, "recipients", "remove", str(cid), ben)
