@@ -101,6 +101,10 @@ class Settings(BaseSettings):
     ses_topic_arns: CommaList = Field(default_factory=list)
     resend_webhook_secret: str | None = None
 
+    # Journey events out: subscriptions whose URL resolves to a private, loopback or link-local
+    # address are refused (and so are attempts to such an address) unless this is true.
+    webhook_allow_private: bool = False
+
     # A journey whose workflow history passes this many events is logged and counted
     # (observability/history.py); Temporal terminates a workflow at 51,200.
     journey_history_alert_events: int = Field(10_000, ge=1)

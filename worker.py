@@ -24,13 +24,17 @@ from activities.enrollment_batch import EnrollmentBatchActivities
 from activities.sending import SendingActivities
 from activities.timing import TimingActivities
 from activities.tracked import TrackedEventActivities
+from activities.webhooks_out import WebhookActivities
 from domain import search
 from domain.enrollment import BATCH_TASK_QUEUE
+from domain.webhooks_out import webhook_task_queue
 from mail.transport import build_transport
 from observability.history import HistoryAlert
 from observability.logs import configure_logging, temporal_core_logging
 from observability.tracing import configure_tracing, traced_transport, with_interceptors
+from services import webhooks_out
 from services.journeys import Journeys
+from services.webhook_subscriptions import SecretBox
 from settings import Settings, get_settings
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -39,6 +43,7 @@ from temporal_client import connect_temporal
 from workflows.enrollment_batch import EnrollmentBatchWorkflow
 from workflows.recipient import RecipientWorkflow
 from workflows.resend import ResendWorkflow
+from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 log = logging.getLogger("drip.worker")
 
@@ -90,9 +95,10 @@ def build_workers(
     *,
     passthrough: bool = False,
 ) -> list[Worker]:
-    """Three workers on one client: journeys (workflows + bookkeeping), sends, whose queue
-    carries the cluster-wide DRIP_SEND_RATE limit, and enrollment batches. The journey sandbox
-    is isolated unless `passthrough` (the production worker, DRIP_WORKFLOW_SANDBOX)."""
+    """Four workers on one client: journeys (workflows + bookkeeping), sends, whose queue
+    carries the cluster-wide DRIP_SEND_RATE limit, enrollment batches, and webhook deliveries
+    (journey events out). The journey sandbox is isolated unless `passthrough` (the production
+    worker, DRIP_WORKFLOW_SANDBOX)."""
     client = with_interceptors(client)  # request ids and tracing, on every worker
     use_hash_keys(settings.suppression_keys)
     journey = BookkeepingActivities(engine)
@@ -138,7 +144,24 @@ def build_workers(
             graceful_shutdown_timeout=timedelta(seconds=settings.send_deadline_seconds + 10),
         ),
         build_batch_worker(client, settings, engine, executor),
+        build_webhook_worker(client, settings, engine, executor),
     ]
+
+
+def build_webhook_worker(
+    client: Client, settings: Settings, engine: Engine, executor: concurrent.futures.Executor
+) -> Worker:
+    """Journey events out: one workflow per delivery, its POST attempts on this queue only."""
+    box = SecretBox(settings.secret_key, settings.old_secret_keys)
+    hooks = WebhookActivities(webhooks_out.Deliverer(engine, box, settings.webhook_allow_private))
+    return Worker(
+        with_interceptors(client),
+        task_queue=webhook_task_queue(settings.task_queue),
+        workflows=[WebhookDeliveryWorkflow],
+        activities=[hooks.deliver_webhook, hooks.give_up_webhook],
+        activity_executor=executor,
+        max_concurrent_activities=16,
+    )
 
 
 def build_batch_worker(
@@ -217,6 +240,9 @@ async def main() -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    # Journey events recorded here (sends, skips, ends) reach Temporal right after their commit.
+    hooks_queue = webhook_task_queue(settings.task_queue)
+    webhooks_out.install(webhooks_out.HandOver(client, engine, hooks_queue))
     with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
         workers = build_workers(
             client,

@@ -22,6 +22,7 @@ from domain.journey import (
     StepOutcome,
     StepResult,
 )
+from services import webhooks_out
 from storage.counters import CAMPAIGN, COMPLETED_STATUSES, Metric, bump
 from storage.db import session_scope
 from storage.models import Delivery, Enrollment, utcnow
@@ -89,6 +90,7 @@ class BookkeepingActivities:
                 session.add(existing)
                 bump(session, enrollment.campaign_id, step.step_id, Metric.REACHED)
                 bump(session, enrollment.campaign_id, step.step_id, Metric.SKIPPED)
+                webhooks_out.step_decided(session, existing.id, existing.decision)  # events out
             enrollment.current_step = max(enrollment.current_step, step.step_order)
             session.add(enrollment)
             return StepResult(StepOutcome.DONE, delivery_id=existing.id)
@@ -106,3 +108,4 @@ class BookkeepingActivities:
                 bump(session, enrollment.campaign_id, CAMPAIGN, Metric.COMPLETED)
             enrollment.finished_at = utcnow()
             session.add(enrollment)
+            webhooks_out.journey_finished(session, enrollment)  # journey events out

@@ -56,7 +56,7 @@ from mail.transport import (
     TransportError,
 )
 from observability.sends import report_send, stopped_outcome
-from services import messages
+from services import messages, webhooks_out
 from services.errors import Conflict, NotFound
 from services.events import Events
 from settings import Settings
@@ -619,6 +619,7 @@ class SendingActivities:
                 alternative = sent.decision == Decision.ALTERNATIVE
                 bump(session, sent.campaign_id, sent.step_id,
                      Metric.ALTERNATIVE_SENT if alternative else Metric.SENT)  # fmt: skip
+                webhooks_out.step_decided(session, delivery_id, sent.decision)  # events out
                 return
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
             if delivery is None:  # erased meanwhile: nothing left to record
@@ -627,6 +628,7 @@ class SendingActivities:
                 alternative = delivery.decision == Decision.ALTERNATIVE
                 metric = Metric.ALTERNATIVE_SENT if alternative else Metric.SENT
                 bump(session, delivery.campaign_id, delivery.step_id, metric)
+                webhooks_out.step_decided(session, delivery.id, delivery.decision)  # events out
             if delivery.status == Status.UNCERTAIN:  # a slow attempt proved it went out
                 bump(session, delivery.campaign_id, delivery.step_id, Metric.UNCERTAIN, -1)
             delivery.status = Status.SENT

@@ -29,14 +29,17 @@ from api.routes import (
     tracking,
     trial_send,
     versions,
+    webhook_subscriptions,
     webhooks,
 )
 from api.schemas import document_examples
 from api.security import API_KEY, check_bind, install_security
 from api.ui import install as install_dashboard
+from domain.webhooks_out import webhook_task_queue
 from observability.logs import configure_logging
 from observability.request_ids import RequestIdMiddleware
 from observability.tracing import configure_tracing, instrument_app, with_interceptors
+from services import webhooks_out
 from services.events import Events
 from services.journeys import Journeys
 from services.outbox import run_outbox
@@ -86,6 +89,10 @@ def create_app(
         app.state.engine = engine
         app.state.journeys = journeys
         app.state.events = events
+        # Journey events recorded by a request (an unsubscribe, a bounce, a start) reach
+        # Temporal right after their commit; the outbox hands over what a crash left.
+        handover = webhooks_out.HandOver(client, engine, webhook_task_queue(settings.task_queue))
+        before = webhooks_out.install(handover)
         outbox = asyncio.create_task(
             run_outbox(engine, journeys, events, settings.outbox_interval_seconds)
         )
@@ -96,6 +103,8 @@ def create_app(
             with contextlib.suppress(asyncio.CancelledError):
                 await outbox
             await journeys.drain()
+            await handover.drain()
+            webhooks_out.install(before)
             engine.dispose()
 
     app = FastAPI(title="drip", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
@@ -114,6 +123,7 @@ def create_app(
         suppressions,
         erasure,
         frequency_cap,
+        webhook_subscriptions,
     ):
         app.include_router(
             protected.router, dependencies=[API_KEY], responses=errors.problems(401, 403, 421)

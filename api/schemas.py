@@ -27,6 +27,7 @@ from domain.journey import (
     WaitingKind,
 )
 from domain.timing import DAYS, RECIPIENT_ZONE, parse_clock, zone_or_none
+from domain.webhooks_out import JourneyEventType
 from mail.headers import check_address, check_display_name
 from mail.render import check_template
 from services.enrollment_batches import Accepted
@@ -1854,6 +1855,123 @@ class VersionPage(CursorPage[VersionSummary]):
                 {"version": 2, "status": "live", "created_at": _T, "published_at": _T,
                  "policy": "migrate", "journeys": 42},
             ],
+            "next_cursor": None,
+        }
+    )  # fmt: skip
+
+
+# --- journey events out (webhook subscriptions) ---------------------------------------------
+
+
+class WebhookSubscriptionCreate(Strict):
+    """A receiver of journey events: the URL drip POSTs each event to, signed, and the event
+    types it wants. A URL on a private, loopback or link-local address is refused (422) unless
+    DRIP_WEBHOOK_ALLOW_PRIVATE=true."""
+
+    model_config = example(
+        {
+            "url": "https://crm.example.com/hooks/drip",
+            "events": ["step.sent", "journey.converted"],
+            "description": "CRM sync",
+        }
+    )
+
+    url: str = Field(max_length=2048, description="http(s) URL; resolved, must be public")
+    events: list[JourneyEventType] = Field(min_length=1, max_length=32)
+    description: str | None = Field(None, max_length=500)
+
+
+class WebhookSubscriptionPublic(BaseModel):
+    """A webhook subscription (its secret is shown only when it is created)."""
+
+    model_config = example(
+        {
+            "id": 1,
+            "url": "https://crm.example.com/hooks/drip",
+            "events": ["step.sent", "journey.converted"],
+            "description": "CRM sync",
+            "created_at": _T,
+        }
+    )
+
+    id: int
+    url: str
+    events: list[str]
+    description: str | None = None
+    created_at: SpecTime
+
+
+class WebhookSubscriptionCreated(WebhookSubscriptionPublic):
+    """The new subscription and its signing secret: shown here only, never again. Each delivery
+    carries `Drip-Signature: t={unix seconds},v1={hex HMAC-SHA256}` keyed with it."""
+
+    model_config = example(
+        {
+            "id": 1,
+            "url": "https://crm.example.com/hooks/drip",
+            "events": ["step.sent", "journey.converted"],
+            "description": "CRM sync",
+            "created_at": _T,
+            "secret": "whsec_3q2-7wVmC1y0c1fS4m2fQ8ZpJtY7Xr0bq1Hk9l2m3n4",
+        }
+    )
+
+    secret: str
+
+
+class WebhookDeliveryPublic(BaseModel):
+    """One journey event for one subscription and its attempts: `pending` while Temporal
+    retries it (exponential backoff, for 3 days), then `delivered` or `failed`."""
+
+    model_config = example(
+        {
+            "id": "whd_01KBCDXJ9V8Q2R4T6Y8W0Z2B4D",
+            "event_id": "evt_5f0c6d1e2a3b4c5d6e7f8091a2b3c4d5",
+            "type": "step.sent",
+            "status": "delivered",
+            "attempts": 3,
+            "last_status_code": 200,
+            "last_error": None,
+            "created_at": _T,
+            "last_attempt_at": _T,
+            "delivered_at": _T,
+        }
+    )
+
+    id: str
+    event_id: str
+    type: str
+    status: str
+    attempts: int
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: SpecTime
+    last_attempt_at: SpecTime | None = None
+    delivered_at: SpecTime | None = None
+
+
+class WebhookSubscriptionPage(CursorPage[WebhookSubscriptionPublic]):
+    """A page of webhook subscriptions, oldest first (a cursor page)."""
+
+    model_config = example(
+        {
+            "items": [{"id": 1, "url": "https://crm.example.com/hooks/drip",
+                       "events": ["step.sent"], "description": "CRM sync", "created_at": _T}],
+            "next_cursor": "WzFd",
+        }
+    )  # fmt: skip
+
+
+class WebhookDeliveryPage(CursorPage[WebhookDeliveryPublic]):
+    """A page of one subscription's deliveries, newest first (a cursor page)."""
+
+    model_config = example(
+        {
+            "items": [{"id": "whd_01KBCDXJ9V8Q2R4T6Y8W0Z2B4D",
+                       "event_id": "evt_5f0c6d1e2a3b4c5d6e7f8091a2b3c4d5", "type": "step.sent",
+                       "status": "pending", "attempts": 2, "last_status_code": 500,
+                       "last_error": "answered 500: oops", "created_at": _T,
+                       "last_attempt_at": _T}],
             "next_cursor": None,
         }
     )  # fmt: skip

@@ -21,7 +21,7 @@ from domain.journey import CampaignStatus, JourneyPlan, JourneyStatus, workflow_
 from mail.addresses import EmailNotValidError, normalise_email
 from mail.headers import field_problem
 from observability.metrics import count_enrollments
-from services import reentry
+from services import reentry, webhooks_out
 from services.errors import Conflict
 from services.journeys import Journeys, JourneyStart
 from storage import tracked_events
@@ -235,6 +235,7 @@ def mark_started(
                 .where(col(Enrollment.id).in_(chunk))
                 .values(workflow_started=True)
             )
+            webhooks_out.journeys_started(session, chunk)  # journey events out
             if batch_id is not None:
                 moved += cast(
                     CursorResult[Any],

@@ -36,6 +36,7 @@ from temporalio.service import RPCError, RPCStatusCode
 from domain import search
 from domain.journey import TERMINAL_EVENTS, JourneyStatus
 from mail.addresses import stored_form
+from services import webhooks_out
 from services.errors import Unavailable
 from services.journeys import Journeys
 from services.reentry import ERASED
@@ -150,6 +151,7 @@ def _forget(engine: Engine, address: str) -> tuple[dict[str, int], str | None]:
             delete(DeliveryMilestone).where(col(DeliveryMilestone.delivery_id).in_(delivery_ids))
         )
         session.execute(delete(Delivery).where(col(Delivery.id).in_(delivery_ids)))
+        webhooks_out.forget(session, address)  # journey events out naming the address
         tombstones = [dict(id=d, erased_at=utcnow()) for d in delivery_ids]
         insert_ignoring_conflicts(session, ErasedDelivery, tombstones, returning="id")
         # Staged rows of a batch enrollment (kept for rejected ones) hold the address and fields.

@@ -31,6 +31,7 @@ from domain.journey import (
 )
 from domain.reputation import ReputationLimits
 from observability.metrics import EVENTS_RECEIVED
+from services import webhooks_out
 from services.journeys import Journeys
 from storage.counters import CAMPAIGN, Metric, bump, event_milestones, reach_milestones
 from storage.db import session_scope
@@ -330,6 +331,7 @@ def _project(session: Session, rows: list[Row], limits: ReputationLimits) -> Non
                     created_at=utcnow(),
                 ),
             )
+    webhooks_out.engagement_recorded(session, rows)  # journey events out: bounces, unsubscribes
     _set_first(session, "opened_at", first_open, campaign_of, Metric.OPENED)
     _set_first(session, "clicked_at", first_click, campaign_of, Metric.CLICKED)
     reach_milestones(session, milestones)  # the funnel's per-step counters

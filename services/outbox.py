@@ -1,7 +1,8 @@
 """Re-drives accepted work that has not reached Temporal yet: enrollments whose journey did not
 start, enrollment batches whose workflow did not start, campaign status changes not yet told to
-the running journeys, and engagement and tracked events whose signal did not go through
-(Temporal down, API killed mid-request).
+the running journeys, engagement and tracked events whose signal did not go through
+(Temporal down, API killed mid-request), and webhook deliveries (journey events out) whose
+workflow did not start.
 With several API replicas, a round runs under a lease, one replica at a time, so no start or
 signal is issued twice by two replicas racing over the same rows."""
 
@@ -15,6 +16,7 @@ from datetime import timedelta
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from domain.webhooks_out import webhook_task_queue
 from observability.backlog import measure_now_and_then
 from services.campaigns import tell_journeys
 from services.enrollment import mark_started, unstarted
@@ -22,6 +24,7 @@ from services.enrollment_batches import discard_abandoned, start_batch, unstarte
 from services.events import Events
 from services.journeys import Journeys
 from services.tracking import Tracking
+from services.webhooks_out import redrive as redrive_webhooks
 from storage import leases
 from storage.campaign_status import unbroadcast
 from storage.models import utcnow
@@ -45,6 +48,7 @@ async def redrive_once(
     pending = await run_in_threadpool(events.pending, None, cutoff)
     signalled = await events.deliver(pending)
     signalled += await Tracking(engine, journeys).redrive(cutoff)
+    await redrive_webhooks(engine, journeys.client, webhook_task_queue(journeys.task_queue), cutoff)
     if started or signalled:
         log.info("outbox: started %d journeys, signalled %d events", len(started), signalled)
     await run_in_threadpool(measure_now_and_then, engine)  # the backlog gauges for alerts

@@ -406,3 +406,47 @@ class CapHold(SQLModel, table=True):
     campaign_id: int = Field(index=True)
     outcome: str  # deferred | skipped
     held_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class WebhookSubscription(SQLModel, table=True):
+    """A receiver of journey events (POST /api/webhook-subscriptions): the URL, the event types
+    it asked for, and its signing secret, encrypted with the app's secret key
+    (services/webhook_subscriptions.py): it must be readable to sign, never stored in clear."""
+
+    __tablename__ = "webhook_subscription"
+
+    id: int | None = Field(default=None, primary_key=True)
+    url: str = Field(max_length=2048)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    description: str | None = Field(default=None, max_length=500)
+    secret_encrypted: str
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+
+
+class WebhookDelivery(SQLModel, table=True):
+    """One journey event for one subscription: written in the transaction of the fact it tells
+    (services/webhooks_out.emit), POSTed by its own workflow (workflows/webhook_delivery.py),
+    every attempt counted here. `body` is the exact JSON every attempt sends and signs."""
+
+    __tablename__ = "webhook_delivery"
+    __table_args__ = (
+        UniqueConstraint("subscription_id", "event_id", name="uq_webhook_delivery_event"),
+        Index("ix_webhook_delivery_subscription", "subscription_id", "id"),
+        Index("ix_webhook_delivery_unhanded", "handed_over"),
+    )
+
+    id: str = Field(primary_key=True, max_length=40)  # whd_<ULID>: never reused, so neither
+    subscription_id: int  # is its workflow's id
+    event_id: str = Field(max_length=64)  # the body's `id`: stable across retries of the fact
+    type: str = Field(max_length=64)
+    email: str | None = Field(default=None, index=True)  # whom it tells about: for erasure
+    body: str
+    status: str = "pending"  # pending -> delivered, or failed once the retries ran out
+    attempts: int = 0
+    last_status_code: int | None = None
+    last_error: str | None = None
+    created_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
+    last_attempt_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    delivered_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    # Outbox: False until its workflow has been started (services/outbox.py re-drives the rest).
+    handed_over: bool = False

@@ -312,7 +312,8 @@ async def test_the_webhook_test_requests_in_the_docs_verify(
     # here the API already runs with the test's key, so that is the pair it gets.
     monkeypatch.setattr(ec, "generate_private_key", lambda curve: secrets.SENDGRID.private_key)
 
-    samples = code_blocks(path, "python")
+    # The providers' signed samples (the journey-events-out verifier is run by its own test).
+    samples = [s for s in code_blocks(path, "python") if "verify_drip_signature" not in s]
     assert len(samples) == 3, "SendGrid, Mailgun and Resend each have a signed sample"
     for sample in samples:
         printed: list[str] = []
