@@ -16,6 +16,7 @@ import pytest
 CHROMIUM = Path(os.environ.get("DRIP_TEST_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(__file__).resolve().parents[3] / "var" / "test-artifacts" / "dashboard"
 WIDTHS = {"wide": 1280, "phone": 390}
+VIEWER_ZONE = "Asia/Kolkata"
 
 # In the page: controls without a label, text under WCAG AA contrast (4.5:1; 3:1 for large
 # text), and content wider than the viewport (a page must not scroll sideways; tables may,
@@ -100,7 +101,11 @@ class Watched:
 
 async def watched_page(browser: Any, base_url: str) -> tuple[Any, Watched]:
     context = await browser.new_context(
-        base_url=base_url, viewport={"width": WIDTHS["wide"], "height": 900}
+        base_url=base_url,
+        viewport={"width": WIDTHS["wide"], "height": 900},
+        # A viewer far from UTC (+05:30), so local times differ from the UTC ones visibly.
+        timezone_id=VIEWER_ZONE,
+        locale="en-US",
     )
     page = await context.new_page()
     watched = Watched(page)

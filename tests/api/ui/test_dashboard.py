@@ -9,14 +9,16 @@ routes the API tests cover on both databases)."""
 from __future__ import annotations
 
 import re
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
 from temporalio.testing import WorkflowEnvironment
 
 from settings import Settings
-from tests.api.ui.conftest import watched_page
+from tests.api.ui.conftest import VIEWER_ZONE, watched_page
 from tests.conftest import serve_api, unique_domain
 from tests.support.eventually import eventually
 from tests.support.factories import make_campaign, make_template
@@ -112,6 +114,12 @@ async def test_every_page_loads_clean_and_shows_what_the_api_says(
         rows = page.locator("tbody tr")
         assert await rows.count() == 1
         assert "100.0 %" in await rows.first.inner_text()  # completion, as the API says
+        # Dates in the viewer's own time, the UTC value on hover.
+        created = rows.first.locator("time")
+        moment = datetime.fromisoformat(await created.get_attribute("datetime"))
+        assert await created.get_attribute("title") == moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+        local = moment.astimezone(ZoneInfo(VIEWER_ZONE))
+        assert local.strftime("%-I:%M:%S %p") in await created.inner_text()
         await watched.shot("campaigns")
 
         await page.get_by_role("link", name="Onboarding").click()
