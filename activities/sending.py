@@ -59,6 +59,7 @@ from observability.sends import report_send, stopped_outcome
 from services import messages, webhooks_out
 from services.errors import Conflict, NotFound
 from services.events import Events
+from services.frequency import count_from_send
 from settings import Settings
 from storage import tracked_events
 from storage.counters import Metric, bump
@@ -613,9 +614,13 @@ class SendingActivities:
                     col(Delivery.status).in_([Status.SENDING, Status.HANDING_OVER]),
                 )
                 .values(status=Status.SENT, sent_at=utcnow())
-                .returning(col(Delivery.campaign_id), col(Delivery.step_id), col(Delivery.decision))
-            ).first()
+                .returning(
+                    col(Delivery.campaign_id), col(Delivery.step_id), col(Delivery.decision),
+                    col(Delivery.enrollment_id), col(Delivery.sent_at),
+                )
+            ).first()  # fmt: skip
             if sent is not None:
+                count_from_send(session, sent.enrollment_id, sent.step_id, sent.sent_at)
                 alternative = sent.decision == Decision.ALTERNATIVE
                 bump(session, sent.campaign_id, sent.step_id,
                      Metric.ALTERNATIVE_SENT if alternative else Metric.SENT)  # fmt: skip
@@ -634,3 +639,4 @@ class SendingActivities:
             delivery.status = Status.SENT
             delivery.sent_at = utcnow()
             session.add(delivery)
+            count_from_send(session, delivery.enrollment_id, delivery.step_id, delivery.sent_at)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
@@ -137,6 +137,17 @@ def reserve(
             )
         )
         return Reservation(True, "within the frequency cap" if cap else "no frequency cap set")
+
+
+def count_from_send(session: Session, enrollment_id: int, step_id: int, sent_at: datetime) -> None:
+    """The step's counted message (if the cap counts it) dates from its actual send, in the
+    transaction that records it sent: the slot then frees `per_hours` after the send itself,
+    not after the reservation just before it."""
+    session.execute(
+        update(CapSlot)
+        .where(col(CapSlot.enrollment_id) == enrollment_id, col(CapSlot.step_id) == step_id)
+        .values(reserved_at=_aware(sent_at).astimezone(UTC))
+    )
 
 
 def _lock_address(session: Session, address: str, at: datetime) -> None:

@@ -150,3 +150,16 @@ def test_concurrent_reservations_from_two_processes_grant_exactly_the_cap(
             select(func.count()).select_from(CapHold).where(col(CapHold.outcome) == "deferred")
         ).one()
     assert held == 2 * per_process - 2 * 3 - 5
+
+
+def test_a_message_counts_from_its_actual_send(engine: Engine) -> None:
+    """Reserved at 09:00, sent at 09:10 (a send-rate queue, say): the slot frees at 09:10."""
+    set_cap(engine, 1, 24)
+    assert reserve(engine, 1, T0).granted
+    with Session(engine) as session:
+        frequency.count_from_send(session, 1, 1, T0 + timedelta(minutes=10))
+        session.commit()
+    day = T0 + timedelta(hours=24)
+    refused = reserve(engine, 2, day + timedelta(minutes=5))
+    assert not refused.granted and refused.next_free_at == day + timedelta(minutes=10)
+    assert reserve(engine, 2, day + timedelta(minutes=10)).granted

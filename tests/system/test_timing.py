@@ -13,11 +13,11 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from sqlmodel import Session, col, func, select
+from sqlmodel import Session, col, select
 
 from settings import Settings
 from storage.db import make_engine
-from storage.models import CapSlot
+from storage.models import CapSlot, Delivery
 from tests.conftest import unique_domain
 from tests.support.eventually import eventually
 from tests.support.factories import make_campaign, make_template
@@ -150,9 +150,11 @@ async def test_a_cap_of_one_a_day_skips_or_defers_the_second_campaigns_step(
     engine = make_engine(settings.database_url)
     try:
         with Session(engine) as session:
-            counted = session.exec(
-                select(func.count()).select_from(CapSlot).where(col(CapSlot.email) == address)
+            slots = session.exec(select(CapSlot).where(col(CapSlot.email) == address)).all()
+            sent = session.exec(
+                select(Delivery).where(col(Delivery.campaign_id) == first["id"])
             ).one()
     finally:
         engine.dispose()
-    assert counted == 1, "only the first campaign's message counts: not the test nor the exempt"
+    assert len(slots) == 1, "only the first campaign's message counts: not the test nor the exempt"
+    assert slots[0].reserved_at == sent.sent_at, "counted from the message's actual send"
