@@ -435,3 +435,19 @@ async def test_with_keys_the_pages_need_a_sign_in(
             assert (await page.request.get("/ui/", max_redirects=0)).status == 303
         finally:
             await context.close()
+
+        # Without JavaScript: the sign-in and the forms are plain HTML, and work.
+        plain = await browser.new_context(base_url=base_url(api), java_script_enabled=False)
+        try:
+            page = await plain.new_page()
+            await page.goto("/ui/suppressions")
+            await page.get_by_label("API key").fill("first-key")
+            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_label("Email", exact=True).fill("no-js@example.com")
+            await page.get_by_role("button", name="Suppress").click()
+            await page.get_by_role("cell", name="no-js@example.com").wait_for()
+            await page.get_by_text("Remove…").click()  # a <details> disclosure: no script
+            await page.get_by_role("button", name="Yes, mail no-js@example.com again").click()
+            await page.get_by_text("Nobody is suppressed").wait_for()
+        finally:
+            await plain.close()
