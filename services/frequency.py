@@ -27,8 +27,8 @@ from storage.db import session_scope
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import CapAddress, CapHold, CapSlot, FrequencyCap, utcnow
 
-# Counted messages are kept this long (or the cap's window, if longer), so a cap set later
-# already counts the messages sent before it.
+# Counted messages are kept this long (or the cap's window, if longer), so a cap changed to a
+# longer window still counts the messages sent under the shorter one.
 KEEP = timedelta(days=31)
 
 
@@ -90,6 +90,9 @@ def reserve(
     cap (deferred or skipped, as `on_cap` says) once, for the funnel."""
     if exempt:
         return Reservation(True, "the campaign is exempt from the frequency cap")
+    with Session(engine) as session:  # no cap (the usual case): a read, no write, no lock
+        if read_cap(session) is None:
+            return Reservation(True, "no frequency cap set")
     address = stored_form(email)  # as erasure finds it
     at = at.astimezone(UTC)  # SQLite compares the stored text: every instant in UTC
     with session_scope(engine) as session:

@@ -70,10 +70,14 @@ def test_exempt_campaigns_are_never_blocked_nor_counted(engine: Engine) -> None:
     assert not reserve(engine, 9, T0 + timedelta(hours=1)).granted
 
 
-def test_messages_sent_before_a_cap_is_set_count_once_it_is(engine: Engine) -> None:
-    assert reserve(engine, 1, T0).granted  # no cap yet: granted, counted
+def test_without_a_cap_nothing_is_counted_and_counting_starts_when_one_is_set(
+    engine: Engine,
+) -> None:
+    assert reserve(engine, 1, T0).granted
+    assert slots(engine) == 0  # no cap: a read, nothing written
     set_cap(engine, 1, 24)
-    assert not reserve(engine, 2, T0 + timedelta(hours=1)).granted
+    assert reserve(engine, 2, T0 + timedelta(hours=1)).granted
+    assert not reserve(engine, 3, T0 + timedelta(hours=2)).granted
 
 
 def test_held_steps_are_counted_once_for_the_funnel(engine: Engine) -> None:
