@@ -21,7 +21,8 @@ class Received:
 class Receiver:
     def __init__(self) -> None:
         self.requests: list[Received] = []
-        self.answers: list[int] = []  # statuses for the next requests; 200 once empty
+        self.answers: list[int] = []  # statuses for the next requests, then `otherwise`
+        self.otherwise = 200
         self._lock = threading.Lock()
         receiver = self
 
@@ -29,7 +30,7 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 (http.server's hook name)
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with receiver._lock:
-                    status = receiver.answers.pop(0) if receiver.answers else 200
+                    status = receiver.answers.pop(0) if receiver.answers else receiver.otherwise
                     receiver.requests.append(
                         Received(time.time(), self.path, dict(self.headers), body, status)
                     )

@@ -147,3 +147,29 @@ async def test_a_bounce_tells_delivery_bounced_and_journey_exited(
     assert bodies["delivery.bounced"]["data"]["bounce"] == "hard"
     assert bodies["delivery.bounced"]["data"]["provider"] == "smtp"
     assert bodies["journey.exited"]["data"]["status"] == "bounced"
+
+
+async def test_a_goal_event_tells_journey_converted(
+    system: httpx.AsyncClient, receiver: Receiver
+) -> None:
+    api = system
+    sub = await subscribe(api, receiver.url, ["step.sent", "journey.converted"])
+    template = await make_template(api)
+    campaign = await make_campaign(
+        api,
+        [{"subject": "Welcome", "delay_hours": 0, "template_id": template},
+         {"subject": "Tomorrow", "delay_hours": 24, "template_id": template}],
+        goal={"event": "order.completed", "window_hours": 72},
+    )  # fmt: skip
+    cid, email = campaign["id"], f"dee@{unique_domain()}"
+    await api.post(f"/api/campaigns/{cid}/recipients", json={"recipients": [{"email": email}]})
+    [sent] = await received(receiver, 1)
+    assert verified(sent, sub["secret"])["type"] == "step.sent"
+    tracked = await api.post(
+        "/api/track", json={"email": email, "event": "order.completed", "event_id": f"o-{email}"}
+    )
+    assert tracked.status_code == 202, tracked.text
+    _, converted = await received(receiver, 2)
+    body = verified(converted, sub["secret"])
+    assert body["type"] == "journey.converted"
+    assert (body["data"]["email"], body["data"]["status"]) == (email, "converted")
