@@ -4,7 +4,7 @@ own process from the same route functions and services, every asset shipped in t
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from fastapi import FastAPI, Request
 from fastapi.staticfiles import StaticFiles
@@ -18,6 +18,12 @@ STATIC = Path(__file__).parent / "static"
 
 
 async def _to_login(request: Request, _exc: Exception) -> Response:
+    if request.headers.get("hx-request") == "true":
+        # A poll from a page whose session has ended: the whole page goes to the sign-in,
+        # rather than the sign-in form being swapped into one part of it.
+        referer = urlsplit(request.headers.get("referer", "")).path or "/ui/"
+        target = f"/ui/login?next={quote(referer, safe='/')}"
+        return PlainTextResponse("sign in again", status_code=401, headers={"HX-Redirect": target})
     target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     return redirect(request, viewer_of(request), f"/ui/login?next={quote(target, safe='/')}")
 

@@ -430,6 +430,25 @@ async def test_with_keys_the_pages_need_a_sign_in(
             assert (await page.request.get("/api/campaigns")).status == 401
             watched.clean()
 
+            # A page left open when its session ends goes, whole, to the sign-in.
+            made = await api.post(
+                "/api/campaigns",
+                json={"name": "Keyed", "steps": []},
+                headers={"Authorization": "Bearer first-key"},
+            )
+            kid = made.json()["id"]
+            await page.goto(f"/ui/campaigns/{kid}")
+            await page.get_by_role("heading", name="How it is doing").wait_for()
+            watched.clean()
+            watched.expected.add("/numbers")  # the poll answered 401, on purpose
+            await context.clear_cookies()
+            await page.wait_for_url(f"**/ui/login?next=/ui/campaigns/{kid}", timeout=15_000)
+            watched.expected.clear()
+            watched.problems.clear()
+            await page.get_by_label("API key").fill("first-key")
+            await page.get_by_role("button", name="Sign in").click()
+            await page.get_by_role("heading", name="Keyed").wait_for()  # back where it was
+
             await page.get_by_role("button", name="Sign out").click()
             await page.get_by_label("API key").wait_for()
             assert (await page.request.get("/ui/", max_redirects=0)).status == 303

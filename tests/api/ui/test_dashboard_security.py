@@ -59,6 +59,16 @@ async def test_with_keys_only_a_key_opens_a_session_and_it_ends_with_the_key(
             answer = await http.get(path)
             assert answer.status_code == 303, path
             assert answer.headers["location"].startswith("/ui/login?next=/ui/")
+        # A poll of a page whose session ended sends the whole page to the sign-in (htmx).
+        poll = await http.get(
+            "/ui/campaigns/1/numbers",
+            headers={
+                "HX-Request": "true",
+                "Referer": str(http.base_url).rstrip("/") + "/ui/campaigns/1",
+            },
+        )
+        assert poll.status_code == 401
+        assert poll.headers["hx-redirect"] == "/ui/login?next=/ui/campaigns/1"
         login = await http.get("/ui/login")
         token = token_of(login)
         assert 'type="password"' in login.text
