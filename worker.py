@@ -119,6 +119,7 @@ def build_workers(
             workflow_runner=journey_runner(passthrough),
             activities=[
                 journey.load_plan,
+                journey.load_version_plan,
                 journey.record_skip,
                 journey.finish_journey,
                 tracked.load_tracked_events,

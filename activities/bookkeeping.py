@@ -22,11 +22,12 @@ from domain.journey import (
     StepOutcome,
     StepResult,
 )
+from domain.versions import VersionPlanQuery
 from services import webhooks_out
 from storage.counters import CAMPAIGN, COMPLETED_STATUSES, Metric, bump
 from storage.db import session_scope
 from storage.models import Delivery, Enrollment, utcnow
-from storage.plans import read_plan
+from storage.plans import read_plan, version_plan
 
 # Campaigns whose plans this worker keeps. A plan never changes once its campaign has left
 # draft, and journeys start only in active campaigns (api/routes/campaigns.py), so a kept plan
@@ -51,6 +52,19 @@ class BookkeepingActivities:
             self._plans[campaign_id] = plan
             if len(self._plans) > PLAN_CACHE_CAMPAIGNS:
                 self._plans.popitem(last=False)
+        return plan
+
+    @activity.defn(name=ActivityName.LOAD_VERSION_PLAN)
+    def load_version_plan(self, query: VersionPlanQuery) -> JourneyPlan:
+        """The plan of the version a journey migrates to (never cached: read once per switch,
+        then kept in the journey's history)."""
+        with session_scope(self.engine) as session:
+            plan = version_plan(session, query.campaign_id, query.version)
+        if plan is None:
+            raise ApplicationError(
+                f"campaign {query.campaign_id} has no version {query.version}",
+                non_retryable=True, type="NoSuchVersion",
+            )  # fmt: skip
         return plan
 
     def _read_plan(self, campaign_id: int) -> JourneyPlan:

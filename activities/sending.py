@@ -311,7 +311,7 @@ class SendingActivities:
         session: Session, enrollment: Enrollment, step: StepInput, delivery: Delivery | None
     ) -> Loaded:
         campaign = session.get(Campaign, enrollment.campaign_id)
-        plan_step = step_content(session, enrollment, step.step_id)  # the journey's version's
+        plan_step = step_content(session, enrollment, step.step_id, step.campaign_version)
         assert campaign is not None and plan_step is not None
         alternative = step.decision == Decision.ALTERNATIVE
         subject = messages.subject_of(plan_step, alternative)

@@ -54,8 +54,9 @@ log = logging.getLogger("drip.api")
 
 DESCRIPTION = """Self-hostable drip campaigns on Temporal. Every recipient's journey is a durable
 workflow; inspect them in the Temporal Web UI by id (`drip-campaign-{id}-{email}`) or by the
-search attributes `CampaignId`, `RecipientEmail`, `DripStep`, `DripStatus` and `DripHeld`
-(`send_window` or `frequency_cap` while a message is held back)."""
+search attributes `CampaignId`, `RecipientEmail`, `DripStep`, `DripStatus`, `DripHeld`
+(`send_window` or `frequency_cap` while a message is held back) and `CampaignVersion` (the
+campaign version the journey runs)."""
 
 
 def create_app(

@@ -53,6 +53,7 @@ class JourneyStatus(StrEnum):
     ARCHIVED = "archived"
     SUPPRESSED = "suppressed"
     CONVERTED = "converted"  # a goal event ended it: counted as completed in the spec's stats
+    EXITED = "exited"  # a new version was published with the exit policy (services/versions.py)
 
 
 class DeliveryStatus(StrEnum):
@@ -194,6 +195,7 @@ class JourneyPlan:
     send_window: SendWindowPlan | None = None
     frequency_cap: str = "apply"  # apply | exempt
     on_cap: str = "defer"  # defer | skip
+    version: int = 0  # the campaign version these steps are (0: before versions existed)
 
     def events_named(self) -> set[str]:
         """The tracked events this journey listens to: its conditions' and its goal's."""
@@ -216,6 +218,8 @@ class ActivityName:
     # kept in the history; and the frequency cap's atomic check-and-reserve.
     SEND_TIME = "compute_send_time"
     RESERVE_CAP_SLOT = "reserve_cap_slot"
+    # A campaign version's plan, read when a journey migrates to it (versions issue).
+    LOAD_VERSION_PLAN = "load_version_plan"
 
 
 class JourneyVersion(IntEnum):
@@ -231,9 +235,12 @@ class JourneyVersion(IntEnum):
     JOURNEYS = 4
     # Send windows, delay until a date, the frequency cap (docs/features.md).
     TIMING = 5
+    # Campaign versions: a journey switches to a version published with `migrate` at its next
+    # step boundary (docs/features.md).
+    VERSIONS = 6
 
 
-CURRENT_JOURNEY_VERSION = JourneyVersion.TIMING
+CURRENT_JOURNEY_VERSION = JourneyVersion.VERSIONS
 
 
 @dataclass
@@ -351,6 +358,8 @@ class StepInput:
     # From TIMING on, a skip's reason when no condition decided it (the frequency cap, a
     # delay_until field missing): kept on the delivery row for the journey view.
     reason: str | None = None
+    # From VERSIONS on: the campaign version whose content to send (0: the enrollment's).
+    campaign_version: int = 0
 
 
 class StepOutcome(StrEnum):
@@ -446,3 +455,4 @@ class JourneyState:
     events_counted: int = 0  # distinct engagement events received
     waiting_for: WaitingFor | None = None  # JOURNEYS on; None when nothing is pending
     version: int = 0  # the JourneyVersion the journey runs
+    campaign_version: int = 0  # the campaign version it runs (0: before versions existed)

@@ -11,4 +11,8 @@ DRIP_STATUS = SearchAttributeKey.for_keyword("DripStatus")
 # (e.g. `DripHeld = "frequency_cap"` in the Temporal UI); unset otherwise.
 DRIP_HELD = SearchAttributeKey.for_keyword("DripHeld")
 
-ALL_KEYS = (CAMPAIGN_ID, RECIPIENT_EMAIL, DRIP_STEP, DRIP_STATUS, DRIP_HELD)
+# The campaign version a journey runs (services/versions.py): set at its start, moved when it
+# migrates to a newer one.
+CAMPAIGN_VERSION = SearchAttributeKey.for_int("CampaignVersion")
+
+ALL_KEYS = (CAMPAIGN_ID, RECIPIENT_EMAIL, DRIP_STEP, DRIP_STATUS, DRIP_HELD, CAMPAIGN_VERSION)

@@ -32,6 +32,14 @@ class VersionChange:
     policy: VersionPolicy
 
 
+@dataclass
+class VersionPlanQuery:
+    """What `load_version_plan` reads: the plan of one version of a campaign."""
+
+    campaign_id: int
+    version: int
+
+
 def exit_reason(version: int) -> str:
     return f"version {version} published"
 

@@ -38,6 +38,7 @@ from domain.journey import (
     RecipientInput,
 )
 from domain.resend import ResendInput, ResendRefused, resend_workflow_id
+from domain.versions import VersionChange
 from observability.metrics import SIGNAL_FAILURES
 from services.errors import Conflict, NotFound
 from settings import Settings
@@ -132,6 +133,9 @@ class Journeys:
                                 SearchAttributePair(search.RECIPIENT_EMAIL, item.email),
                                 SearchAttributePair(search.DRIP_STEP, 0),
                                 SearchAttributePair(search.DRIP_STATUS, JourneyStatus.ACTIVE.value),
+                                SearchAttributePair(
+                                    search.CAMPAIGN_VERSION, item.plan.version if item.plan else 0
+                                ),
                             ]
                         ),
                     )
@@ -227,18 +231,41 @@ class Journeys:
         """One server-side batch signal to every running journey of the campaign; True once
         the server has it. Sending the same change twice is harmless: a journey applies a
         version once."""
+        return await self._batch_signal(
+            campaign_id,
+            RecipientWorkflow.campaign_changed.__name__,
+            change,
+            f"status-{change.version}",
+            f"campaign {campaign_id} is now {change.status} (change {change.version})",
+            patience,
+        )
+
+    async def broadcast_version(
+        self, campaign_id: int, change: VersionChange, patience: float = BROADCAST_GIVE_UP_SECONDS
+    ) -> bool:
+        """A version published with `migrate` or `exit`, to every running journey of the
+        campaign in one batch signal (never one by one); as `broadcast`."""
+        return await self._batch_signal(
+            campaign_id,
+            RecipientWorkflow.version_published.__name__,
+            change,
+            f"version-{change.version}",
+            f"campaign {campaign_id} version {change.version} published ({change.policy})",
+            patience,
+        )
+
+    async def _batch_signal(
+        self, campaign_id: int, signal: str, arg: Any, job: str, reason: str, patience: float
+    ) -> bool:
         from temporalio.api.common.v1 import Payloads
 
-        payloads = await self.client.data_converter.encode([change])
+        payloads = await self.client.data_converter.encode([arg])
         request = StartBatchOperationRequest(
             namespace=self.client.namespace,
-            job_id=f"campaign-{campaign_id}-status-{change.version}-{uuid.uuid4()}",
-            reason=f"campaign {campaign_id} is now {change.status} (change {change.version})",
+            job_id=f"campaign-{campaign_id}-{job}-{uuid.uuid4()}",
+            reason=reason,
             visibility_query=f'CampaignId = {int(campaign_id)} AND ExecutionStatus = "Running"',
-            signal_operation=BatchOperationSignal(
-                signal=RecipientWorkflow.campaign_changed.__name__,
-                input=Payloads(payloads=payloads),
-            ),
+            signal_operation=BatchOperationSignal(signal=signal, input=Payloads(payloads=payloads)),
         )
         loop = asyncio.get_running_loop()
         give_up_at = loop.time() + patience  # the server runs few batch operations at once

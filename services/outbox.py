@@ -18,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 
 from domain.webhooks_out import webhook_task_queue
 from observability.backlog import measure_now_and_then
+from services import versions
 from services.campaigns import tell_journeys
 from services.enrollment import mark_started, unstarted
 from services.enrollment_batches import discard_abandoned, start_batch, unstarted_batches
@@ -28,6 +29,7 @@ from services.webhooks_out import redrive as redrive_webhooks
 from storage import leases
 from storage.campaign_status import unbroadcast
 from storage.models import utcnow
+from storage.versions import unbroadcast as unbroadcast_versions
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,8 @@ async def redrive_once(
     for campaign_id, change in await run_in_threadpool(unbroadcast, engine, cutoff):
         # Briefly: the round holds the outbox lease, and the next round tries again.
         await tell_journeys(engine, journeys, campaign_id, change, patience=5.0)
+    for campaign_id, published in await run_in_threadpool(unbroadcast_versions, engine, cutoff):
+        await versions.tell_journeys(engine, journeys, campaign_id, published, patience=5.0)
     pending = await run_in_threadpool(events.pending, None, cutoff)
     signalled = await events.deliver(pending)
     signalled += await Tracking(engine, journeys).redrive(cutoff)

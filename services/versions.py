@@ -5,6 +5,7 @@ snapshot of its definition, which journeys still on it send from (`step_content`
 
 from __future__ import annotations
 
+import asyncio
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -12,14 +13,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from domain.journey import CampaignStatus, JourneyStatus
 from domain.versions import VersionChange, VersionPolicy, VersionStatus, resume_index
 from services.campaigns import DEFINITION, TIMING_FIELDS, apply_definition, apply_step, steps_of
 from services.errors import Conflict, Invalid, NotFound
+from services.journeys import BROADCAST_GIVE_UP_SECONDS, Journeys
 from storage.models import Campaign, CampaignVersion, Enrollment, Step, Template, utcnow
-from storage.versions import CAMPAIGN_COLUMNS, record_live, step_row, steps_from
+from storage.versions import CAMPAIGN_COLUMNS, mark_broadcast, record_live, step_row, steps_from
 
 
 @dataclass
@@ -313,3 +316,18 @@ def publish(
     session.add_all([campaign, version, live])
     session.commit()
     return change
+
+
+async def tell_journeys(
+    engine: Engine,
+    journeys: Journeys,
+    campaign_id: int,
+    change: VersionChange,
+    patience: float = BROADCAST_GIVE_UP_SECONDS,
+) -> bool:
+    """Batch-signal a migrate or exit to the campaign's running journeys and record it as
+    told; if it does not go through, the outbox tries again."""
+    told = await journeys.broadcast_version(campaign_id, change, patience)
+    if told:
+        await asyncio.to_thread(mark_broadcast, engine, campaign_id, change.version)
+    return told

@@ -15,7 +15,8 @@ from domain.journey import (
     SendWindowPlan,
     StepPlan,
 )
-from storage.models import Campaign, Step
+from storage.models import Campaign, CampaignVersion, Step
+from storage.versions import steps_from
 
 
 def window_plan(stored: dict[str, Any] | None) -> SendWindowPlan | None:
@@ -32,15 +33,34 @@ def window_plan(stored: dict[str, Any] | None) -> SendWindowPlan | None:
 
 
 def read_plan(session: Session, campaign_id: int) -> JourneyPlan | None:
-    """The plan, or None if the campaign has no steps."""
+    """The live version's plan, or None if the campaign has no steps."""
     steps = session.exec(
         select(Step).where(Step.campaign_id == campaign_id).order_by(Step.step_order)  # type: ignore[arg-type]
     ).all()
     if not steps:
         return None
+    return plan_of(campaign_id, list(steps), session.get(Campaign, campaign_id))
+
+
+def version_plan(session: Session, campaign_id: int, number: int) -> JourneyPlan | None:
+    """The plan of one version of the campaign, from its snapshot (services/versions.py);
+    None if there is no such version."""
+    version = session.get(CampaignVersion, (campaign_id, number))
     campaign = session.get(Campaign, campaign_id)
+    if version is None or campaign is None:
+        return None
+    as_defined = Campaign.model_validate(campaign.model_dump())  # never added: a copy
+    for column, value in version.definition.get("campaign", {}).items():
+        setattr(as_defined, column, value)
+    as_defined.live_version = number
+    return plan_of(campaign_id, steps_from(version), as_defined)
+
+
+def plan_of(campaign_id: int, steps: list[Step], campaign: Campaign | None) -> JourneyPlan:
+    """The plan of these steps (in order) under this campaign's definition."""
     return JourneyPlan(
         campaign_id=campaign_id,
+        version=campaign.live_version if campaign else 0,
         send_window=window_plan(campaign.send_window) if campaign else None,
         frequency_cap=campaign.frequency_cap if campaign else "apply",
         on_cap=campaign.on_cap if campaign else "defer",

@@ -6,9 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import update
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from domain.versions import VersionStatus
+from domain.versions import VersionChange, VersionPolicy, VersionStatus
+from storage.db import session_scope
 from storage.models import Campaign, CampaignVersion, Enrollment, Step
 
 # A version's campaign-wide part: the journey definition and the timing columns.
@@ -68,14 +71,56 @@ def record_live(session: Session, campaign: Campaign, published_at: datetime) ->
     return version
 
 
-def step_content(session: Session, enrollment: Enrollment, step_id: int) -> Step | None:
-    """The step as the journey's version defines it: the Step row on the live version, the
-    version's snapshot on an older one (a `stay` journey keeps sending its own content)."""
+def step_content(
+    session: Session, enrollment: Enrollment, step_id: int, number: int = 0
+) -> Step | None:
+    """The step as the journey's version (`number`, else the enrollment's) defines it: the
+    Step row on the live version, the version's snapshot on an older one (a `stay` journey
+    keeps sending its own content). A step its version lacks (a journey that could not
+    migrate sending a step since removed) is taken from the newest version that had it."""
     campaign = session.get(Campaign, enrollment.campaign_id)
-    number = enrollment.campaign_version
-    if campaign is None or not number or number == campaign.live_version:
-        return session.get(Step, step_id)
-    version = session.get(CampaignVersion, (enrollment.campaign_id, number))
-    if version is None:
-        return session.get(Step, step_id)
-    return next((s for s in steps_from(version) if s.id == step_id), None)
+    number = number or enrollment.campaign_version
+    live = campaign is None or not number or number == campaign.live_version
+    step = session.get(Step, step_id) if live else None
+    if step is not None:
+        return step
+    versions = session.exec(
+        select(CampaignVersion)
+        .where(CampaignVersion.campaign_id == enrollment.campaign_id)
+        .order_by(col(CampaignVersion.number).desc())
+    ).all()
+    ordered = sorted(versions, key=lambda v: v.number != number)  # its own version first
+    for version in ordered:
+        if version.published_at is None:
+            continue  # a draft's content never goes out
+        found = next((s for s in steps_from(version) if s.id == step_id), None)
+        if found is not None:
+            return found
+    return None
+
+
+def unbroadcast(engine: Engine, published_before: datetime) -> list[tuple[int, VersionChange]]:
+    """Versions published with migrate or exit that the running journeys may not have heard of."""
+    with session_scope(engine) as session:
+        rows = session.exec(
+            select(CampaignVersion).where(
+                col(CampaignVersion.broadcast).is_(False),
+                col(CampaignVersion.published_at) < published_before,
+            )
+        ).all()
+        return [
+            (v.campaign_id, VersionChange(v.number, VersionPolicy(v.policy or "migrate")))
+            for v in rows
+        ]
+
+
+def mark_broadcast(engine: Engine, campaign_id: int, number: int) -> None:
+    with session_scope(engine) as session:
+        session.execute(
+            update(CampaignVersion)
+            .where(
+                col(CampaignVersion.campaign_id) == campaign_id,
+                col(CampaignVersion.number) == number,
+            )
+            .values(broadcast=True)
+        )

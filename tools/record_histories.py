@@ -369,11 +369,45 @@ async def cap_skipped(j: Journey) -> None:
     await j.frequency_cap(0, None)
 
 
+async def publish(j: Journey, policy: str, steps: list[dict[str, Any]] | None = None) -> None:
+    """A new version of the journey's campaign (its live steps, or `steps`), published."""
+    base = f"/api/campaigns/{j.campaign_id}/versions"
+    draft = await j.api.post(base)
+    draft.raise_for_status()
+    number = draft.json()["version"]
+    if steps is not None:
+        for step in steps:
+            step.setdefault("template_id", j.template)
+        (await j.api.put(f"{base}/{number}", json={"steps": steps})).raise_for_status()
+    await batches_idle(j.client)  # the dev server runs one batch signal at a time
+    published = await j.api.post(f"{base}/{number}/publish", json={"policy": policy})
+    published.raise_for_status()
+
+
+async def migrated(j: Journey) -> None:
+    """Waiting an hour for step 2, a version without it but with a new step due two seconds
+    after step 1 is published with migrate: the journey switches and sends the new step."""
+    await j.start(waiting())
+    await j.delivered(1)
+    first = (await j.state())["steps"][0]["step_id"]
+    await publish(j, "migrate", [
+        {"id": first, "subject": "welcome", "delay_hours": 0},
+        {"subject": "the new step", "delay_hours": 2 * SECOND},
+    ])  # fmt: skip
+
+
+async def exited(j: Journey) -> None:
+    """A new version published with exit while the journey waits for step 2."""
+    await j.start(waiting())
+    await j.delivered(1)
+    await publish(j, "exit")
+
+
 BRANCHES: dict[str, Callable[[Journey], Awaitable[None]]] = {
     f.__name__: f
     for f in (sent, alternative, skipped, paused, unsubscribed, bounced_event, bounced_smtp,
               removed, archived, wait_until_met, wait_until_timed_out, performed, converted,
-              triggered, window_held, delay_until, cap_deferred, cap_skipped)
+              triggered, window_held, delay_until, cap_deferred, cap_skipped, migrated, exited)
 }  # fmt: skip
 PAUSE_RECHECK_SECONDS = 2.0
 

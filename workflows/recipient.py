@@ -44,6 +44,13 @@ with workflow.unsafe.imports_passed_through():
         WaitingFor,
         WaitingKind,
     )
+    from domain.versions import (
+        VersionChange,
+        VersionPlanQuery,
+        VersionPolicy,
+        exit_reason,
+        resume_index,
+    )
 
 DB_TIMEOUT = timedelta(seconds=30)
 SEND_TIMEOUT = timedelta(minutes=2)
@@ -105,6 +112,10 @@ class RecipientWorkflow:
         self._journeys = self._version >= JourneyVersion.JOURNEYS
         # From TIMING on: delay_until dates, send windows and the frequency cap.
         self._timing = self._version >= JourneyVersion.TIMING
+        # From VERSIONS on: a version published with `migrate` is switched to at the next step
+        # boundary (`_migrated` is the newest such version heard of).
+        self._versions = self._version >= JourneyVersion.VERSIONS
+        self._migrated = 0
         self._held: str | None = None  # the DripHeld search attribute as last set
         self._plan = input.plan if self._version >= JourneyVersion.PINNED_PLAN else None
         # Tracked events before the enrollment never count.
@@ -128,7 +139,13 @@ class RecipientWorkflow:
             await self._load_tracked([plan.goal.event], "goal")
             self._check_goal()
         mark = workflow.now()
-        for step in plan.steps:
+        index = 0
+        while index < len(plan.steps):
+            if self._switch_due():
+                plan = await self._switch()
+                index = resume_index([p.step_id for p in self._state.progress], _ids(plan))
+                continue  # its next step's delay is the new version's, still from `mark`
+            step = plan.steps[index]
             self._state.next_due = self._due_at(step, mark)
             skip: Verdict | None = None
             if self._timing and step.delay_until is not None:
@@ -138,12 +155,17 @@ class RecipientWorkflow:
                     WaitingKind.DELAY, step, self._state.next_due,
                     f"step {step.step_order} is due at {conditions.utc_text(self._state.next_due)}",
                 )  # fmt: skip
-            await self._wait_until(self._state.next_due, f"step {step.step_order} due")
-            if self._state.exit is None:
-                await self._run_step(step, skip)
+            await self._wait_until(
+                self._state.next_due, f"step {step.step_order} due", switchable=True
+            )
+            if self._switch_due():
+                continue  # published while it waited: the step is the new version's to decide
+            if self._state.exit is None and not await self._run_step(step, skip):
+                continue  # published during its wait-until: decided under the new version
             if self._state.exit is not None:
                 break
             mark = workflow.now()
+            index += 1
         self._state.next_due = None
         self._waiting(None)
         self._state.status = self._state.exit or JourneyStatus.COMPLETED
@@ -309,20 +331,47 @@ class RecipientWorkflow:
             self._held = None
             workflow.upsert_search_attributes([search.DRIP_HELD.value_unset()])
 
-    async def _wait_until(self, due: datetime, summary: str) -> None:
+    async def _wait_until(self, due: datetime, summary: str, switchable: bool = False) -> None:
+        """Until `due` or the journey's end; `switchable`: or a version to switch to."""
         remaining = (due - workflow.now()).total_seconds()
         if remaining <= 0:
             return
         try:
             await workflow.wait_condition(
-                lambda: self._state.exit is not None, timeout=remaining, timeout_summary=summary
+                lambda: self._state.exit is not None or (switchable and self._switch_due()),
+                timeout=remaining,
+                timeout_summary=summary,
             )
         except TimeoutError:
             pass
 
-    async def _run_step(self, step: StepPlan, decided: Verdict | None = None) -> None:
+    def _content_version(self) -> int:
+        """The version whose content a step sends: the plan's, from VERSIONS on (0 before: the
+        enrollment's, as the send activity reads it)."""
+        return self._plan.version if self._versions and self._plan is not None else 0
+
+    def _switch_due(self) -> bool:
+        """A version published with `migrate`, newer than the plan's, is waiting to be taken."""
+        return self._plan is not None and self._migrated > self._plan.version
+
+    async def _switch(self) -> JourneyPlan:
+        """Take the newest migrated version's plan (read by a local activity: the plan switched
+        to is in the history, so the journey replays as it ran)."""
+        plan = await self._bookkeeping(
+            ActivityName.LOAD_VERSION_PLAN,
+            VersionPlanQuery(self._input.campaign_id, self._migrated),
+            DB_TIMEOUT,
+            JourneyPlan,
+            summary=f"migrate to version {self._migrated}",
+        )
+        self._plan = plan
+        workflow.upsert_search_attributes([search.CAMPAIGN_VERSION.value_set(plan.version)])
+        return plan
+
+    async def _run_step(self, step: StepPlan, decided: Verdict | None = None) -> bool:
         """Decide and act on one due step; hold (never skip) while the campaign is paused.
-        `decided`: a verdict made before the step fell due (a delay_until step skipped)."""
+        `decided`: a verdict made before the step fell due (a delay_until step skipped).
+        False: left undecided for a version to switch to (published during its wait-until)."""
         verdict: Verdict | None = decided
         skip_reason = decided.reason if decided else None  # a skip no condition decided
         while self._state.exit is None:
@@ -342,11 +391,13 @@ class RecipientWorkflow:
                 except TimeoutError:
                     pass  # re-read the database status through the step activity
                 if self._state.exit is not None:
-                    return
+                    return True
             if verdict is None or not self._journeys:  # older journeys decide again
                 await self._settle(step)
                 if self._state.exit is not None:
-                    return
+                    return True
+                if self._switch_due():
+                    return False
                 verdict = self._decide(step)
                 if self._journeys and self._state.paused:
                     continue  # paused while it waited: hold the decided step
@@ -361,7 +412,7 @@ class RecipientWorkflow:
                 self._waiting(None)
             step_input = StepInput(
                 self._input.enrollment_id, step.step_id, step.step_order, verdict.decision,
-                verdict.met, skip_reason,
+                verdict.met, skip_reason, campaign_version=self._content_version(),
             )  # fmt: skip
             if verdict.decision == Decision.SKIPPED:
                 result = await self._bookkeeping(
@@ -388,7 +439,7 @@ class RecipientWorkflow:
                 continue
             if result.outcome == StepOutcome.ENDED:
                 self._end(result.exit_status or JourneyStatus.REMOVED, result.reason)
-                return
+                return True
             self._state.paused = False
             self._state.current_step = step.step_order
             self._state.progress.append(
@@ -404,7 +455,8 @@ class RecipientWorkflow:
                 )
             )
             workflow.upsert_search_attributes([search.DRIP_STEP.value_set(step.step_order)])
-            return
+            return True
+        return True
 
     async def _settle(self, step: StepPlan) -> None:
         """From JOURNEYS on, before a step is decided: read the product events its condition
@@ -428,7 +480,11 @@ class RecipientWorkflow:
         )  # fmt: skip
         try:
             await workflow.wait_condition(
-                lambda: self._state.exit is not None or bool(self._happened(condition)),
+                lambda: (
+                    self._state.exit is not None
+                    or bool(self._happened(condition))
+                    or self._switch_due()
+                ),
                 timeout=condition.wait_seconds,
                 timeout_summary=f"step {step.step_order}: wait for {words}",
             )
@@ -575,6 +631,18 @@ class RecipientWorkflow:
         self._apply_status(CampaignStatus(status))
 
     @workflow.signal
+    def version_published(self, change: VersionChange) -> None:
+        """A campaign version published with `migrate` (switched to at the next step boundary,
+        from VERSIONS on; older journeys stay on their plan) or `exit` (the journey ends). A
+        version no newer than the journey's own plan is not news."""
+        if self._plan is not None and change.version <= self._plan.version:
+            return
+        if change.policy == VersionPolicy.EXIT:
+            self._end(JourneyStatus.EXITED, exit_reason(change.version))
+        elif change.policy == VersionPolicy.MIGRATE and self._versions:
+            self._migrated = max(self._migrated, change.version)
+
+    @workflow.signal
     def campaign_changed(self, change: CampaignChange) -> None:
         if change.version < self._state.status_version:
             return  # older than one already applied: a batch signal overtaken by the next
@@ -601,8 +669,13 @@ class RecipientWorkflow:
             events_counted=len(self._state.seen_events),
             waiting_for=self._state.waiting_for if self._state.exit is None else None,
             version=int(self._version),
+            campaign_version=self._plan.version if self._plan is not None else 0,
         )
 
 
 def _normalise_url(url: str) -> str:
     return url.strip().rstrip("/")
+
+
+def _ids(plan: JourneyPlan) -> list[int]:
+    return [step.step_id for step in plan.steps]

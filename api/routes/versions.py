@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 from sqlmodel import Session
+from starlette.concurrency import run_in_threadpool
 
-from api.deps import CampaignDep, SessionDep
-from api.errors import conflict, problems
+from api.deps import CampaignDep, EngineDep, JourneysDep, SessionDep, load_or_404
+from api.errors import problems
 from api.pagination import CursorQuery, LimitQuery, decode, page
 from api.routes.campaigns import step_public
 from api.schemas import (
@@ -25,7 +26,7 @@ from api.schemas import (
     VersionPublic,
     VersionSummary,
 )
-from domain.versions import VersionPolicy
+from domain.versions import VersionChange, VersionPolicy
 from services import versions
 from storage.models import Campaign, CampaignVersion
 from storage.versions import steps_from
@@ -140,13 +141,28 @@ def replace_version(
     responses={**problems(404, 409), 201: {"model": VersionPublic}},
     response_model=PublishImpact | VersionPublic,
 )
-def publish_version(
-    campaign: CampaignDep, number: int, body: PublishRequest, session: SessionDep
+async def publish_version(
+    campaign_id: int,
+    number: int,
+    body: PublishRequest,
+    session: SessionDep,
+    engine: EngineDep,
+    journeys: JourneysDep,
 ) -> PublishImpact | VersionPublic:
     """With `dry_run`: nothing changes; the impact on the journeys in flight (how many wait
     before each live step, where each group goes with `migrate`, how many `exit`), counted
     from the database. Without: the draft becomes the live version new enrollments start on;
     running journeys `stay` on theirs, `migrate` at their next step boundary, or `exit`."""
+    answer, change = await run_in_threadpool(publish_or_preview, session, campaign_id, number, body)
+    if change is not None:  # migrate, exit: one batch signal; the outbox re-sends it if lost
+        journeys.in_background(versions.tell_journeys(engine, journeys, campaign_id, change))
+    return answer
+
+
+def publish_or_preview(
+    session: Session, campaign_id: int, number: int, body: PublishRequest
+) -> tuple[PublishImpact | VersionPublic, VersionChange | None]:
+    campaign = load_or_404(session, campaign_id)
     policy = VersionPolicy(body.policy)
     version = versions.get_version(session, campaign, number)
     if body.dry_run:
@@ -165,8 +181,6 @@ def publish_version(
                                   template_id=t.template_id, updated_at=t.updated_at)
                 for t in impact.template_changes
             ],
-        )  # fmt: skip
-    if policy != VersionPolicy.STAY:  # until the journeys can take a switch (next change)
-        raise conflict(f"policy {policy} is not available yet: publish with stay")
-    versions.publish(session, campaign, number, policy)
-    return _public(session, campaign, versions.get_version(session, campaign, number))
+        ), None  # fmt: skip
+    change = versions.publish(session, campaign, number, policy)
+    return _public(session, campaign, versions.get_version(session, campaign, number)), change

@@ -240,13 +240,17 @@ async def create_version(request: Request, campaign_id: int, session: SessionDep
 
 @router.post("/ui/campaigns/{campaign_id}/versions/{number}/publish")
 async def publish_version(
-    request: Request, campaign_id: int, number: int, session: SessionDep
+    request: Request,
+    campaign_id: int,
+    number: int,
+    session: SessionDep,
+    engine: EngineDep,
+    journeys: JourneysDep,
 ) -> Response:
     viewer, form = await checked_form(request)
     try:
         body = PublishRequest(policy=text(form, "policy"))
-        campaign = await run_in_threadpool(load_or_404, session, campaign_id)
-        await run_in_threadpool(versions.publish_version, campaign, number, body, session)
+        await versions.publish_version(campaign_id, number, body, session, engine, journeys)
     except REFUSALS as exc:
         return await campaign_refused(request, viewer, session, campaign_id, "publish", exc)
     return redirect(request, viewer, f"/ui/campaigns/{campaign_id}#versions")

@@ -137,7 +137,7 @@ def versions_context(
         context["draft"] = public.model_dump(mode="json")
         if preview in POLICIES:
             body = PublishRequest(policy=preview, dry_run=True)
-            impact = versions.publish_version(campaign, number, body, session)
+            impact, _ = versions.publish_or_preview(session, campaign.id or 0, number, body)
             context["impact"] = impact.model_dump(mode="json")
     return context
 

@@ -205,3 +205,25 @@ async def test_publish_stay_makes_the_draft_live_and_old_journeys_keep_their_con
     assert (await api.put(f"{base}/2", json=body)).status_code == 409
     assert (await api.post(f"{base}/1/publish", json={"policy": "stay"})).status_code == 409
     assert (await api.post(base)).json()["version"] == 3
+
+
+async def test_publish_migrate_moves_the_running_journeys_rows_to_the_new_version(
+    api: httpx.AsyncClient, engine: Engine
+) -> None:
+    campaign, ids, template = await _three_steps(api)
+    running, finished = _enroll(engine, campaign["id"], [1, 3])
+    with Session(engine) as session:
+        done = session.get(Enrollment, finished)
+        assert done is not None
+        done.status = "completed"
+        session.add(done)
+        session.commit()
+    base = f"/api/campaigns/{campaign['id']}/versions"
+    await api.post(base)
+    published = await api.post(f"{base}/2/publish", json={"policy": "migrate"})
+    assert published.status_code == 200, published.text
+    with Session(engine) as session:
+        versions = [session.get(Enrollment, i) for i in (running, finished)]
+        assert [e.campaign_version for e in versions if e] == [0, 1]  # 0: the live one, 2
+    listed = (await api.get(base)).json()["items"]
+    assert [(v["version"], v["journeys"]) for v in listed] == [(1, 0), (2, 1)]

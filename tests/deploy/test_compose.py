@@ -102,6 +102,7 @@ EXPECTED_SEARCH_ATTRIBUTES = {
     "DripStep": "Int",
     "DripStatus": "Keyword",
     "DripHeld": "Keyword",
+    "CampaignVersion": "Int",
 }
 
 # (service, dependency, condition) edges that make `docker compose up` come up in order.
@@ -920,7 +921,7 @@ MUTATIONS = {
             "temporal-setup",
             "DRIP_SEARCH_ATTRIBUTES",
             "CampaignId=Keyword RecipientEmail=Keyword DripStep=Int DripStatus=Keyword "
-            "DripHeld=Keyword",
+            "DripHeld=Keyword CampaignVersion=Int",
         ),
         ["search_attributes"],
     ),

@@ -49,6 +49,9 @@ RECIPIENT_BRANCHES = {
     "delay_until": "completed",
     "cap_deferred": "completed",
     "cap_skipped": "completed",
+    # JourneyVersion.VERSIONS on
+    "migrated": "completed",
+    "exited": "exited",
 }
 
 
@@ -191,6 +194,20 @@ def test_timing_histories_are_the_branches_they_are_named_after() -> None:
     assert skipped.activities == ["send_step:sent"] and "record_skip" in skipped.local_activities
     sent = shape(load(HISTORIES / "sent.json"))
     assert sent.local_activities.count("reserve_cap_slot") == 3
+
+
+def test_version_histories_are_the_branches_they_are_named_after() -> None:
+    """Migrated: told of a version published with migrate while it waited for a removed step,
+    it read the new version's plan (a local activity, kept in the history) and sent the new
+    step, never the removed one; exited: told of one published with exit, it ended."""
+    migrated = shape(load(HISTORIES / "migrated.json"))
+    assert migrated.signals == ["version_published"]
+    assert "load_version_plan" in migrated.local_activities
+    assert migrated.activities == ["send_step:sent", "send_step:sent"]
+    assert migrated.timers[0] == "canceled", "the switch ended the wait for the removed step"
+    exited = shape(load(HISTORIES / "exited.json"))
+    assert exited.signals == ["version_published"]
+    assert exited.activities == ["send_step:sent"] and exited.timers == ["canceled"]
 
 
 # --- the test can fail: a workflow whose first command differs does not replay ---------------

@@ -1,0 +1,225 @@
+"""Publishing a campaign version while journeys run (JourneyVersion.VERSIONS), on the
+time-skipping server: `migrate` switches a journey at its next step boundary to the new
+version's plan (read by load_version_plan), `exit` ends it, and older versions are not news.
+Activities are fakes under the real names; the workflow is the real one."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from temporalio import activity
+from temporalio.client import WorkflowHandle
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from domain import search
+from domain.journey import (
+    ConditionPlan,
+    FinishInput,
+    JourneyPlan,
+    JourneyVersion,
+    ProductEvent,
+    RecipientInput,
+    StepInput,
+    StepOutcome,
+    StepPlan,
+    StepResult,
+    TrackedEventsQuery,
+)
+from domain.versions import VersionChange, VersionPlanQuery, VersionPolicy
+from workflows.recipient import RecipientWorkflow
+
+HOUR = 3600.0
+
+
+def step(
+    step_id: int, order: int, hours: float, condition: ConditionPlan | None = None
+) -> StepPlan:
+    return StepPlan(step_id, order, hours * HOUR, condition=condition)
+
+
+def version(number: int, *steps: StepPlan) -> JourneyPlan:
+    return JourneyPlan(campaign_id=1, steps=list(steps), frequency_cap="exempt", version=number)
+
+
+@dataclass
+class Campaign:
+    """The versions a journey can be told of, and what it did."""
+
+    versions: dict[int, JourneyPlan]
+    sent: list[tuple[int, int, datetime]] = field(default_factory=list)  # step id, version, at
+    loaded: list[int] = field(default_factory=list)
+    finished: list[FinishInput] = field(default_factory=list)
+
+    @activity.defn(name="send_step")
+    async def send_step(self, step: StepInput) -> StepResult:
+        self.sent.append((step.step_id, step.campaign_version, activity.info().scheduled_time))
+        return StepResult(StepOutcome.DONE, delivery_id=f"d{step.step_id}")
+
+    @activity.defn(name="record_skip")
+    async def record_skip(self, step: StepInput) -> StepResult:
+        return StepResult(StepOutcome.DONE, delivery_id=f"d{step.step_id}")
+
+    @activity.defn(name="finish_journey")
+    async def finish_journey(self, finish: FinishInput) -> None:
+        self.finished.append(finish)
+
+    @activity.defn(name="load_tracked_events")
+    async def load_tracked_events(self, query: TrackedEventsQuery) -> list[ProductEvent]:
+        return []
+
+    @activity.defn(name="load_version_plan")
+    async def load_version_plan(self, query: VersionPlanQuery) -> JourneyPlan:
+        self.loaded.append(query.version)
+        return self.versions[query.version]
+
+    def steps(self) -> list[tuple[int, int]]:
+        return [(step_id, number) for step_id, number, _ in self.sent]
+
+    def at(self, step_id: int) -> datetime:
+        return next(at for sent, _, at in self.sent if sent == step_id)
+
+    def hours(self, earlier: int, later: int) -> float:
+        """Hours between two steps' sends, to the minute."""
+        return round((self.at(later) - self.at(earlier)).total_seconds() / 60) / 60
+
+
+@asynccontextmanager
+async def journey(env: WorkflowEnvironment, campaign: Campaign) -> AsyncIterator[WorkflowHandle]:
+    queue, send_queue = f"j-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    async with (
+        Worker(
+            env.client,
+            task_queue=queue,
+            workflows=[RecipientWorkflow],
+            activities=[
+                campaign.record_skip,
+                campaign.finish_journey,
+                campaign.load_tracked_events,
+                campaign.load_version_plan,
+            ],
+        ),  # fmt: skip
+        Worker(env.client, task_queue=send_queue, activities=[campaign.send_step]),
+    ):
+        yield await env.client.start_workflow(
+            RecipientWorkflow.run,
+            RecipientInput(
+                1,
+                1,
+                "maya@example.net",
+                send_task_queue=send_queue,
+                local_bookkeeping=True,
+                plan=campaign.versions[1],
+                version=JourneyVersion.VERSIONS,
+            ),  # fmt: skip
+            id=f"drip-test-{uuid.uuid4()}",
+            task_queue=queue,
+        )
+
+
+async def publish(handle: WorkflowHandle, number: int, policy: VersionPolicy) -> None:
+    await handle.signal(RecipientWorkflow.version_published, VersionChange(number, policy))
+
+
+V1 = version(1, step(10, 1, 0), step(20, 2, 24), step(30, 3, 24))
+
+
+async def test_migrate_sends_the_next_surviving_step_never_the_removed_one_then_the_new(
+    time_env: WorkflowEnvironment,
+) -> None:
+    v2 = version(2, step(10, 1, 0), step(30, 2, 24), step(40, 3, 24))  # 20 removed, 40 added
+    campaign = Campaign({1: V1, 2: v2})
+    async with journey(time_env, campaign) as handle:
+        await time_env.sleep(timedelta(hours=1))  # step 10 sent; waiting before step 20
+        await publish(handle, 2, VersionPolicy.MIGRATE)
+        assert await handle.result() == "completed"
+        state = await handle.query(RecipientWorkflow.progress)
+    assert campaign.steps() == [(10, 1), (30, 2), (40, 2)]
+    assert campaign.loaded == [2]
+    # 30's delay (24 h) counted from the last step sent, 10.
+    assert (campaign.hours(10, 30), campaign.hours(30, 40)) == (24, 24)
+    assert state.campaign_version == 2
+    described = await handle.describe()
+    assert described.typed_search_attributes.get(search.CAMPAIGN_VERSION) == 2
+
+
+async def test_migrate_sends_an_edited_step_with_the_new_versions_content(
+    time_env: WorkflowEnvironment,
+) -> None:
+    v2 = version(2, step(10, 1, 0), step(20, 2, 24), step(30, 3, 24))  # 20 edited in place
+    campaign = Campaign({1: V1, 2: v2})
+    async with journey(time_env, campaign) as handle:
+        await time_env.sleep(timedelta(hours=1))
+        await publish(handle, 2, VersionPolicy.MIGRATE)
+        assert await handle.result() == "completed"
+    assert campaign.steps() == [(10, 1), (20, 2), (30, 2)]  # the send reads version 2's
+
+
+async def test_migrate_a_shortened_delay_already_elapsed_sends_at_once(
+    time_env: WorkflowEnvironment,
+) -> None:
+    v1 = version(1, step(10, 1, 0), step(20, 2, 48))
+    v2 = version(2, step(10, 1, 0), step(20, 2, 24))
+    campaign = Campaign({1: v1, 2: v2})
+    async with journey(time_env, campaign) as handle:
+        await time_env.sleep(timedelta(hours=30))  # past the new 24 h, before the old 48 h
+        assert campaign.steps() == [(10, 1)]
+        await publish(handle, 2, VersionPolicy.MIGRATE)
+        assert await handle.result() == "completed"
+    assert campaign.steps() == [(10, 1), (20, 2)]
+    assert campaign.hours(10, 20) == 30  # at once, as it heard of version 2
+
+
+async def test_migrate_a_lengthened_delay_waits_the_new_length(
+    time_env: WorkflowEnvironment,
+) -> None:
+    v2 = version(2, step(10, 1, 0), step(20, 2, 72), step(30, 3, 24))
+    campaign = Campaign({1: V1, 2: v2})
+    async with journey(time_env, campaign) as handle:
+        await time_env.sleep(timedelta(hours=12))
+        await publish(handle, 2, VersionPolicy.MIGRATE)
+        assert await handle.result() == "completed"
+    assert campaign.steps() == [(10, 1), (20, 2), (30, 2)]
+    assert campaign.hours(10, 20) == 72
+
+
+async def test_migrate_during_a_wait_until_decides_under_the_new_step(
+    time_env: WorkflowEnvironment,
+) -> None:
+    waits = ConditionPlan("opened", 10, wait_seconds=48 * HOUR)
+    v1 = version(1, step(10, 1, 0), step(20, 2, 1, waits))
+    v2 = version(2, step(10, 1, 0), step(20, 2, 1))  # the condition dropped
+    campaign = Campaign({1: v1, 2: v2})
+    async with journey(time_env, campaign) as handle:
+        await time_env.sleep(timedelta(hours=5))  # waiting for an open of 10
+        await publish(handle, 2, VersionPolicy.MIGRATE)
+        assert await handle.result() == "completed"
+    assert campaign.steps() == [(10, 1), (20, 2)]
+    assert campaign.hours(10, 20) == 5  # at once, not after the 48 h wait
+
+
+async def test_exit_ends_the_journey_exited(time_env: WorkflowEnvironment) -> None:
+    campaign = Campaign({1: V1})
+    async with journey(time_env, campaign) as handle:
+        await time_env.sleep(timedelta(hours=1))
+        await publish(handle, 2, VersionPolicy.EXIT)
+        assert await handle.result() == "exited"
+    assert campaign.steps() == [(10, 1)]
+    assert [(f.status, f.reason) for f in campaign.finished] == [("exited", "version 2 published")]
+
+
+async def test_a_version_no_newer_than_the_journeys_own_is_not_news(
+    time_env: WorkflowEnvironment,
+) -> None:
+    campaign = Campaign({1: V1})
+    async with journey(time_env, campaign) as handle:
+        await time_env.sleep(timedelta(hours=1))
+        await publish(handle, 1, VersionPolicy.EXIT)
+        await publish(handle, 1, VersionPolicy.MIGRATE)
+        assert await handle.result() == "completed"
+    assert campaign.steps() == [(10, 1), (20, 1), (30, 1)]  # stay: the plan it started on
+    assert campaign.loaded == []
