@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, ApplicationErrorCategory
 
 from domain.webhooks_out import DELIVER_WEBHOOK, GIVE_UP_WEBHOOK
 from services.webhooks_out import Deliverer
@@ -18,7 +18,13 @@ class WebhookActivities:
         """One attempt, recorded on the row; a refusal fails the attempt, so Temporal retries."""
         attempt = await self.deliverer.attempt(delivery_id)
         if not attempt.done:
-            raise ApplicationError(attempt.detail, type="WebhookNotDelivered")
+            # Benign: a receiver that is down is expected, not our failure (the SDK logs it at
+            # debug, not as an error with a traceback per attempt); the row records it.
+            raise ApplicationError(
+                attempt.detail,
+                type="WebhookNotDelivered",
+                category=ApplicationErrorCategory.BENIGN,
+            )
         return attempt.detail
 
     @activity.defn(name=GIVE_UP_WEBHOOK)
