@@ -56,13 +56,13 @@ from mail.transport import (
     TransportError,
 )
 from observability.sends import report_send, stopped_outcome
-from services import messages, webhooks_out
+from services import messages, variants, webhooks_out
 from services.errors import Conflict, NotFound
 from services.events import Events
 from services.frequency import count_from_send
 from settings import Settings
 from storage import tracked_events
-from storage.counters import Metric, bump
+from storage.counters import Metric, bump, bump_variant
 from storage.db import session_scope
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import (
@@ -88,7 +88,7 @@ LEASE_MARGIN_SECONDS = 15.0
 RECORD_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
-FINAL = {Status.SENT, Status.UNCERTAIN, Status.FAILED, Status.SKIPPED}
+FINAL = {Status.SENT, Status.UNCERTAIN, Status.FAILED, Status.SKIPPED, Status.HOLDOUT}
 
 
 class UncertainSends(StrEnum):
@@ -133,6 +133,7 @@ class Loaded:
     subject: str
     template: Template
     trigger: TrackedEvent | None = None  # the tracked event that enrolled the journey
+    variant: variants.Variant | None = None  # the step's A/B variant this journey gets
 
 
 @dataclass
@@ -194,6 +195,11 @@ class SendingActivities:
         if isinstance(loaded, StepResult):
             report_send(stopped_outcome(loaded), loaded.delivery_id)
             return loaded
+        if loaded.variant is not None and loaded.variant.holdout:  # measured, never sent
+            return await asyncio.to_thread(
+                variants.hold_out, self.engine, step, loaded.step, loaded.delivery_id, loaded.new,
+                loaded.variant,
+            )  # fmt: skip
         message, envelope, links = self._compose(
             loaded.delivery_id,
             loaded.enrollment,
@@ -314,8 +320,14 @@ class SendingActivities:
         plan_step = step_content(session, enrollment, step.step_id, step.campaign_version)
         assert campaign is not None and plan_step is not None
         alternative = step.decision == Decision.ALTERNATIVE
-        subject = messages.subject_of(plan_step, alternative)
-        template = session.get(Template, messages.template_id(plan_step, alternative))
+        variant, subject, template_id = variants.message_of(
+            session,
+            plan_step,
+            enrollment.email,
+            alternative,
+            delivery.variant if delivery else None,
+        )
+        template = session.get(Template, template_id)
         if template is None:
             raise ApplicationError(
                 f"template of step {plan_step.id} is gone", type="MissingTemplate"
@@ -329,6 +341,7 @@ class SendingActivities:
             subject,
             template,
             tracked_events.trigger_of(session, enrollment),
+            variant,
         )
 
     @activity.defn(name=RESEND_DELIVERY)
@@ -465,9 +478,11 @@ class SendingActivities:
                     message_id=message_id,
                     links=links,
                     send_started_at=now,
+                    variant=loaded.variant.name if loaded.variant else None,
                 )
                 if insert_ignoring_conflicts(session, Delivery, [row.model_dump()]):
                     bump(session, row.campaign_id, row.step_id, Metric.REACHED)
+                    variants.count_given(session, loaded.step, row)
                     return PreparedSend(loaded.delivery_id, message, envelope, now)
                 # A concurrent attempt made the row first: its lease, or compose again.
                 theirs = session.exec(self._row(enrollment.id or 0, step)).one()
@@ -634,6 +649,8 @@ class SendingActivities:
                 metric = Metric.ALTERNATIVE_SENT if alternative else Metric.SENT
                 bump(session, delivery.campaign_id, delivery.step_id, metric)
                 webhooks_out.step_decided(session, delivery.id, delivery.decision)  # events out
+                bump_variant(session, delivery.campaign_id, delivery.step_id, delivery.variant,
+                             Metric.SENT)  # fmt: skip
             if delivery.status == Status.UNCERTAIN:  # a slow attempt proved it went out
                 bump(session, delivery.campaign_id, delivery.step_id, Metric.UNCERTAIN, -1)
             delivery.status = Status.SENT

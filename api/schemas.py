@@ -383,6 +383,44 @@ class AlternativeIn(Strict):
     template_id: int
 
 
+VariantName = Annotated[str, Field(min_length=1, max_length=64)]
+Weight = Annotated[float, Field(gt=0, allow_inf_nan=False, le=1_000_000)]
+
+
+class VariantIn(Strict):
+    """One variant of an A/B-tested step: its own subject and template, and its share of the
+    journeys (`weight`, a proportion); or, with `holdout: true`, a share that is sent nothing but
+    measured (conversions) beside the others."""
+
+    model_config = example(
+        {"name": "A", "subject": "Welcome aboard", "template_id": 1, "weight": 1}
+    )
+
+    name: VariantName
+    subject: SubjectTemplate | None = None
+    template_id: int | None = None
+    weight: Weight
+    holdout: bool = False
+
+    @model_validator(mode="after")
+    def _message_or_holdout(self) -> VariantIn:
+        if self.holdout and (self.subject is not None or self.template_id is not None):
+            raise ValueError("a holdout sends nothing: no subject or template_id")
+        if not self.holdout and (self.subject is None or self.template_id is None):
+            raise ValueError("a variant needs a subject and a template_id (or holdout: true)")
+        return self
+
+
+class WinnerIn(Strict):
+    """Choose the best variant by `metric`, `after_hours` after the step's first send; every
+    journey reaching the step afterwards gets it (ties go to the first variant listed)."""
+
+    model_config = example({"metric": "open_rate", "after_hours": 24})
+
+    metric: Literal["open_rate", "click_rate", "conversion_rate"]
+    after_hours: Annotated[AnyHours, Field(gt=0)]
+
+
 class StepCreate(Strict):
     """One step of a campaign: a subject, a template, a delay from the previous step, and an
     optional condition and alternative."""
@@ -406,6 +444,9 @@ class StepCreate(Strict):
     delay_until: DelayUntilIn | None = None
     send_window: SendWindowIn | None = None
     ignore_send_window: bool = False
+    # A/B test (docs/features.md#ab-variants): 2-4 variants (plus a holdout), a winner rule
+    variants: list[VariantIn] | None = Field(None, max_length=5)
+    winner: WinnerIn | None = None
 
     @model_validator(mode="before")
     @classmethod
@@ -434,6 +475,8 @@ class StepUpdate(Strict):
     delay_until: DelayUntilIn | None = None
     send_window: SendWindowIn | None = None
     ignore_send_window: Required[bool] = None
+    variants: list[VariantIn] | None = Field(None, max_length=5)
+    winner: WinnerIn | None = None
 
 
 class StepReorder(Strict):
@@ -472,9 +515,29 @@ class AlternativeOut(BaseModel):
     template_id: int
 
 
+class VariantOut(BaseModel):
+    """A variant of an A/B-tested step (`holdout` only when true)."""
+
+    name: str
+    subject: str | None = Field(None, exclude_if=_unset)
+    template_id: int | None = Field(None, exclude_if=_unset)
+    weight: Annotated[float, PlainSerializer(_whole_as_int, return_type=int | float)]
+    holdout: bool | None = Field(None, exclude_if=_unset)
+
+
+class WinnerOut(BaseModel):
+    """How the winner is chosen, and once it is, which (`chosen`) and when (`chosen_at`)."""
+
+    metric: str
+    after_hours: AnyHours
+    chosen: str | None = Field(None, exclude_if=_unset)
+    chosen_at: SpecTime | None = Field(None, exclude_if=_unset)
+
+
 class StepPublic(BaseModel):
-    """Spec shape; `condition`, `alternative`, `delay_until`, `send_window` and
-    `ignore_send_window` appear only when set (`delay_hours` is 0 for a `delay_until` step)."""
+    """Spec shape; `condition`, `alternative`, `delay_until`, `send_window`,
+    `ignore_send_window`, `variants` and `winner` appear only when set (`delay_hours` is 0 for
+    a `delay_until` step)."""
 
     model_config = example(
         {
@@ -497,6 +560,8 @@ class StepPublic(BaseModel):
     delay_until: DelayUntilIn | None = None
     send_window: SendWindowIn | None = None
     ignore_send_window: bool | None = None  # shown only when true
+    variants: list[VariantOut] | None = Field(None, exclude_if=_unset)
+    winner: WinnerOut | None = Field(None, exclude_if=_unset)
 
 
 # --- triggers, goals and re-entry ------------------------------------------------------------
@@ -827,6 +892,7 @@ class StepEngagement(BaseModel):
     evidence: list[EvidencePublic]
     delivery_id: str
     delivery_status: str
+    variant: str | None = Field(None, exclude_if=_unset)  # the A/B variant it was given
     sent_at: SpecTime | None
     opened: bool
     clicked: bool
@@ -1308,6 +1374,28 @@ class FunnelStep(BaseModel):
     skipped_by_cap: int = 0
     # Conversions attributed to this step: the last message sent before the goal event.
     converted: int = 0
+    # An A/B-tested step: each variant's figures, and the winner rule (and choice, once made).
+    variants: list[FunnelVariant] | None = Field(None, exclude_if=_unset)
+    winner: WinnerOut | None = Field(None, exclude_if=_unset)
+
+
+class FunnelVariant(BaseModel):
+    """One variant of an A/B-tested step: journeys given it (`assigned`), sent, delivered,
+    human-opened, clicked and converted (last touch), `open_rate` and `click_rate` over sent,
+    `conversion_rate` over assigned (3 decimals). A holdout sends nothing: compare its
+    conversion rate."""
+
+    name: str
+    holdout: bool
+    assigned: int
+    sent: int
+    delivered: int
+    opened: int
+    clicked: int
+    converted: int
+    open_rate: float
+    click_rate: float
+    conversion_rate: float
 
 
 class CampaignFunnel(BaseModel):

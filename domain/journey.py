@@ -67,6 +67,7 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"  # the server refused the message for good (size, content)
     BOUNCED = "bounced"  # the SMTP server refused the recipient
     SKIPPED = "skipped"  # written by record_skip (activities/bookkeeping.py)
+    HOLDOUT = "holdout"  # an A/B holdout: decided and measured, never sent (services/variants.py)
 
 
 class SuppressionReason(StrEnum):

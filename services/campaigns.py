@@ -11,6 +11,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
 from domain.journey import PRODUCT_CONDITIONS, CampaignChange, CampaignStatus, ConditionType
+from domain.variants import MAX_VARIANTS, MIN_VARIANTS
 from services.errors import Conflict, Invalid
 from services.journeys import BROADCAST_GIVE_UP_SECONDS, Journeys
 from storage.campaign_status import mark_broadcast, set_status
@@ -88,6 +89,7 @@ def apply_step(
     if not step.condition_type and step.alt_template_id is not None:
         raise Invalid([*loc, "alternative"], "an alternative needs a condition")
     _apply_timing(step, changes, loc)
+    _apply_variants(session, step, changes, loc)
 
 
 def _apply_timing(step: Step, changes: Mapping[str, Any], loc: Loc) -> None:
@@ -109,6 +111,37 @@ def _apply_timing(step: Step, changes: Mapping[str, Any], loc: Loc) -> None:
         raise Invalid(
             [*loc, "ignore_send_window"], "a step with its own send_window cannot ignore it"
         )
+
+
+def _apply_variants(session: Session, step: Step, changes: Mapping[str, Any], loc: Loc) -> None:
+    """A step's A/B variants (2-4 that send, at most one holdout, distinct names, templates
+    that exist) and its winner rule, which needs variants."""
+    if "variants" in changes:
+        variants = changes["variants"]
+        if variants is not None:
+            where = [*loc, "variants"]
+            sending = [v for v in variants if not v.get("holdout")]
+            if not MIN_VARIANTS <= len(sending) <= MAX_VARIANTS:
+                raise Invalid(
+                    where,
+                    f"a split test has {MIN_VARIANTS} to {MAX_VARIANTS} variants that send "
+                    f"(and at most one holdout): {len(sending)} given",
+                )
+            if len(variants) - len(sending) > 1:
+                raise Invalid(where, "at most one holdout")
+            names = [v["name"] for v in variants]
+            if len(set(names)) != len(names):
+                raise Invalid(where, f"variant names must differ: {names}")
+            for index, variant in enumerate(variants):
+                if variant.get("template_id") is not None:
+                    check_template(session, [*where, index, "template_id"], variant["template_id"])
+            variants = [{k: v for k, v in variant.items() if v is not None and v is not False}
+                        for variant in variants]  # fmt: skip
+        step.variants = variants
+    if "winner" in changes:
+        step.winner = changes["winner"]
+    if step.winner is not None and not step.variants:
+        raise Invalid([*loc, "winner"], "a winner is chosen among variants: add variants")
 
 
 TIMING_FIELDS = ("send_window", "frequency_cap", "on_cap")

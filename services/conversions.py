@@ -5,7 +5,8 @@ A campaign's goal (`goal_event`, matching `goal_where`) performed by an address 
 at or after the enrollment, converts that journey — running or already finished — when it
 happens within `goal_window_hours` of the last message the journey sent before it (or of the
 enrollment, when none was sent yet; no window: any time). At most once per journey (the
-`conversion` row's key), attributed to that last step (last touch; step 0 when none), and
+`conversion` row's key), attributed to that last step (last touch; step 0 when none; an A/B
+holdout's decision counts as its step's touch, so a holdout's conversions are measured), and
 counted per step and per campaign (storage/counters.py) in the same transaction. Ending the
 journey itself (`exit`, status converted) is the journey's own doing, when it is signalled."""
 
@@ -56,6 +57,7 @@ def record(session: Session, events: Sequence[GoalEvent]) -> list[Conversion]:
     )
     sent = _sent_deliveries(session, ids)
     made: list[Conversion] = []
+    variant_of: dict[int, str | None] = {}  # enrollment id -> the last touch's variant
     for event in sorted(events, key=lambda e: as_utc(e.occurred_at)):  # the first one counts
         at = as_utc(event.occurred_at)
         for journey in journeys:
@@ -74,6 +76,7 @@ def record(session: Session, events: Sequence[GoalEvent]) -> list[Conversion]:
             if window is not None and at - since > timedelta(hours=window):
                 continue
             done.add(journey.id or 0)
+            variant_of[journey.id or 0] = last.variant if last else None
             made.append(
                 Conversion(
                     enrollment_id=journey.id or 0,
@@ -88,7 +91,7 @@ def record(session: Session, events: Sequence[GoalEvent]) -> list[Conversion]:
     inserted = set(insert_ignoring_conflicts(session, Conversion, rows, "enrollment_id"))
     recorded = [c for c in made if c.enrollment_id in inserted]  # a racing request may have won
     for conversion in recorded:
-        count_conversion(session, conversion)
+        count_conversion(session, conversion, variant_of[conversion.enrollment_id])
     return recorded
 
 
@@ -106,14 +109,14 @@ def _enrollments(session: Session, emails: set[str], campaign_ids: list[int]) ->
 
 
 def _sent_deliveries(session: Session, enrollment_ids: list[int]) -> dict[int, list[Delivery]]:
-    """{enrollment id: its deliveries sent, the latest first}."""
+    """{enrollment id: its deliveries sent (and its A/B holdouts), the latest first}."""
     sent: dict[int, list[Delivery]] = {}
     for start in range(0, len(enrollment_ids), IN_CHUNK):
         for d in session.exec(
             select(Delivery).where(
                 col(Delivery.enrollment_id).in_(enrollment_ids[start : start + IN_CHUNK]),
-                col(Delivery.status) == DeliveryStatus.SENT,
-                col(Delivery.sent_at).is_not(None),
+                ((col(Delivery.status) == DeliveryStatus.SENT) & col(Delivery.sent_at).is_not(None))
+                | (col(Delivery.status) == DeliveryStatus.HOLDOUT),
             )
         ):
             sent.setdefault(d.enrollment_id, []).append(d)
@@ -123,5 +126,4 @@ def _sent_deliveries(session: Session, enrollment_ids: list[int]) -> dict[int, l
 
 
 def _sent_at(delivery: Delivery) -> datetime:
-    assert delivery.sent_at is not None
-    return as_utc(delivery.sent_at)
+    return as_utc(delivery.sent_at or delivery.decided_at)  # a holdout: when it was decided

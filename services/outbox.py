@@ -2,7 +2,7 @@
 start, enrollment batches whose workflow did not start, campaign status changes not yet told to
 the running journeys, engagement and tracked events whose signal did not go through
 (Temporal down, API killed mid-request), and webhook deliveries (journey events out) whose
-workflow did not start.
+workflow did not start; and A/B winners whose time has come are chosen.
 With several API replicas, a round runs under a lease, one replica at a time, so no start or
 signal is issued twice by two replicas racing over the same rows."""
 
@@ -26,6 +26,7 @@ from services.events import Events
 from services.journeys import Journeys
 from services.tracking import Tracking
 from services.webhooks_out import redrive as redrive_webhooks
+from services.variants import decide_due
 from storage import leases
 from storage.campaign_status import unbroadcast
 from storage.models import utcnow
@@ -53,6 +54,7 @@ async def redrive_once(
     signalled = await events.deliver(pending)
     signalled += await Tracking(engine, journeys).redrive(cutoff)
     await redrive_webhooks(engine, journeys.client, webhook_task_queue(journeys.task_queue), cutoff)
+    await run_in_threadpool(decide_due, engine)  # A/B winners whose time has come
     if started or signalled:
         log.info("outbox: started %d journeys, signalled %d events", len(started), signalled)
     await run_in_threadpool(measure_now_and_then, engine)  # the backlog gauges for alerts

@@ -94,6 +94,20 @@ EVENT_MILESTONES: dict[str, tuple[Metric, ...]] = {
     "complaint": (Metric.COMPLAINED,),
 }
 HUMAN_ONLY = {Metric.OPENED, Metric.CLICKED}
+# Counted per A/B variant too (the funnel's variants, the winner's rates), as "<metric>@<name>"
+# rows of the variant's step: REACHED is the journeys given the variant.
+VARIANT_METRICS = (
+    Metric.REACHED,
+    Metric.SENT,
+    Metric.DELIVERED,
+    Metric.OPENED,
+    Metric.CLICKED,
+    Metric.CONVERTED,
+)
+
+
+def variant_metric(metric: Metric, variant: str) -> str:
+    return f"{metric}@{variant}"
 
 
 def bump(session: Session, campaign_id: int, step_id: int, metric: str, n: int = 1) -> None:
@@ -101,6 +115,14 @@ def bump(session: Session, campaign_id: int, step_id: int, metric: str, n: int =
     if n:
         pending: Counter[tuple[int, int, str]] = session.info.setdefault(_PENDING, Counter())
         pending[(campaign_id, step_id, str(metric))] += n
+
+
+def bump_variant(
+    session: Session, campaign_id: int, step_id: int, variant: str | None, metric: Metric
+) -> None:
+    """Count one more of `metric` for the variant a delivery was given (none: nothing)."""
+    if variant is not None and metric in VARIANT_METRICS:
+        bump(session, campaign_id, step_id, variant_metric(metric, variant))
 
 
 def reach_milestones(session: Session, reached: list[tuple[int, int, str, Metric]]) -> None:
@@ -120,17 +142,38 @@ def reach_milestones(session: Session, reached: list[tuple[int, int, str, Metric
             .on_conflict_do_nothing()
             .returning(table.c.delivery_id, table.c.milestone)
         )
-        for delivery_id, milestone in session.execute(statement):
+        first = list(session.execute(statement))
+        for delivery_id, milestone in first:
             campaign_id, step_id = step_of[(delivery_id, milestone)]
             bump(session, campaign_id, step_id, milestone)
+        variants = _variants_of(session, {delivery_id for delivery_id, _ in first})
+        for delivery_id, milestone in first:
+            campaign_id, step_id = step_of[(delivery_id, milestone)]
+            variant = variants.get(delivery_id)
+            bump_variant(session, campaign_id, step_id, variant, Metric(milestone))
 
 
-def count_conversion(session: Session, conversion: Conversion) -> None:
+def _variants_of(session: Session, delivery_ids: set[str]) -> dict[str, str]:
+    """{delivery id: its A/B variant} for those of these deliveries that were given one."""
+    if not delivery_ids:
+        return {}
+    rows = session.execute(
+        select(Delivery.id, Delivery.variant).where(
+            col(Delivery.id).in_(sorted(delivery_ids)), col(Delivery.variant).is_not(None)
+        )
+    )
+    return {delivery_id: variant for delivery_id, variant in rows}
+
+
+def count_conversion(session: Session, conversion: Conversion, variant: str | None = None) -> None:
     """Count a Conversion row inserted in this transaction: the campaign's `converted`, and its
-    last-touch step's (none when no message had been sent yet: step_id 0 is the campaign's)."""
+    last-touch step's (none when no message had been sent yet: step_id 0 is the campaign's) and
+    that delivery's A/B variant's."""
     bump(session, conversion.campaign_id, CAMPAIGN, Metric.CONVERTED)
     if conversion.step_id:
         bump(session, conversion.campaign_id, conversion.step_id, Metric.CONVERTED)
+        bump_variant(session, conversion.campaign_id, conversion.step_id, variant,
+                     Metric.CONVERTED)  # fmt: skip
 
 
 def forget_enrollments(session: Session, enrollments: list[Enrollment]) -> None:
@@ -222,8 +265,10 @@ def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
             truth[(step_id, metric)] += n
         elif status in (Metric.UNCERTAIN, Metric.FAILED):
             truth[(step_id, Metric(status))] += n
-    for step_id, _, metric in _milestones(session, campaign_id):
+    milestones = _milestones(session, campaign_id)
+    for step_id, _, metric in milestones:
         truth[(step_id, metric)] += 1
+    _variant_truth(session, campaign_id, milestones, truth)
     conversions = session.execute(
         select(Conversion.step_id, func.count())
         .where(Conversion.campaign_id == campaign_id)
@@ -242,6 +287,40 @@ def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
         metric = Metric.SKIPPED_BY_CAP if outcome == "skipped" else Metric.DEFERRED_BY_CAP
         truth[(step_id, metric)] += n
     return {key: n for key, n in truth.items() if n}
+
+
+def _variant_truth(
+    session: Session,
+    campaign_id: int,
+    milestones: set[tuple[int, str, Metric]],
+    truth: Counter[tuple[int, str]],
+) -> None:
+    """The per-variant counters, from the deliveries given a variant."""
+    given = session.execute(
+        select(Delivery.id, Delivery.step_id, Delivery.variant, Delivery.status).where(
+            Delivery.campaign_id == campaign_id, col(Delivery.variant).is_not(None)
+        )
+    )
+    variant_of: dict[str, str] = {}
+    for delivery_id, step_id, variant, status in given:
+        variant_of[delivery_id] = variant
+        truth[(step_id, variant_metric(Metric.REACHED, variant))] += 1
+        if status == "sent":
+            truth[(step_id, variant_metric(Metric.SENT, variant))] += 1
+    for step_id, delivery_id, metric in milestones:
+        if delivery_id in variant_of and metric in VARIANT_METRICS:
+            truth[(step_id, variant_metric(metric, variant_of[delivery_id]))] += 1
+    converted = session.execute(
+        select(Conversion.step_id, Delivery.variant)
+        .join(
+            Delivery,
+            (col(Delivery.enrollment_id) == col(Conversion.enrollment_id))
+            & (col(Delivery.step_id) == col(Conversion.step_id)),
+        )
+        .where(Conversion.campaign_id == campaign_id, col(Delivery.variant).is_not(None))
+    )
+    for step_id, variant in converted:
+        truth[(step_id, variant_metric(Metric.CONVERTED, variant))] += 1
 
 
 def rebuild(session: Session, campaign_id: int) -> None:

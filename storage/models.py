@@ -102,6 +102,10 @@ class Step(SQLModel, table=True):
     ignore_send_window: bool = False
     delay_until_field: str | None = None
     delay_until_offset_hours: float = 0
+    # A/B test (docs/features.md#ab-variants): [{name, subject, template_id, weight} or
+    # {name, holdout: true, weight}], and how the winner is chosen {metric, after_hours}.
+    variants: list[dict[str, Any]] | None = Field(default=None, sa_column=Column(JSON))
+    winner: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
 
 
 class Enrollment(SQLModel, table=True):
@@ -167,6 +171,21 @@ class Delivery(SQLModel, table=True):
     decided_at: datetime = Field(default_factory=utcnow, sa_type=DateTime(timezone=True))
     send_started_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
     sent_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
+    variant: str | None = None  # the step's A/B variant this journey was given, by name
+
+
+class VariantTest(SQLModel, table=True):
+    """A step's A/B test under way: when its first message went, when its winner is due (the
+    first send + the winner's after_hours), and the winner once chosen (services/variants.py)."""
+
+    __tablename__ = "variant_test"
+
+    step_id: int = Field(primary_key=True)
+    campaign_id: int = Field(index=True)
+    first_sent_at: datetime = Field(sa_type=DateTime(timezone=True))
+    due_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True), index=True)
+    winner: str | None = None
+    chosen_at: datetime | None = Field(default=None, sa_type=DateTime(timezone=True))
 
 
 class Event(SQLModel, table=True):

@@ -27,6 +27,8 @@ from api.schemas import (
     StepReorder,
     StepUpdate,
     TriggerOut,
+    VariantOut,
+    WinnerOut,
 )
 from domain.journey import CampaignChange, CampaignStatus
 from services.campaigns import (
@@ -41,9 +43,10 @@ from services.campaigns import (
     tell_journeys,
     update,
 )
+from services.variants import tests_of
 from storage import counters
 from storage.counters import Metric
-from storage.models import Campaign, Enrollment, Step
+from storage.models import Campaign, Enrollment, Step, VariantTest
 
 router = APIRouter(prefix="/api/campaigns", tags=["campaigns"])
 
@@ -52,7 +55,15 @@ CampaignIdQuery = Query(description="ID of the campaign")
 # --- reading ---------------------------------------------------------------------------------
 
 
-def step_public(step: Step) -> StepPublic:
+def winner_public(step: Step, test: VariantTest | None) -> WinnerOut | None:
+    if step.winner is None:
+        return None
+    if test is None or test.winner is None:
+        return WinnerOut(**step.winner)
+    return WinnerOut(**step.winner, chosen=test.winner, chosen_at=test.chosen_at)
+
+
+def step_public(step: Step, test: VariantTest | None = None) -> StepPublic:
     return StepPublic(
         id=step.id or 0,
         step_order=step.step_order,
@@ -80,6 +91,8 @@ def step_public(step: Step) -> StepPublic:
         else None,
         send_window=SendWindowIn.model_validate(step.send_window) if step.send_window else None,
         ignore_send_window=True if step.ignore_send_window else None,
+        variants=[VariantOut(**v) for v in step.variants] if step.variants else None,
+        winner=winner_public(step, test),
     )
 
 
@@ -105,6 +118,7 @@ def _counts(session: Session, campaign_ids: list[int]) -> tuple[dict[int, int], 
 
 def _public(session: Session, campaign: Campaign) -> CampaignPublic:
     steps = steps_of(session, campaign.id or 0)
+    tests = tests_of(session, campaign.id or 0)
     _, recipients = _counts(session, [campaign.id or 0])
     return CampaignPublic(
         id=campaign.id or 0,
@@ -132,7 +146,7 @@ def _public(session: Session, campaign: Campaign) -> CampaignPublic:
         reentry=ReentryOut(allowed=True, cooldown_hours=campaign.reentry_cooldown_hours)
         if campaign.reentry_allowed
         else None,
-        steps=[step_public(s) for s in steps],
+        steps=[step_public(s, tests.get(s.id or 0)) for s in steps],
         send_window=SendWindowIn.model_validate(campaign.send_window)
         if campaign.send_window
         else None,

@@ -7,8 +7,10 @@ from fastapi import APIRouter
 
 from api.deps import CampaignDep, SessionDep
 from api.errors import problems
-from api.schemas import CampaignFunnel, FunnelStep
+from api.routes.campaigns import winner_public
+from api.schemas import CampaignFunnel, FunnelStep, FunnelVariant
 from services.campaigns import steps_of
+from services.variants import figures, tests_of, variants_of
 from storage import counters
 from storage.counters import CAMPAIGN, Metric
 
@@ -27,7 +29,9 @@ def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunne
     `alternative_sent`, `skipped`), then deliveries of it that were `delivered`, `opened`,
     `clicked`, `bounced`, `unsubscribed` or `complained` — each delivery counted once however
     often it happened — and the conversions attributed to it (`converted`: the last message sent
-    before the goal event). `opened` and `clicked` count people (a click counts as an open);
+    before the goal event). An A/B-tested step lists its `variants`, each with its own figures
+    and rates, and its `winner` rule with the variant chosen and when, once it is.
+    `opened` and `clicked` count people (a click counts as an open);
     `*_including_machine` also count privacy proxies and link scanners. At the top: the
     campaign's `recipients` (entries), `completed` (converted journeys included), `converted`
     and `conversion_rate` (converted ÷ recipients, 3 decimals)."""
@@ -37,6 +41,7 @@ def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunne
     def count(step_id: int, metric: Metric) -> int:
         return counts.get((step_id, metric), 0)
 
+    tests = tests_of(session, campaign_id)
     recipients = count(CAMPAIGN, Metric.RECIPIENTS)
     converted = count(CAMPAIGN, Metric.CONVERTED)
     return CampaignFunnel(
@@ -67,6 +72,14 @@ def campaign_funnel(campaign: CampaignDep, session: SessionDep) -> CampaignFunne
                 deferred_by_cap=count(step.id or 0, Metric.DEFERRED_BY_CAP),
                 skipped_by_cap=count(step.id or 0, Metric.SKIPPED_BY_CAP),
                 converted=count(step.id or 0, Metric.CONVERTED),
+                variants=[
+                    FunnelVariant(
+                        name=v.name, holdout=v.holdout, **figures(counts, step.id or 0, v.name)
+                    )
+                    for v in variants_of(step)
+                ]
+                or None,
+                winner=winner_public(step, tests.get(step.id or 0)),
             )
             for step in steps_of(session, campaign_id)
         ],

@@ -124,6 +124,7 @@ def _step_public(step: StepView) -> StepEngagement:
         evidence=[EvidencePublic(**asdict(e)) for e in step.evidence],
         delivery_id=d.id,
         delivery_status=d.status,
+        variant=d.variant,
         sent_at=d.sent_at,
         opened=step.opened,
         clicked=step.clicked,
