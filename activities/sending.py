@@ -631,7 +631,7 @@ class SendingActivities:
                 .values(status=Status.SENT, sent_at=utcnow())
                 .returning(
                     col(Delivery.campaign_id), col(Delivery.step_id), col(Delivery.decision),
-                    col(Delivery.enrollment_id), col(Delivery.sent_at),
+                    col(Delivery.enrollment_id), col(Delivery.sent_at), col(Delivery.variant),
                 )
             ).first()  # fmt: skip
             if sent is not None:
@@ -640,6 +640,7 @@ class SendingActivities:
                 bump(session, sent.campaign_id, sent.step_id,
                      Metric.ALTERNATIVE_SENT if alternative else Metric.SENT)  # fmt: skip
                 webhooks_out.step_decided(session, delivery_id, sent.decision)  # events out
+                bump_variant(session, sent.campaign_id, sent.step_id, sent.variant, Metric.SENT)
                 return
             delivery = session.get(Delivery, delivery_id, with_for_update=True)
             if delivery is None:  # erased meanwhile: nothing left to record

@@ -25,8 +25,8 @@ from services.enrollment_batches import discard_abandoned, start_batch, unstarte
 from services.events import Events
 from services.journeys import Journeys
 from services.tracking import Tracking
-from services.webhooks_out import redrive as redrive_webhooks
 from services.variants import decide_due
+from services.webhooks_out import redrive as redrive_webhooks
 from storage import leases
 from storage.campaign_status import unbroadcast
 from storage.models import utcnow
