@@ -518,6 +518,10 @@ class AlternativeOut(BaseModel):
 class VariantOut(BaseModel):
     """A variant of an A/B-tested step (`holdout` only when true)."""
 
+    model_config = example(
+        {"name": "A", "subject": "Welcome aboard", "template_id": 1, "weight": 1}
+    )
+
     name: str
     subject: str | None = Field(None, exclude_if=_unset)
     template_id: int | None = Field(None, exclude_if=_unset)
@@ -527,6 +531,10 @@ class VariantOut(BaseModel):
 
 class WinnerOut(BaseModel):
     """How the winner is chosen, and once it is, which (`chosen`) and when (`chosen_at`)."""
+
+    model_config = example(
+        {"metric": "open_rate", "after_hours": 24, "chosen": "B", "chosen_at": _T}
+    )
 
     metric: str
     after_hours: AnyHours
@@ -1384,6 +1392,12 @@ class FunnelVariant(BaseModel):
     human-opened, clicked and converted (last touch), `open_rate` and `click_rate` over sent,
     `conversion_rate` over assigned (3 decimals). A holdout sends nothing: compare its
     conversion rate."""
+
+    model_config = example(
+        {"name": "B", "holdout": False, "assigned": 500, "sent": 498, "delivered": 490,
+         "opened": 201, "clicked": 64, "converted": 12, "open_rate": 0.404,
+         "click_rate": 0.129, "conversion_rate": 0.024}
+    )  # fmt: skip
 
     name: str
     holdout: bool
