@@ -124,7 +124,7 @@ def choose_zone(timezone: str, fallback: str | None, fields: Mapping[str, object
         return ZoneChoice(timezone, f"the window's zone {timezone}")
     value = fields.get(TIMEZONE_FIELD)
     if zone_or_none(value) is not None:
-        return ZoneChoice(str(value), f"the recipient's timezone field ({value})")
+        return ZoneChoice(str(value), f"the recipient's timezone field: {value}")
     if fallback is None or zone_or_none(fallback) is None:
         raise ValueError("a recipient window needs a valid fallback_timezone")
     if value is None or value == "":

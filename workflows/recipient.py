@@ -117,6 +117,7 @@ class RecipientWorkflow:
         self._versions = self._version >= JourneyVersion.VERSIONS
         self._migrated = 0
         self._held: str | None = None  # the DripHeld search attribute as last set
+        self._window_note: str | None = None  # the last window check's words (zone, why)
         self._plan = input.plan if self._version >= JourneyVersion.PINNED_PLAN else None
         # Tracked events before the enrollment never count.
         self._since = (
@@ -266,6 +267,7 @@ class RecipientWorkflow:
         plan = self._plan
         assert plan is not None
         window = self._window_of(step)
+        self._window_note = None
         while self._state.exit is None and not self._state.paused:
             now = workflow.now()
             if window is not None:
@@ -277,6 +279,7 @@ class RecipientWorkflow:
                     summary=f"step {step.step_order}: send window",
                 )  # fmt: skip
                 opening = conditions.parse_utc(answer.at or now.isoformat())
+                self._window_note = answer.reason
                 if opening > now:
                     await self._hold(
                         step, WaitingKind.SEND_WINDOW, opening,
@@ -409,6 +412,11 @@ class RecipientWorkflow:
                 if gate is not True:
                     verdict = Verdict(Decision.SKIPPED, verdict.met, str(gate), verdict.evidence)
                     skip_reason = verdict.reason
+                elif self._window_note:  # which zone its window was read in, and why
+                    verdict = Verdict(
+                        verdict.decision, verdict.met, f"{verdict.reason}; {self._window_note}",
+                        verdict.evidence,
+                    )  # fmt: skip
                 self._waiting(None)
             step_input = StepInput(
                 self._input.enrollment_id, step.step_id, step.step_order, verdict.decision,

@@ -220,7 +220,12 @@ async def test_the_issues_worked_example_to_the_minute(
         held = await run.handle.describe()
         assert held.typed_search_attributes.get(search.DRIP_HELD) == "send_window"
         assert await run.handle.result() == "completed"
+        final = await run.state()
         await replays(run.handle)
+    assert final.steps[0].reason == (
+        "sent: no condition; inside the send window "
+        "(the recipient's timezone field: America/New_York)"
+    )
     first, second = run.sent()
     assert local(first, NY) == "Thu 09:00" and close_to(first, monday + timedelta(hours=63))
     assert local(second, NY) == "Mon 09:00"
