@@ -132,3 +132,35 @@ async def test_bad_splits_are_422_naming_the_field(api: httpx.AsyncClient) -> No
         assert response.status_code == 422, (extra, response.text)
         assert response.headers["content-type"].startswith("application/problem+json")
         assert loc in error_locs(response), (extra, response.json())
+
+
+async def test_a_version_may_add_variants_validated_as_a_new_campaigns(
+    api: httpx.AsyncClient,
+) -> None:
+    template = await make_template(api)
+    campaign = await make_campaign(
+        api, [{"subject": "Welcome", "delay_hours": 0, "template_id": template}]
+    )
+    cid, step_id = campaign["id"], campaign["steps"][0]["id"]
+    draft = await api.post(f"/api/campaigns/{cid}/versions")
+    assert draft.status_code == 201, draft.text
+    number = draft.json()["version"]
+    one = {"name": "A", "subject": "S", "template_id": template, "weight": 1}
+    refused = await api.put(
+        f"/api/campaigns/{cid}/versions/{number}",
+        json={"steps": [{**split(template), "id": step_id, "variants": [one]}]},
+    )
+    assert refused.status_code == 422
+    assert error_locs(refused) == [["body", "steps", 0, "variants"]]
+    edited = await api.put(
+        f"/api/campaigns/{cid}/versions/{number}",
+        json={"steps": [{**split(template), "id": step_id}]},
+    )
+    assert edited.status_code == 200, edited.text
+    published = await api.post(
+        f"/api/campaigns/{cid}/versions/{number}/publish", json={"policy": "stay"}
+    )
+    assert published.status_code == 200, published.text
+    steps = (await api.get("/api/campaigns/steps", params={"campaign_id": cid})).json()
+    assert steps[0]["id"] == step_id  # the same step, now split-tested
+    assert [v["name"] for v in steps[0]["variants"]] == ["A", "B", "control"]
