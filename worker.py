@@ -15,7 +15,6 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.converter import _payload_converter as payload_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.service import RPCError, RPCStatusCode
 from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
@@ -25,7 +24,6 @@ from activities.sending import SendingActivities
 from activities.timing import TimingActivities
 from activities.tracked import TrackedEventActivities
 from activities.webhooks_out import WebhookActivities
-from domain import search
 from domain.enrollment import BATCH_TASK_QUEUE
 from domain.webhooks_out import webhook_task_queue
 from mail.transport import build_transport
@@ -39,7 +37,7 @@ from settings import Settings, get_settings
 from storage.db import make_engine
 from storage.migrate import upgrade
 from storage.suppression import use_hash_keys
-from temporal_client import connect_temporal
+from temporal_client import connect_temporal, register_search_attributes
 from workflows.enrollment_batch import EnrollmentBatchWorkflow
 from workflows.recipient import RecipientWorkflow
 from workflows.resend import ResendWorkflow
@@ -181,42 +179,6 @@ def build_batch_worker(
         activity_executor=executor,
         max_concurrent_activities=4,
     )
-
-
-async def register_search_attributes(client: Client) -> None:
-    """Make sure our custom search attributes exist (a no-op when they do). Without them every
-    workflow task fails forever, which looks like a hang."""
-    from temporalio.api.enums.v1 import IndexedValueType
-    from temporalio.api.operatorservice.v1 import (
-        AddSearchAttributesRequest,
-        ListSearchAttributesRequest,
-    )
-
-    types = {
-        "INT": IndexedValueType.INDEXED_VALUE_TYPE_INT,
-        "KEYWORD": IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD,
-    }
-    wanted = {key.name: types[key.indexed_value_type.name] for key in search.ALL_KEYS}
-    try:
-        existing = await client.operator_service.list_search_attributes(
-            ListSearchAttributesRequest(namespace=client.namespace)
-        )
-        missing = {k: v for k, v in wanted.items() if k not in existing.custom_attributes}
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.UNIMPLEMENTED:  # e.g. Temporal Cloud: use tcld instead
-            log.warning("cannot list search attributes (%s); check %s exist", exc, sorted(wanted))
-            return
-        missing = wanted  # the time-skipping test server can add but not list
-    if not missing:
-        return
-    try:
-        await client.operator_service.add_search_attributes(
-            AddSearchAttributesRequest(namespace=client.namespace, search_attributes=missing)
-        )
-        log.info("registered search attributes %s", sorted(missing))
-    except RPCError as exc:
-        if exc.status != RPCStatusCode.ALREADY_EXISTS:
-            log.warning("could not add search attributes %s: %s", sorted(missing), exc)
 
 
 async def main() -> None:

@@ -6,28 +6,12 @@ a replay never recomputes it."""
 from __future__ import annotations
 
 from datetime import datetime
-from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
 from temporalio import activity
 
-from domain.journey import (
-    ActivityName,
-    CapAnswer,
-    CapRequest,
-    SendTimeAnswer,
-    SendTimeQuery,
-    SendWindowPlan,
-)
-from domain.timing import (
-    RECIPIENT_ZONE,
-    TIMEZONE_FIELD,
-    Window,
-    choose_zone,
-    due_from_field,
-    send_time,
-    zone_or_none,
-)
+from domain.journey import ActivityName, CapAnswer, CapRequest, SendTimeAnswer, SendTimeQuery
+from domain.timing import answer_send_time
 from services import frequency
 from storage.db import session_scope
 from storage.models import Enrollment
@@ -57,38 +41,3 @@ class TimingActivities:
         )
         frees = reservation.next_free_at.isoformat() if reservation.next_free_at else None
         return CapAnswer(reservation.granted, reservation.reason, frees)
-
-
-def answer_send_time(query: SendTimeQuery, fields: dict[str, object]) -> SendTimeAnswer:
-    """The answer to `query` for a recipient with these fields (domain/timing.py's rules)."""
-    at = datetime.fromisoformat(query.at)
-    if query.delay_until is not None:
-        zone = reading_zone(fields, query.window)
-        due = due_from_field(
-            query.delay_until.field,
-            fields.get(query.delay_until.field),
-            query.delay_until.offset_hours,
-            ZoneInfo(zone),
-            at,
-        )
-        return SendTimeAnswer(due.at.isoformat() if due.at else None, due.reason, zone)
-    if query.window is None:
-        return SendTimeAnswer(query.at, "no send window")
-    window = query.window
-    chosen = choose_zone(window.timezone, window.fallback_timezone, fields)
-    result = send_time(at, Window(window.days, window.start, window.end), chosen)
-    assert result.at is not None
-    return SendTimeAnswer(result.at.isoformat(), result.reason, chosen.name)
-
-
-def reading_zone(fields: dict[str, object], window: SendWindowPlan | None) -> str:
-    """The zone a naive date or date-time in a recipient field is read in: the recipient's
-    `timezone` field, else the step's window zone (or its fallback), else UTC."""
-    own = fields.get(TIMEZONE_FIELD)
-    if zone_or_none(own) is not None:
-        return str(own)
-    if window is not None and window.timezone != RECIPIENT_ZONE:
-        return window.timezone
-    if window is not None and window.fallback_timezone:
-        return window.fallback_timezone
-    return "UTC"

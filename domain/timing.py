@@ -26,6 +26,8 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
+from domain.journey import SendTimeAnswer, SendTimeQuery, SendWindowPlan
+
 # See the module docstring: the tzdata package, identical everywhere, not the system's files.
 zoneinfo.reset_tzpath([])
 ZoneInfo.clear_cache()
@@ -202,3 +204,39 @@ def send_time(due: datetime, window: Window | None, zone: ZoneChoice | None) -> 
     local = opening.astimezone(zone.zone).strftime("%a %Y-%m-%d %H:%M")
     reason = f"held for the send window: opens {local} {zone.name} ({zone.reason})"
     return SendTime(opening, reason, zone.name, True)
+
+
+def answer_send_time(query: SendTimeQuery, fields: dict[str, object]) -> SendTimeAnswer:
+    """The answer to `query` for a recipient with these fields (the rules above), as the
+    journey's compute_send_time activity answers it and a simulation too."""
+    at = datetime.fromisoformat(query.at)
+    if query.delay_until is not None:
+        zone = reading_zone(fields, query.window)
+        due = due_from_field(
+            query.delay_until.field,
+            fields.get(query.delay_until.field),
+            query.delay_until.offset_hours,
+            ZoneInfo(zone),
+            at,
+        )
+        return SendTimeAnswer(due.at.isoformat() if due.at else None, due.reason, zone)
+    if query.window is None:
+        return SendTimeAnswer(query.at, "no send window")
+    window = query.window
+    chosen = choose_zone(window.timezone, window.fallback_timezone, fields)
+    result = send_time(at, Window(window.days, window.start, window.end), chosen)
+    assert result.at is not None
+    return SendTimeAnswer(result.at.isoformat(), result.reason, chosen.name)
+
+
+def reading_zone(fields: dict[str, object], window: SendWindowPlan | None) -> str:
+    """The zone a naive date or date-time in a recipient field is read in: the recipient's
+    `timezone` field, else the step's window zone (or its fallback), else UTC."""
+    own = fields.get(TIMEZONE_FIELD)
+    if zone_or_none(own) is not None:
+        return str(own)
+    if window is not None and window.timezone != RECIPIENT_ZONE:
+        return window.timezone
+    if window is not None and window.fallback_timezone:
+        return window.fallback_timezone
+    return "UTC"
