@@ -25,6 +25,8 @@ STEP_FIELDS = (
     "delay_until",
     "send_window",
     "ignore_send_window",
+    "variants",
+    "winner",
 )
 LIVE = ("active", "paused")
 # The campaign fields that define its journeys: changed only on a draft, like its steps.
@@ -207,6 +209,10 @@ def _as_body(step: dict[str, Any], order_of: dict[int, int]) -> dict[str, Any]:
         "delay_until": step.get("delay_until"),
         "send_window": step.get("send_window"),
         "ignore_send_window": bool(step.get("ignore_send_window")),
+        "variants": step.get("variants"),
+        "winner": {k: step["winner"][k] for k in ("metric", "after_hours")}  # not the choice
+        if step.get("winner")
+        else None,
     }
 
 

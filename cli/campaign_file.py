@@ -181,6 +181,24 @@ class DelayUntilSpec(_Strict):
     offset_hours: float = 0
 
 
+class VariantSpec(_Strict):
+    """One variant of a split-tested step (its own subject and template), or with `holdout:
+    true` a share sent nothing but measured."""
+
+    name: str = Field(min_length=1, max_length=64)
+    subject: Text | None = None
+    template: str | None = Field(None, description="a key of `templates`")
+    weight: float = Field(gt=0, description="its share of the journeys (a proportion)")
+    holdout: bool = False
+
+
+class WinnerSpec(_Strict):
+    """Choose the best variant by `metric`, `after_hours` after the step's first send."""
+
+    metric: Literal["open_rate", "click_rate", "conversion_rate"]
+    after_hours: float = Field(gt=0)
+
+
 class StepSpec(_Strict):
     subject: Text = Field(description="Jinja2 subject line")
     delay_hours: float = Field(
@@ -192,6 +210,8 @@ class StepSpec(_Strict):
     delay_until: DelayUntilSpec | None = None
     send_window: SendWindowSpec | None = Field(None, description="instead of the campaign's")
     ignore_send_window: bool = Field(False, description="send whenever due, whatever the window")
+    variants: list[VariantSpec] | None = Field(None, description="an A/B test: 2-4 and a holdout")
+    winner: WinnerSpec | None = None
 
 
 class CampaignFile(_Strict):
@@ -225,6 +245,7 @@ class CampaignFile(_Strict):
     def _references(self) -> CampaignFile:
         for number, step in enumerate(self.steps, start=1):
             refs = [("template", step.template)]
+            refs += [("variants.template", v.template) for v in step.variants or [] if v.template]
             if step.alternative is not None:
                 refs.append(("alternative.template", step.alternative.template))
                 if step.condition is None:
@@ -279,6 +300,10 @@ class CampaignFile(_Strict):
                 "delay_until": step.delay_until.model_dump() if step.delay_until else None,
                 "send_window": step.send_window.model_dump() if step.send_window else None,
                 "ignore_send_window": step.ignore_send_window,
+                "variants": [_variant_body(v, template_ids) for v in step.variants]
+                if step.variants
+                else None,
+                "winner": step.winner.model_dump() if step.winner else None,
             }
             bodies.append(body)
         return bodies
@@ -294,6 +319,18 @@ class CampaignFile(_Strict):
         fields["send_window"] = self.send_window.model_dump() if self.send_window else None
         fields["frequency_cap"], fields["on_cap"] = self.frequency_cap, self.on_cap
         return fields
+
+
+def _variant_body(variant: VariantSpec, template_ids: dict[str, int]) -> dict[str, Any]:
+    """A variant as the API takes and shows it (a holdout: name, weight and holdout only)."""
+    if variant.holdout:
+        return {"name": variant.name, "weight": variant.weight, "holdout": True}
+    return {
+        "name": variant.name,
+        "subject": variant.subject,
+        "template_id": template_ids.get(variant.template or ""),
+        "weight": variant.weight,
+    }
 
 
 def load(path: Path) -> tuple[CampaignFile, dict[str, dict[str, Any]]]:

@@ -374,3 +374,50 @@ async def test_send_windows_delay_until_and_the_cap_apply(
     refused = await drip(api, "apply", str(path))
     assert refused.exit_code == 2, refused.output
     assert f"campaign {campaign['id']} is active: its send_window cannot change" in refused.stderr
+
+
+SPLIT: dict[str, Any] = {
+    "name": "Split",
+    "templates": {"a": {"html": "<p>A</p>"}, "b": {"html": "<p>B</p>"}},
+    "steps": [
+        {
+            "subject": "Welcome",
+            "template": "a",
+            "variants": [
+                {"name": "A", "subject": "Welcome aboard", "template": "a", "weight": 1},
+                {"name": "B", "subject": "You are in", "template": "b", "weight": 1},
+                {"name": "control", "holdout": True, "weight": 0.5},
+            ],
+            "winner": {"metric": "click_rate", "after_hours": 24},
+        },
+        {"subject": "Plain", "delay_hours": 1, "template": "a"},
+    ],
+}
+
+
+async def test_variants_and_the_winner_apply(api: httpx.AsyncClient, tmp_path: Path) -> None:
+    path = write(tmp_path, SPLIT)
+    applied = await drip(api, "apply", str(path))
+    assert applied.exit_code == 0, applied.output
+    (campaign,), templates = await state(api)
+    ids = {t["html"]: t["id"] for t in templates}
+    first, second = campaign["steps"]
+    assert first["variants"] == [
+        {"name": "A", "subject": "Welcome aboard", "template_id": ids["<p>A</p>"], "weight": 1},
+        {"name": "B", "subject": "You are in", "template_id": ids["<p>B</p>"], "weight": 1},
+        {"name": "control", "weight": 0.5, "holdout": True},
+    ]
+    assert first["winner"] == {"metric": "click_rate", "after_hours": 24}
+    assert "variants" not in second
+    assert (await drip(api, "plan", str(path))).stdout == "no changes\n"
+
+    # A draft's split changed in place: one variant's weight, the winner removed.
+    v2 = json.loads(json.dumps(SPLIT))
+    v2["steps"][0]["variants"][1]["weight"] = 3
+    del v2["steps"][0]["winner"]
+    write(tmp_path, v2)
+    assert (await drip(api, "apply", str(path))).exit_code == 0
+    (campaign,), _ = await state(api)
+    assert campaign["steps"][0]["variants"][1]["weight"] == 3
+    assert "winner" not in campaign["steps"][0]
+    assert (await drip(api, "plan", str(path))).stdout == "no changes\n"
