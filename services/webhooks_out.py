@@ -45,6 +45,7 @@ from domain.webhooks_out import (
     WebhookDeliveryInput,
     webhook_workflow_id,
 )
+from services.journeys import START_CONCURRENCY
 from services.webhook_subscriptions import SecretBox, refused_address
 from storage.db import session_scope
 from storage.inserts import insert_ignoring_conflicts
@@ -60,7 +61,7 @@ from workflows.webhook_delivery import WebhookDeliveryWorkflow
 log = logging.getLogger(__name__)
 
 Data = dict[str, Any]
-HANDOVER_CHUNK = 500
+HANDOVER_CHUNK = 500  # rows per outbox round and per UPDATE ... IN (...)
 PENDING = "drip.webhooks_out.pending"  # session.info: delivery ids to hand over after commit
 
 
@@ -272,8 +273,13 @@ class HandOver:
 
     async def start(self, delivery_ids: Sequence[str]) -> int:
         """Start one workflow per delivery; mark those Temporal has. How many."""
+        gate = asyncio.Semaphore(START_CONCURRENCY)  # a batch's 10,000 starts: not all at once
 
         async def one(delivery_id: str) -> str | None:
+            async with gate:
+                return await start_one(delivery_id)
+
+        async def start_one(delivery_id: str) -> str | None:
             try:
                 await self.client.start_workflow(
                     WebhookDeliveryWorkflow.run,
@@ -290,7 +296,10 @@ class HandOver:
             return delivery_id
 
         started = [d for d in await asyncio.gather(*map(one, delivery_ids)) if d is not None]
-        await asyncio.to_thread(_mark_handed_over, self.engine, started)
+        for at in range(0, len(started), HANDOVER_CHUNK):
+            await asyncio.to_thread(
+                _mark_handed_over, self.engine, started[at : at + HANDOVER_CHUNK]
+            )
         return len(started)
 
     async def drain(self) -> None:
