@@ -66,8 +66,16 @@ def choose(session: Session, step: Step, email: str, given: str | None = None) -
     winner = winner_of(session, step)
     if winner in options:
         return options[winner]
+    return draw(step, email)
+
+
+def draw(step: Step, email: str) -> Variant | None:
+    """The variant this address draws before any winner (no database: a rehearsal uses it)."""
+    options = variants_of(step)
+    if not options:
+        return None
     weights = [float(v["weight"]) for v in step.variants or []]
-    return list(options.values())[pick(weights, point(step.campaign_id, step.id or 0, email))]
+    return options[pick(weights, point(step.campaign_id, step.id or 0, email))]
 
 
 def message_of(
