@@ -979,7 +979,8 @@ class JourneyPublic(BaseModel):
     """One recipient's journey, live: its status, where it is and what it waits for, each step's
     delivery, engagement and reason, and its conversion. `entry` numbers the person's entries
     into the campaign; `version` is the journey code path it runs (null once Temporal has
-    forgotten a finished journey)."""
+    forgotten a finished journey); `campaign_version` the campaign version whose steps it runs
+    (docs/features.md#versions)."""
 
     model_config = example(
         {
@@ -988,6 +989,7 @@ class JourneyPublic(BaseModel):
             "workflow_id": "drip-campaign-1-maya@example.com",
             "entry": 1,
             "version": 5,
+            "campaign_version": 1,
             "status": "active",
             "status_reason": None,
             "current_step": 1,
@@ -1013,6 +1015,7 @@ class JourneyPublic(BaseModel):
     workflow_id: str
     entry: int
     version: int | None
+    campaign_version: int
     status: JourneyStatus
     status_reason: str | None
     current_step: int

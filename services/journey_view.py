@@ -67,6 +67,7 @@ class JourneyView:
     waiting_for: WaitingFor | None
     conversion: Conversion | None
     version: int | None  # the JourneyVersion it runs; None once Temporal has forgotten it
+    campaign_version: int = 1  # the campaign version it runs (services/versions.py)
 
 
 def load_enrollment(
@@ -130,7 +131,17 @@ async def read(
         waiting_for=waiting_for(live),
         conversion=conversion,
         version=version,
+        campaign_version=(live.campaign_version if live else 0)
+        or await asyncio.to_thread(_campaign_version, session, enrollment),
     )
+
+
+def _campaign_version(session: Session, enrollment: Enrollment) -> int:
+    """The version the enrollment row says (0 there: the campaign's live one)."""
+    if enrollment.campaign_version:
+        return enrollment.campaign_version
+    campaign = session.get(Campaign, enrollment.campaign_id)
+    return campaign.live_version if campaign else 1
 
 
 def waiting_for(live: JourneyState | None) -> WaitingFor | None:

@@ -178,6 +178,7 @@ async def get_journey(
         workflow_id=enrollment.workflow_id,
         entry=enrollment.entry,
         version=view.version,
+        campaign_version=view.campaign_version,
         status=JourneyStatus(live.status if live else enrollment.status),
         status_reason=(live.exit_reason if live else None) or enrollment.status_reason,
         current_step=live.current_step if live else enrollment.current_step,
