@@ -129,6 +129,9 @@ class Settings(BaseSettings):
     sync_enroll_limit: int = 1000
     # How long a paused journey waits before re-reading the campaign status itself.
     pause_recheck_seconds: float = 3600.0
+    # Start the time-skipping server of POST /api/campaigns/{id}/simulate with the API, so the
+    # first rehearsal finds it warm (false: the first one starts it).
+    simulation_warm: bool = True
 
     @field_validator("api_keys", "ses_topic_arns", "old_secret_keys", mode="before")
     @classmethod

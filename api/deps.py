@@ -13,6 +13,7 @@ from sqlmodel import Session
 from api.errors import not_found
 from services.events import Events
 from services.journeys import Journeys
+from services.simulation import Simulator
 from services.tracking import Tracking
 from settings import Settings
 from storage.models import Campaign
@@ -43,6 +44,11 @@ def get_events(request: Request) -> Events:
     return events
 
 
+def get_simulator(request: Request) -> Simulator:
+    simulator: Simulator = request.app.state.simulator
+    return simulator
+
+
 def get_tracking(request: Request) -> Tracking:
     return Tracking(request.app.state.engine, request.app.state.journeys)
 
@@ -53,6 +59,7 @@ SessionDep = Annotated[Session, Depends(get_session)]
 JourneysDep = Annotated[Journeys, Depends(get_journeys)]
 EventsDep = Annotated[Events, Depends(get_events)]
 TrackingDep = Annotated[Tracking, Depends(get_tracking)]
+SimulatorDep = Annotated[Simulator, Depends(get_simulator)]
 
 
 def load_or_404(session: Session, campaign_id: int) -> Campaign:

@@ -23,6 +23,7 @@ from api.routes import (
     funnel,
     health,
     recipients,
+    simulation,
     suppressions,
     templates,
     track,
@@ -43,6 +44,7 @@ from services import webhooks_out
 from services.events import Events
 from services.journeys import Journeys
 from services.outbox import run_outbox
+from services.simulation import Simulator
 from settings import Settings, get_settings
 from storage.db import make_engine
 from storage.migrate import upgrade
@@ -90,6 +92,10 @@ def create_app(
         app.state.engine = engine
         app.state.journeys = journeys
         app.state.events = events
+        # Rehearsals (POST /api/campaigns/{id}/simulate) on a time-skipping server kept warm.
+        app.state.simulator = simulator = Simulator()
+        if settings.simulation_warm:
+            simulator.warm()
         # Journey events recorded by a request (an unsubscribe, a bounce, a start) reach
         # Temporal right after their commit; the outbox hands over what a crash left.
         handover = webhooks_out.HandOver(client, engine, webhook_task_queue(settings.task_queue))
@@ -105,6 +111,7 @@ def create_app(
                 await outbox
             await journeys.drain()
             await handover.drain()
+            await simulator.close()
             webhooks_out.install(before)
             engine.dispose()
 
@@ -114,6 +121,7 @@ def create_app(
         templates,
         campaigns,
         versions,
+        simulation,
         trial_send,
         recipients,
         enrollment_batches,

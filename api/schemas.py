@@ -2080,3 +2080,69 @@ class WebhookDeliveryPage(CursorPage[WebhookDeliveryPublic]):
             "next_cursor": None,
         }
     )  # fmt: skip
+
+
+# --- simulation ------------------------------------------------------------------------------
+
+
+class SimulationEventIn(Strict):
+    """An event injected into the rehearsal `after_hours` after its start: engagement (`open`,
+    `click` with `step_order` and for a click its `url`; `unsubscribe`, `bounce_hard`,
+    `complaint`) or, with `type` "track", the product event `event` with its `properties`."""
+
+    model_config = example({"after_hours": 26, "type": "open", "step_order": 1})
+
+    after_hours: float = Field(ge=0, le=87840)  # ten years
+    type: Literal["open", "click", "unsubscribe", "bounce_hard", "complaint", "track"]
+    step_order: int | None = None
+    url: str | None = None
+    event: str | None = None
+    properties: dict[str, Any] | None = None
+
+
+class SimulationRequest(Strict):
+    """One imaginary recipient (`email`, `fields`: a `timezone` field sets the zone of send
+    windows), starting at `start_at` (default now; not in the past), on the live definition or
+    the version `version` (a draft one too), with these events."""
+
+    model_config = example(
+        {"email": "maya@example.com", "fields": {"first_name": "Maya", "timezone": "Europe/Paris"},
+         "events": [{"after_hours": 26, "type": "open", "step_order": 1}]}
+    )  # fmt: skip
+
+    email: str | None = None
+    fields: dict[str, Any] | None = None
+    start_at: datetime | None = None
+    version: int | None = Field(default=None, ge=1)
+    events: list[SimulationEventIn] = Field(default_factory=list, max_length=1000)
+
+
+class SimulationStepOut(BaseModel):
+    """A step as the rehearsal decided it: when, what (`sent`, its `alternative`, `skipped`),
+    the subject template of the message it would send, and why."""
+
+    model_config = example(
+        {"at": _T, "step_order": 1, "decision": "sent", "variant": None,
+         "subject": "Welcome, {{ first_name }}", "reason": "sent: no condition"}
+    )  # fmt: skip
+
+    at: datetime
+    step_order: int
+    decision: Literal["sent", "alternative", "skipped"]
+    variant: str | None = None
+    subject: str
+    reason: str | None
+
+
+class SimulationOut(BaseModel):
+    """The rehearsal's timeline, how the journey ended and when. Nothing was sent or stored."""
+
+    model_config = example(
+        {"timeline": [{"at": _T, "step_order": 1, "decision": "sent", "variant": None,
+                       "subject": "Welcome", "reason": "sent: no condition"}],
+         "status": "completed", "ended_at": _T}
+    )  # fmt: skip
+
+    timeline: list[SimulationStepOut]
+    status: str
+    ended_at: datetime

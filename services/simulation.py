@@ -42,17 +42,20 @@ from domain.journey import (
     SendTimeQuery,
     StepInput,
     StepOutcome,
+    StepProgress,
     StepResult,
     TrackedEventsQuery,
 )
 from domain.simulation import TRACK, SimulatedEvent, SimulationInput
 from domain.timing import answer_send_time
+from domain.variants import pick, point
 from domain.versions import VersionPlanQuery
-from mail.addresses import normalise_email
-from services.errors import Invalid, NotFound
+from mail.addresses import EmailNotValidError, normalise_email
+from services import variants
+from services.errors import Invalid, NotFound, Unavailable
 from services.messages import subject_of
 from services.versions import get_version
-from storage.models import Campaign, Step
+from storage.models import Campaign, Step, VariantTest
 from storage.plans import plan_of, version_plan
 from storage.versions import live_steps, steps_from
 from temporal_client import register_search_attributes
@@ -68,6 +71,10 @@ STEP_EVENTS = frozenset({EventType.OPEN, EventType.CLICK})
 DEFAULT_EMAIL = "simulated@example.com"
 # Older start times cannot be rehearsed: the test server's clock starts at the real now.
 START_SLACK = timedelta(minutes=1)
+# Real seconds a rehearsal may take (a 30-day campaign takes well under one).
+RUN_TIMEOUT = 60.0
+# How far ahead a rehearsal may start, and its events come after it.
+HORIZON = timedelta(days=3660)
 
 
 @dataclass
@@ -81,6 +88,7 @@ class Scenario:
     fields: dict[str, Any]
     start_at: datetime | None
     events: list[SimulatedEvent]
+    variants: dict[int, variants.Variant] = field(default_factory=dict)  # by step id
 
 
 @dataclass
@@ -128,17 +136,37 @@ def scenario(
         start_at = start_at if start_at.tzinfo else start_at.replace(tzinfo=UTC)
         if start_at < datetime.now(UTC) - START_SLACK:
             raise Invalid(["body", "start_at"], "must not be in the past")
+        if start_at > datetime.now(UTC) + HORIZON:
+            raise Invalid(["body", "start_at"], f"must be within {HORIZON.days} days from now")
     by_order = {s.step_order: s for s in steps}
     start = start_at or datetime.now(UTC)
     injected = [_event(i, e, by_order, start) for i, e in enumerate(events)]
+    try:
+        address = normalise_email(email) if email else DEFAULT_EMAIL
+    except EmailNotValidError as exc:
+        raise Invalid(["body", "email"], str(exc)) from exc
     return Scenario(
         plan=plan,
         steps={s.id or 0: s for s in steps},
-        email=normalise_email(email) if email else DEFAULT_EMAIL,
+        email=address,
         fields=dict(fields or {}),
         start_at=start_at,
         events=injected,
+        variants={s.id or 0: v for s in steps if (v := _variant(session, s, address)) is not None},
     )
+
+
+def _variant(session: Session, step: Step, email: str) -> variants.Variant | None:
+    """The variant a live journey of this address would get at this step: the winner once one
+    is chosen, else the deterministic draw (never choosing a winner: a rehearsal writes
+    nothing)."""
+    options = variants.variants_of(step)
+    if not options:
+        return None
+    test = session.get(VariantTest, step.id) if step.winner and step.id else None
+    chosen = next((v for v in options if test is not None and v.name == test.winner), None)
+    weights = [float(v["weight"]) for v in step.variants or []]
+    return chosen or options[pick(weights, point(step.campaign_id, step.id or 0, email))]
 
 
 def _event(
@@ -146,8 +174,8 @@ def _event(
 ) -> SimulatedEvent:
     loc: list[str | int] = ["body", "events", index]
     hours = event.get("after_hours", 0)
-    if hours < 0:
-        raise Invalid([*loc, "after_hours"], "must be zero or more")
+    if not 0 <= hours <= HORIZON.total_seconds() / 3600:
+        raise Invalid([*loc, "after_hours"], f"must be from 0 to {HORIZON.days * 24} hours")
     kind = event.get("type")
     if kind not in EVENT_TYPES:
         raise Invalid([*loc, "type"], f"must be one of {sorted(EVENT_TYPES)}")
@@ -277,7 +305,9 @@ class Simulator:
             server = await starting
             self.warm()  # the next rehearsal's, while this one runs
             try:
-                return await _rehearse(server, scenario)
+                return await asyncio.wait_for(_rehearse(server, scenario), RUN_TIMEOUT)
+            except TimeoutError as exc:  # a server that stopped answering: the next is fresh
+                raise Unavailable("the simulation did not finish in time: retry") from exc
             finally:
                 await server.close()
 
@@ -324,14 +354,20 @@ async def _rehearse(server: Server, scenario: Scenario) -> Rehearsal:
         result.status,
         result.started_at,
         result.ended_at,
-        [
-            TimelineEntry(
-                s.decided_at,
-                s.step_order,
-                s.decision,
-                subject_of(scenario.steps[s.step_id], s.decision == Decision.ALTERNATIVE),
-                s.reason,
-            )
-            for s in state.steps
-        ],
+        [_entry(scenario, s) for s in state.steps],
     )
+
+
+def _entry(scenario: Scenario, progress: StepProgress) -> TimelineEntry:
+    """A decided step as the timeline shows it: its variant's subject when it has one."""
+    step = scenario.steps[progress.step_id]
+    variant = scenario.variants.get(step.id or 0)
+    if progress.decision == Decision.ALTERNATIVE or variant is None:
+        subject = subject_of(step, progress.decision == Decision.ALTERNATIVE)
+        return TimelineEntry(
+            progress.decided_at, progress.step_order, progress.decision, subject, progress.reason
+        )
+    return TimelineEntry(
+        progress.decided_at, progress.step_order, progress.decision, variant.subject,
+        progress.reason, variant.name,
+    )  # fmt: skip

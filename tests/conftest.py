@@ -164,6 +164,7 @@ def settings(database_url: str, tmp_path: Path, dev_env: WorkflowEnvironment) ->
         api_port=port,
         temporal_address=dev_env.client.service_client.config.target_host,
         outbox_interval_seconds=1.0,
+        simulation_warm=False,  # a test server only for the tests that simulate
         # Tests share one Temporal server: their own queues keep one test's leftover journeys
         # from being run by the next test's worker against the next test's database.
         task_queue=f"drip-journeys-{uuid.uuid4().hex[:8]}",
