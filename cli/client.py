@@ -68,6 +68,9 @@ class ApiClient:
     def patch(self, path: str, body: Any) -> Any:
         return self._send("PATCH", path, json=body)
 
+    def put(self, path: str, body: Any) -> Any:
+        return self._send("PUT", path, json=body)
+
     def delete(self, path: str) -> Any:
         return self._send("DELETE", path)
 

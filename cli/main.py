@@ -20,6 +20,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from domain.versions import VersionPolicy  # stdlib only: cheap at start-up
+
 if TYPE_CHECKING:
     from rich.progress import Progress
 
@@ -83,6 +85,9 @@ events_app = group("events", "Engagement events: list, record one.")
 suppressions_app = group("suppressions", "Addresses never mailed: list, add, remove.")
 deliveries_app = group("deliveries", "Messages sent: list by status, resend an uncertain one.")
 batch_app = group("batch", "Enrollment batches (CSV imports).")
+versions_app = group(
+    "versions", "A live campaign's versions: draft the next, edit it, preview and publish it."
+)
 
 Json = Annotated[bool, typer.Option("--json", help="print the API's JSON answer")]
 CampaignId = Annotated[int, typer.Argument(help="campaign id")]
@@ -748,6 +753,110 @@ def erase(
         raise typer.Exit(1)
     with connected() as client:
         show(client.delete(f"/api/recipients/{_segment(email)}"), as_json, f"erased {email}")
+
+
+# --- versions of a live campaign ---------------------------------------------------------------
+
+VersionNumber = Annotated[int, typer.Argument(help="version number")]
+Policy = Annotated[
+    VersionPolicy,
+    typer.Option(
+        "--policy",
+        help="what the running journeys do: stay on theirs, migrate at their next step, exit",
+    ),
+]
+
+
+@versions_app.command("list")
+def versions_list(campaign: CampaignId, as_json: Json = False) -> None:
+    """The campaign's versions (draft, live, retired) and how many journeys run on each."""
+    with connected() as client:
+        data = client.get(f"/api/campaigns/{campaign}/versions", limit=1000)
+    show(data, as_json, f"versions of campaign {campaign}")
+
+
+@versions_app.command("show")
+def versions_show(campaign: CampaignId, number: VersionNumber, as_json: Json = False) -> None:
+    """One version with its steps."""
+    with connected() as client:
+        data = client.get(f"/api/campaigns/{campaign}/versions/{number}")
+    if as_json:
+        show(data, True)
+        return
+    show({k: v for k, v in data.items() if k != "steps"}, False, f"version {number}")
+    show(data["steps"], False, "steps")
+
+
+@versions_app.command("draft")
+def versions_draft(campaign: CampaignId) -> None:
+    """Draft the next version, a copy of the live one; prints its number last."""
+    with connected() as client:
+        data = client.post(f"/api/campaigns/{campaign}/versions")
+    console().print(f"drafted version {data['version']} of campaign {campaign}", highlight=False)
+    print(data["version"])
+
+
+@versions_app.command("edit")
+def versions_edit(
+    campaign: CampaignId,
+    number: VersionNumber,
+    file: Annotated[Path, typer.Argument(help="the definition (JSON): {steps: [...], ...}")],
+    as_json: Json = False,
+) -> None:
+    """Replace a draft's definition with FILE's: a step with an existing `id` is that step,
+    one without is new, one left out is removed."""
+    try:
+        body = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise fail(f"{file}: {exc}", code=2) from exc
+    with connected() as client:
+        data = client.put(f"/api/campaigns/{campaign}/versions/{number}", body)
+    if as_json:
+        show(data, True)
+        return
+    show(data["steps"], False, f"version {number} (draft)")
+
+
+@versions_app.command("publish")
+def versions_publish(
+    campaign: CampaignId,
+    number: VersionNumber,
+    policy: Policy,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="only show the impact")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+    as_json: Json = False,
+) -> None:
+    """Show what publishing would do to the journeys in flight, then (asked, or --yes)
+    publish: the draft becomes the version new enrollments start on."""
+    path = f"/api/campaigns/{campaign}/versions/{number}/publish"
+    with connected() as client:
+        impact = client.post(path, {"policy": policy.value, "dry_run": True})
+        if (dry_run or not yes) and as_json:
+            show(impact, True)
+        elif dry_run or not yes:
+            _show_impact(impact)
+        if dry_run:
+            return
+        if not yes and not typer.confirm(f"publish version {number} with {policy.value}?"):
+            raise typer.Exit(1)
+        data = client.post(path, {"policy": policy.value})
+    if as_json and yes:
+        show(data, True)
+        return
+    console().print(f"version {number} of campaign {campaign} is live ({policy.value})")
+
+
+def _show_impact(impact: dict[str, Any]) -> None:
+    out = console()
+    out.print(
+        f"{impact['in_flight']} journeys in flight; {impact['exits']} would exit", highlight=False
+    )
+    if impact["waiting_before"]:
+        show(impact["waiting_before"], False, "waiting before each step")
+    if impact["moves"]:
+        show(impact["moves"], False, "where they go (to_step empty: they finish)")
+    if impact["template_changes"]:
+        show(impact["template_changes"], False, "templates edited since published (sent as now)")
 
 
 # --- campaigns as code -------------------------------------------------------------------------

@@ -3,14 +3,17 @@ validated as a new campaign, previewed and published (issue 14)."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from storage.models import Enrollment
-from storage.versions import step_content
+from domain.versions import VersionChange, VersionPolicy
+from storage.models import CampaignVersion, Enrollment
+from storage.versions import mark_broadcast, step_content, unbroadcast
+from tests.support.eventually import eventually
 from tests.support.factories import error_locs, make_campaign, make_template
 
 
@@ -227,3 +230,34 @@ async def test_publish_migrate_moves_the_running_journeys_rows_to_the_new_versio
         assert [e.campaign_version for e in versions if e] == [0, 1]  # 0: the live one, 2
     listed = (await api.get(base)).json()["items"]
     assert [(v["version"], v["journeys"]) for v in listed] == [(1, 0), (2, 1)]
+
+
+async def test_a_migrate_not_yet_told_is_what_the_outbox_sends_again(
+    api: httpx.AsyncClient, engine: Engine
+) -> None:
+    campaign, _, _ = await _three_steps(api)
+    base = f"/api/campaigns/{campaign['id']}/versions"
+    await api.post(base)
+    assert (await api.post(f"{base}/2/publish", json={"policy": "migrate"})).status_code == 200
+
+    async def told() -> bool:  # the publish's own batch signal, in the background
+        with Session(engine) as session:
+            version = session.get(CampaignVersion, (campaign["id"], 2))
+            return version is not None and version.broadcast
+
+    await eventually(told, "the batch signal recorded as told", 10)
+    soon = datetime.now(UTC) + timedelta(seconds=1)
+    assert (campaign["id"], VersionChange(2, VersionPolicy.MIGRATE)) not in unbroadcast(
+        engine, soon
+    )
+    with Session(engine) as session:
+        version = session.get(CampaignVersion, (campaign["id"], 2))
+        assert version is not None
+        version.broadcast = False  # as if the batch signal had not gone through
+        session.add(version)
+        session.commit()
+    assert (campaign["id"], VersionChange(2, VersionPolicy.MIGRATE)) in unbroadcast(engine, soon)
+    mark_broadcast(engine, campaign["id"], 2)
+    assert (campaign["id"], VersionChange(2, VersionPolicy.MIGRATE)) not in unbroadcast(
+        engine, soon
+    )
