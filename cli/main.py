@@ -374,6 +374,44 @@ def funnel(campaign: CampaignId, as_json: Json = False) -> None:
     show(data["steps"], False, title)
 
 
+SIMULATION_COLUMNS = ["at", "step_order", "decision", "variant", "subject", "reason"]
+
+
+@app.command()
+def simulate(
+    campaign: CampaignId,
+    events: Annotated[
+        Path | None,
+        typer.Option(help="YAML or JSON: a list of {after_hours, type, step_order?, url?, ...}"),
+    ] = None,
+    email: Annotated[str | None, typer.Option(help="the imaginary recipient")] = None,
+    field: Annotated[list[str] | None, typer.Option(help="a recipient field, name=value")] = None,
+    version: Annotated[int | None, typer.Option(help="this version (a draft one too)")] = None,
+    start_at: Annotated[str | None, typer.Option(help="ISO 8601 (default: now)")] = None,
+    as_json: Json = False,
+) -> None:
+    """Rehearse the campaign for one imaginary recipient on the time-skipping server: the
+    timeline its real journey would follow with these events. Nothing is sent or stored."""
+    import yaml
+
+    injected: Any = []
+    if events is not None:
+        try:
+            injected = yaml.safe_load(events.read_text()) or []
+        except (OSError, yaml.YAMLError) as exc:
+            raise fail(f"{events}: {exc}", code=2) from None
+        if not isinstance(injected, list):
+            raise fail(f"{events}: expected a list of events", code=2)
+    body = {"events": injected, "email": email, "fields": _fields(field), "version": version,
+            "start_at": start_at}  # fmt: skip
+    with connected() as client:
+        data = client.post(f"/api/campaigns/{campaign}/simulate", body)
+    if as_json:
+        return show(data, True)
+    title = f"campaign {campaign}: {data['status']} at {data['ended_at']}"
+    show(data["timeline"], False, title, SIMULATION_COLUMNS)
+
+
 # --- steps -------------------------------------------------------------------------------------
 
 STEP_COLUMNS = ["id", "step_order", "subject", "delay_hours", "template_id", "condition"]
