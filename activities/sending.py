@@ -26,6 +26,7 @@ from email.message import EmailMessage
 from enum import StrEnum
 
 from sqlalchemy import case, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from sqlmodel.sql.expression import SelectOfScalar
@@ -300,12 +301,24 @@ class SendingActivities:
     def _load(self, step: StepInput) -> Loaded | StepResult:
         """Reads only, no write lock: the gate, the row, what the message is made of."""
         with session_scope(self.engine) as session:
-            enrollment = session.get(Enrollment, step.enrollment_id)
+            # One statement for the enrollment, its campaign, the step and this step's delivery
+            # row: loaded into the session, where gate() and _materials() find them unasked.
+            found = session.execute(
+                sa_select(Enrollment, Campaign, Step, Delivery)
+                .outerjoin(Campaign, col(Campaign.id) == col(Enrollment.campaign_id))
+                .outerjoin(Step, col(Step.id) == step.step_id)
+                .outerjoin(
+                    Delivery,
+                    (col(Delivery.enrollment_id) == col(Enrollment.id))
+                    & (col(Delivery.step_id) == step.step_id),
+                )
+                .where(col(Enrollment.id) == step.enrollment_id)
+            ).first()
+            enrollment, delivery = (found[0], found[3]) if found is not None else (None, None)
             stop = gate(session, enrollment)
             if stop is not None:
                 return stop
             assert enrollment is not None
-            delivery = session.exec(self._row(enrollment.id or 0, step)).first()
             if delivery is not None:
                 stop = self._judge(delivery)
                 if stop is not None:

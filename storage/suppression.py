@@ -68,11 +68,12 @@ def stored_forms(email: str) -> list[str]:
 
 def find_suppression(session: Session, email: str) -> Suppression | None:
     """The suppression of `email`, stored plain (lower-cased) or, after erasure, hashed."""
-    for key in stored_forms(email):
-        row = session.get(Suppression, key)
-        if row is not None:
-            return row
-    return None
+    forms = stored_forms(email)  # one query for them all (each send asks), first form first
+    found = {
+        row.email: row
+        for row in session.exec(select(Suppression).where(col(Suppression.email).in_(forms)))
+    }
+    return next((found[form] for form in forms if form in found), None)
 
 
 def is_suppressed(session: Session, email: str) -> bool:
