@@ -10,17 +10,20 @@ The winner: a tested step's first send opens its `VariantTest`, due `after_hours
 outbox round (`decide_due`, one process at a time under its lease) chooses every winner that is
 due, and a send that finds its test due but undecided chooses it first, so no journey reaching
 the step after the due time gets anything but the winner, whether or not the outbox has run.
-The choice is one conditional write: two choosers agree on the first one written."""
+The choice is one conditional write: two choosers agree on the first one written. A send reads
+the time from Temporal (`clock`), so on the time-skipping server the window passes with the
+skipped time, as the journey's delays do."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
+from temporalio import activity
 
 from domain.journey import DeliveryStatus, StepInput, StepOutcome, StepResult
 from domain.variants import WinnerMetric, best, pick, point
@@ -31,6 +34,15 @@ from storage.db import session_scope
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import Delivery, Enrollment, Step, VariantTest, utcnow
 from storage.tracked_events import as_utc
+
+
+def clock() -> datetime:
+    """Now, by Temporal's clock in a send (when its attempt was scheduled: the skipped time on
+    the time-skipping server, so a winner's window passes for a rehearsed or tested journey as
+    its delays do); the wall clock elsewhere (the outbox round)."""
+    if activity.in_activity():
+        return activity.info().current_attempt_scheduled_time
+    return utcnow()
 
 
 @dataclass(frozen=True)
@@ -96,7 +108,7 @@ def winner_of(session: Session, step: Step) -> str | None:
     test = session.get(VariantTest, step.id)
     if test is None:
         return None
-    if test.winner is None and test.due_at is not None and as_utc(test.due_at) <= utcnow():
+    if test.winner is None and test.due_at is not None and as_utc(test.due_at) <= clock():
         return decide(session, step, test)
     return test.winner
 
@@ -116,7 +128,7 @@ def decide(session: Session, step: Step, test: VariantTest) -> str:
     taken = session.execute(
         update(VariantTest)
         .where(col(VariantTest.step_id) == step.id, col(VariantTest.winner).is_(None))
-        .values(winner=chosen, chosen_at=utcnow())
+        .values(winner=chosen, chosen_at=clock())
     )
     session.expire(test)
     if taken.rowcount != 1:  # type: ignore[attr-defined]
@@ -181,7 +193,7 @@ def count_given(session: Session, step: Step, delivery: Delivery) -> None:
     bump_variant(session, delivery.campaign_id, delivery.step_id, delivery.variant,
                  Metric.REACHED)  # fmt: skip
     if session.get(VariantTest, delivery.step_id) is None:
-        now = utcnow()
+        now = clock()
         after = step.winner["after_hours"] if step.winner else None
         due = now + timedelta(hours=after) if after is not None else None
         row = {"step_id": delivery.step_id, "campaign_id": delivery.campaign_id,

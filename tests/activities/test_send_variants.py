@@ -7,16 +7,18 @@ later journey gets it."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session as DbSession
 from sqlmodel import select
+from temporalio.testing import ActivityEnvironment
 
 from activities.sending import SendingActivities, Status
 from domain.events import IncomingEvent
-from domain.journey import StepInput, StepOutcome
+from domain.journey import StepInput, StepOutcome, StepResult
 from domain.reputation import ReputationLimits
 from domain.variants import pick, point
 from mail.transport import SmtpTransport
@@ -27,12 +29,19 @@ from storage import counters
 from storage.counters import Metric, variant_metric
 from storage.db import session_scope
 from storage.models import Campaign, Delivery, Enrollment, Step, Template, VariantTest
-from tests.activities.test_send_activity import RawSink, engine, send, sink
+from tests.activities.test_send_activity import RawSink, engine, sink
 
 __all__ = ["engine", "sink"]  # the fixtures, shared with the send activity's own tests
 
 NAMES = ["A", "B", "control"]
 WINDOW_SECONDS = 4.0
+
+
+async def send(acts: SendingActivities, step: StepInput) -> StepResult:
+    """One attempt, scheduled now (the time a send reads from Temporal: services/variants.clock)."""
+    env = ActivityEnvironment()
+    env.info = dataclasses.replace(env.info, current_attempt_scheduled_time=datetime.now(UTC))
+    return await env.run(acts.send_step, step)
 
 
 def activities(engine: Engine, sink: RawSink) -> SendingActivities:
