@@ -21,7 +21,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import journeys, scenarios
+from bench import journeys, scenarios, simulation
 from bench.measure import Table
 from bench.scenarios import Sizes, State
 from bench.stack import cleanup, start_stack
@@ -36,6 +36,7 @@ ORDER = [
     "history",
     "stats",
     "journeys",
+    "simulation",
 ]
 NEEDS_ENROLL = {"events", "fanout"}
 
@@ -123,6 +124,8 @@ async def run(args: argparse.Namespace) -> int:
                     await scenarios.stats(stack, table, sizes, state, not args.no_postgres)
                 elif name == "journeys":
                     await journeys.run(stack, table, sizes, state)
+                elif name == "simulation":
+                    await simulation.run(stack, table, sizes, state)
             except Exception as exc:  # report it and go on with the others
                 failed = True
                 traceback.print_exc()
