@@ -3,7 +3,7 @@ settings (cli/settings.py), retries with backoff on connection errors and 5xx an
 `Idempotency-Key` on every POST so a retry never acts twice.
 
 A request is retried only when repeating it is safe: a connection that could not be opened
-(nothing was sent), a GET/PATCH/DELETE (the same change twice is one change), or a POST the
+(nothing was sent), a GET/PUT/PATCH/DELETE (the same change twice is one change), or a POST the
 API replays from its `Idempotency-Key` (`IDEMPOTENT_POSTS`, the routes with
 `dependencies=[Idempotent]` in api/routes/) or that is idempotent by nature. Any other POST
 that may have reached the API (a resend, a clone) is not repeated: the error says so."""
@@ -23,7 +23,7 @@ from cli.settings import ClientSettings
 RETRIES = 4  # attempts in all
 BACKOFF_SECONDS = 0.5  # doubled after each failed attempt: 0.5, 1, 2
 IDEMPOTENT_POSTS = re.compile(
-    r"^/api/(campaigns|templates|events|campaigns/\d+/recipients"  # replayed by their key
+    r"^/api/(campaigns|templates|events|campaigns/\d+/recipients|track|track/batch"  # by their key
     r"|suppressions|templates/\d+/preview|campaigns/steps/reorder)$"  # the same twice
 )
 
@@ -71,8 +71,9 @@ class ApiClient:
     def put(self, path: str, body: Any) -> Any:
         return self._send("PUT", path, json=body)
 
-    def delete(self, path: str) -> Any:
-        return self._send("DELETE", path)
+    def delete(self, path: str, **params: Any) -> Any:
+        query = {k: v for k, v in params.items() if v is not None}
+        return self._send("DELETE", path, params=query)
 
     def _send(self, method: str, path: str, **options: Any) -> Any:
         repeatable = method != "POST" or bool(IDEMPOTENT_POSTS.match(path))

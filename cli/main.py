@@ -157,6 +157,17 @@ def show(
     console().print(table)
 
 
+def show_page(
+    page: dict[str, Any], as_json: bool, title: str, columns: list[str] | None = None
+) -> None:
+    """A cursor page `{items, next_cursor}`: its rows, then how to ask for the next one."""
+    if as_json:
+        return show(page, True)
+    show(page["items"], False, f"{title} ({len(page['items'])} shown)", columns)
+    if page.get("next_cursor"):
+        console().print(f"more: --cursor {page['next_cursor']}", highlight=False, markup=False)
+
+
 def _segment(value: str) -> str:
     """An address as one path segment: a '/', '?' or '#' in it is part of it."""
     from urllib.parse import quote
@@ -363,15 +374,23 @@ def stats(campaign: CampaignId, as_json: Json = False) -> None:
     console().print(table)
 
 
+FUNNEL_COLUMNS = ["step_order", "subject", "reached", "sent", "skipped", "delivered", "opened",
+                  "clicked", "bounced", "unsubscribed", "converted", "deferred_by_cap",
+                  "skipped_by_cap"]  # fmt: skip
+
+
 @app.command()
 def funnel(campaign: CampaignId, as_json: Json = False) -> None:
-    """Per step: how many recipients reached it, were sent it, opened and clicked."""
+    """Per step: reached, sent, opened, clicked, converted; deferred or skipped by the cap."""
     with connected() as client:
         data = client.get(f"/api/campaigns/{campaign}/funnel")
     if as_json:
         return show(data, True)
-    title = f"campaign {campaign}: {data['recipients']} recipients, {data['completed']} completed"
-    show(data["steps"], False, title)
+    title = (
+        f"campaign {campaign}: {data['recipients']} recipients, {data['completed']} completed, "
+        f"{data.get('converted', 0)} converted ({data.get('conversion_rate', 0):.1%})"
+    )
+    show(data["steps"], False, title, FUNNEL_COLUMNS)
 
 
 SIMULATION_COLUMNS = ["at", "step_order", "decision", "variant", "subject", "reason"]
@@ -532,19 +551,32 @@ def recipients_list(
     show(page, as_json, "recipients")
 
 
+EntryOption = Annotated[
+    int | None, typer.Option(min=1, help="an earlier entry into the campaign (default: latest)")
+]
+
+
 @recipients_app.command("show")
-def recipients_show(campaign: CampaignId, email: Email, as_json: Json = False) -> None:
-    """One recipient's journey: status, current step, what each step decided."""
+def recipients_show(
+    campaign: CampaignId, email: Email, entry: EntryOption = None, as_json: Json = False
+) -> None:
+    """One recipient's journey: status, what it waits for, what each step decided and why."""
+    from cli import journeys
+
     with connected() as client:
-        data = client.get(f"/api/campaigns/{campaign}/recipients/{_segment(email)}")
-    show(data, as_json, f"journey of {email} in campaign {campaign}")
+        data = client.get(f"/api/campaigns/{campaign}/recipients/{_segment(email)}", entry=entry)
+    if as_json:
+        return show(data, True)
+    journeys.print_journey(console(), data)
 
 
 @recipients_app.command("remove")
-def recipients_remove(campaign: CampaignId, email: Email, as_json: Json = False) -> None:
+def recipients_remove(
+    campaign: CampaignId, email: Email, entry: EntryOption = None, as_json: Json = False
+) -> None:
     """Take a recipient out of a campaign: the journey ends, nothing more is sent."""
     with connected() as client:
-        data = client.delete(f"/api/campaigns/{campaign}/recipients/{_segment(email)}")
+        data = client.delete(f"/api/campaigns/{campaign}/recipients/{_segment(email)}", entry=entry)
     show(data, as_json, f"removed {email} from campaign {campaign}")
 
 
@@ -952,9 +984,15 @@ def _planned(file: Path) -> Iterator[tuple[Any, dict[str, dict[str, Any]]]]:
     yield the_plan, bodies
 
 
+# Commands kept in their own modules register on `app` when imported (typer and rich only).
+from cli import frequency_cap, tracked_events, webhook_subscriptions  # noqa: E402, F401
+
+
 def main() -> None:
     app(prog_name="drip")
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # `python -m cli.main`: as `cli.main`, whose app the modules extend
+    import cli.main
+
+    cli.main.main()
