@@ -22,8 +22,9 @@ def print_journey(out: Console, journey: dict[str, Any]) -> None:
     ]
     waiting = journey.get("waiting_for")
     if waiting:
-        until = f" until {waiting['until']}" if waiting.get("until") else " until told"
-        lines.append(f"waiting ({waiting['kind']}{until}): {waiting['reason']}")
+        when = f"until {waiting['until']}" if waiting.get("until") else "until told"
+        zone = f", read in {waiting['zone']}" if waiting.get("zone") else ""
+        lines.append(f"waiting: {waiting['reason']} ({waiting['kind']}, {when}{zone})")
     conversion = journey.get("conversion")
     if conversion:
         by = f"step {conversion['step_order']}" if conversion.get("step_order") else "no message"

@@ -189,8 +189,8 @@ async def test_a_journey_read_for_a_human_and_the_funnel(
     assert shown.exit_code == 0, shown.output
     out = shown.stdout
     assert f"journey of {ana} in campaign {cid}, entry 1: active" in out, out
-    assert f"waiting (delay until {view['waiting_for']['until']}): " in out
-    assert view["waiting_for"]["reason"] in out
+    waiting = view["waiting_for"]
+    assert f"waiting: {waiting['reason']} (delay, until {waiting['until']})" in out, out
     assert re.search(r"│ 1\s+│ sent\s+│ " + re.escape(view["steps"][0]["reason"][:30]), out), out
     again = await read(api, "recipients", "show", str(cid), ana, "--entry", "1")
     assert (again["email"], again["entry"], again["steps"]) == (ana, 1, view["steps"])
