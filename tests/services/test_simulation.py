@@ -13,7 +13,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from domain.journey import Decision
-from services import simulation
+from services import simulation, variants
 from services.errors import Invalid
 from storage.db import session_scope
 from storage.models import Campaign, Enrollment, Step, Template
@@ -167,3 +167,27 @@ def test_a_bad_request_names_its_field(
         assert campaign is not None
         simulation.scenario(session, campaign, **request_)
     assert refused.value.loc == loc
+
+
+async def test_each_rehearsal_gets_the_variant_the_send_would_draw_for_its_address(
+    engine: Engine, simulator: simulation.Simulator
+) -> None:
+    campaign_id = make_campaign(
+        engine,
+        [{"variants": [{"name": "A", "subject": "Subject A", "weight": 1},
+                       {"name": "B", "subject": "Subject B", "weight": 1}]},
+         {"delay_hours": 1}],
+    )  # fmt: skip
+    emails = [f"p{n}@example.com" for n in range(8)]
+    given = {}
+    for email in emails:
+        result = await rehearse(engine, simulator, campaign_id, email=email)
+        first, second = result.timeline
+        assert (second.variant, second.subject) == (None, "Step 2")
+        given[email] = (first.variant, first.subject)
+    with session_scope(engine) as session:
+        step = session.exec(select(Step).where(Step.campaign_id == campaign_id)).first()
+        assert step is not None
+        drawn = {e: variants.choose(session, step, e) for e in emails}
+    assert given == {e: (v.name, v.subject) for e, v in drawn.items() if v is not None}
+    assert {name for name, _ in given.values()} == {"A", "B"}  # both drawn among eight
