@@ -62,7 +62,8 @@ def track(
     trigger, convert a goal, or settle a waiting condition).
 
     `drip track ana@example.com plan.upgraded --property plan=pro`, or
-    `drip track --file events.jsonl` ({"email": ..., "event": ..., "properties": {...}} a line)."""
+    `drip track --file events.jsonl` ({"email": ..., "event": ..., "properties": {...}} a line;
+    with an "event_id" on each, running the file again records nothing twice)."""
     if file is not None:
         if email or event or property or field or event_id or occurred_at:
             raise fail("--file takes the events from the file: give no EMAIL, EVENT or options", 2)
@@ -86,9 +87,15 @@ def track(
 def _track_file(file: Path, as_json: bool) -> None:
     events, lines, rejected = _read_jsonl(file)
     totals: dict[str, Any] = {"accepted": 0, "duplicates": 0, "rejected": rejected}
+    from cli.client import ApiError
+
     with connected() as client:
         for start in range(0, len(events), BATCH):
-            answer = client.post("/api/track/batch", {"events": events[start : start + BATCH]})
+            try:
+                answer = client.post("/api/track/batch", {"events": events[start : start + BATCH]})
+            except ApiError as exc:
+                done = totals["accepted"] + totals["duplicates"]
+                raise fail(f"{exc} (stopped at line {lines[start]}; {done} events done)") from exc
             totals["accepted"] += answer["accepted"]
             totals["duplicates"] += answer["duplicates"]
             totals["rejected"] += [

@@ -222,3 +222,29 @@ def test_the_posts_the_cli_repeats_are_those_the_api_replays_or_repeatable() -> 
     assert {"/api/track", "/api/track/batch", "/api/campaigns"} <= replayed
     assert all(IDEMPOTENT_POSTS.match(path) for path in replayed), replayed
     assert not IDEMPOTENT_POSTS.match("/api/webhook-subscriptions")
+
+
+async def test_a_file_stopped_midway_says_where_and_runs_again_safely(
+    api: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    ana = f"ana@{unique_domain()}"
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        "".join(json.dumps({"email": ana, "event": "e", "event_id": f"v{n}"}) + "\n" for n in range(1500))
+    )  # fmt: skip
+    calls = {"batch": 0}
+
+    def refuse_the_second(method: str, path: str) -> tuple[int, bytes] | None:
+        if path != "/api/track/batch":
+            return None
+        calls["batch"] += 1
+        if calls["batch"] != 2:
+            return None
+        return 400, json.dumps({"status": 400, "detail": "refused for the test"}).encode()
+
+    with proxy(api, answer=refuse_the_second) as p:
+        stopped = await drip(p.url, "track", "--file", str(events))
+    assert stopped.exit_code == 1
+    assert "400 refused for the test (stopped at line 1001; 1000 events done)" in stopped.stderr
+    again = await read(api, "track", "--file", str(events))
+    assert (again["accepted"], again["duplicates"], again["rejected"]) == (500, 1000, [])
