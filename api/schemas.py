@@ -384,7 +384,8 @@ class AlternativeIn(Strict):
 
 
 VariantName = Annotated[str, Field(min_length=1, max_length=64)]
-Weight = Annotated[float, Field(gt=0, allow_inf_nan=False, le=1_000_000)]
+# A proportion (a number, never a string or a boolean): 1 and 1 split 50/50.
+Weight = Annotated[float, Field(gt=0, strict=True, allow_inf_nan=False, le=1_000_000)]
 
 
 class VariantIn(Strict):

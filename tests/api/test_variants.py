@@ -99,6 +99,14 @@ async def test_bad_splits_are_422_naming_the_field(api: httpx.AsyncClient) -> No
             ["body", "steps", 0, "variants", 1, "weight"],
         ),
         (
+            {"variants": [variant("A"), variant("B", weight="1")]},
+            ["body", "steps", 0, "variants", 1, "weight"],
+        ),
+        (
+            {"variants": [variant("A"), variant("B", weight=True)]},
+            ["body", "steps", 0, "variants", 1, "weight"],
+        ),
+        (
             {"variants": [variant("A"), variant("B", template_id=999_999)]},
             ["body", "steps", 0, "variants", 1, "template_id"],
         ),
