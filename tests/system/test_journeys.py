@@ -67,7 +67,7 @@ async def test_a_tracked_event_enrolls_through_a_trigger_and_the_first_message_a
     template = await make_template(api, HTML)
     campaign = await make_campaign(
         api,
-        [{"subject": "Your trial, {{ first_name }}", "delay_hours": 0,
+        [{"subject": "Your {{ event.properties.plan }} trial, {{ first_name }}", "delay_hours": 0,
           "template_id": template}],
         trigger={"event": "trial.started"},
     )  # fmt: skip
@@ -82,7 +82,8 @@ async def test_a_tracked_event_enrolls_through_a_trigger_and_the_first_message_a
     assert (body["duplicate"], body["enrolled"]) == (False, [cid])
     [first] = await messages(smtp, email, 1)
     assert first.rcpt_tos == (email,)
-    assert subject(first) == b"Your trial, Ana"  # the event's fields enrolled them
+    # The event that enrolled them is in the template, and its fields are theirs.
+    assert subject(first) == b"Your pro trial, Ana"
     again, _ = await track(api, email=email, event="trial.started", event_id=f"evt-{email}")
     assert (again["duplicate"], again["enrolled"]) == (True, [])
     view = await eventually(lambda: _finished(api, cid, email), f"{email}'s journey", 30)
