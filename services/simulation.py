@@ -302,7 +302,11 @@ class Simulator:
             self.warm()
             assert self._next is not None
             starting, self._next = self._next, None
-            server = await starting
+            try:
+                server = await starting
+            except Exception as exc:  # e.g. no test-server binary: the next call tries again
+                log.exception("the simulation server did not start")
+                raise Unavailable(f"the simulation server did not start: {exc}") from exc
             self.warm()  # the next rehearsal's, while this one runs
             try:
                 return await asyncio.wait_for(_rehearse(server, scenario), RUN_TIMEOUT)

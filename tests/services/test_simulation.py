@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,7 +15,7 @@ from sqlmodel import select
 
 from domain.journey import Decision
 from services import simulation, variants
-from services.errors import Invalid
+from services.errors import Invalid, Unavailable
 from storage.db import session_scope
 from storage.models import Campaign, Enrollment, Step, Template
 
@@ -191,3 +192,17 @@ async def test_each_rehearsal_gets_the_variant_the_send_would_draw_for_its_addre
         drawn = {e: variants.choose(session, step, e) for e in emails}
     assert given == {e: (v.name, v.subject) for e, v in drawn.items() if v is not None}
     assert {name for name, _ in given.values()} == {"A", "B"}  # both drawn among eight
+
+
+async def test_a_server_that_cannot_start_is_a_503_and_the_next_call_tries_again(
+    engine: Engine, tmp_path: Path
+) -> None:
+    campaign_id = make_campaign(engine, [{"delay_hours": 0}])
+    broken = simulation.Simulator(tmp_path / "no-such-binary")
+    with pytest.raises(Unavailable, match="did not start"):
+        await rehearse(engine, broken, campaign_id)
+    broken.test_server = simulation.TEST_SERVER
+    try:
+        assert (await rehearse(engine, broken, campaign_id)).status == "completed"
+    finally:
+        await broken.close()
