@@ -236,6 +236,19 @@ def read(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
     return {(step_id, metric): value for step_id, metric, value in rows}
 
 
+def recipients_of(session: Session, campaign_ids: list[int]) -> dict[int, int]:
+    """{campaign_id: recipients} for several campaigns at once, from their counters: one
+    primary-key read per campaign, never counting the enrollment rows."""
+    rows = session.execute(
+        select(StatCounter.campaign_id, StatCounter.value).where(
+            col(StatCounter.campaign_id).in_(campaign_ids),
+            StatCounter.step_id == CAMPAIGN,
+            StatCounter.metric == Metric.RECIPIENTS,
+        )
+    )
+    return {campaign_id: value for campaign_id, value in rows}
+
+
 def from_rows(session: Session, campaign_id: int) -> dict[tuple[int, str], int]:
     """What the counters should say, computed the slow way from the rows they count."""
     truth: Counter[tuple[int, str]] = Counter()
