@@ -115,6 +115,8 @@ class Enrollment(SQLModel, table=True):
             "campaign_id", "email", "entry", name="uq_enrollment_campaign_email_entry"
         ),
         Index("ix_enrollment_campaign_status", "campaign_id", "status"),
+        # Who is where: ?current_step=N&status=active pages by id within one step.
+        Index("ix_enrollment_campaign_status_step", "campaign_id", "status", "current_step", "id"),
         Index("ix_enrollment_unstarted", "workflow_started"),
         Index(
             "ix_enrollment_campaign_version_step",
