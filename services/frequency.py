@@ -11,6 +11,7 @@ other, and two journeys due at the same moment can never both take the last slot
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
@@ -116,15 +117,10 @@ def reserve(
                     .order_by(col(CapSlot.reserved_at))
                 )
             )
-            if len(sent) >= cap.max_messages:
-                frees = _aware(sent[len(sent) - cap.max_messages]) + window
+            refused = over_cap(sent, cap.max_messages, cap.per_hours)
+            if refused is not None:
                 _record_hold(session, enrollment_id, step_id, campaign_id, on_cap)
-                return Reservation(
-                    False,
-                    f"{len(sent)} of {cap.max_messages} messages in "
-                    f"{cap.per_hours:g} h already sent to this address",
-                    frees,
-                )
+                return refused
         session.add(
             CapSlot(
                 email=address,
@@ -140,6 +136,18 @@ def reserve(
             )
         )
         return Reservation(True, "within the frequency cap" if cap else "no frequency cap set")
+
+
+def over_cap(sent: Sequence[datetime], max_messages: int, per_hours: float) -> Reservation | None:
+    """The refusal when the address's messages in the window before this one (`sent`, oldest
+    first) already fill the cap; None: there is room (a simulation applies the same rule)."""
+    if len(sent) < max_messages:
+        return None
+    frees = _aware(sent[len(sent) - max_messages]) + timedelta(hours=per_hours)
+    reason = (
+        f"{len(sent)} of {max_messages} messages in {per_hours:g} h already sent to this address"
+    )
+    return Reservation(False, reason, frees)
 
 
 def count_from_send(session: Session, enrollment_id: int, step_id: int, sent_at: datetime) -> None:

@@ -51,7 +51,7 @@ from domain.timing import answer_send_time
 from domain.variants import pick, point
 from domain.versions import VersionPlanQuery
 from mail.addresses import EmailNotValidError, normalise_email
-from services import variants
+from services import frequency, variants
 from services.errors import Invalid, NotFound, Unavailable
 from services.messages import subject_of
 from services.versions import get_version
@@ -89,6 +89,7 @@ class Scenario:
     start_at: datetime | None
     events: list[SimulatedEvent]
     variants: dict[int, variants.Variant] = field(default_factory=dict)  # by step id
+    cap: tuple[int, float] | None = None  # the frequency cap: (max_messages, per_hours)
 
 
 @dataclass
@@ -152,6 +153,7 @@ def scenario(
         fields=dict(fields or {}),
         start_at=start_at,
         events=injected,
+        cap=(cap.max_messages, cap.per_hours) if (cap := frequency.read_cap(session)) else None,
         variants={s.id or 0: v for s in steps if (v := _variant(session, s, address)) is not None},
     )
 
@@ -206,6 +208,8 @@ class Stage:
     def __init__(self) -> None:
         self.plan: JourneyPlan | None = None
         self.fields: dict[str, Any] = {}
+        self.cap: tuple[int, float] | None = None
+        self.slots: dict[int, datetime] = {}  # step id -> when its message went out
 
     @activity.defn(name=ActivityName.LOAD_PLAN)
     async def load_plan(self, _campaign_id: int) -> JourneyPlan:
@@ -238,8 +242,22 @@ class Stage:
         return answer_send_time(query, self.fields)
 
     @activity.defn(name=ActivityName.RESERVE_CAP_SLOT)
-    async def reserve_cap_slot(self, _request: CapRequest) -> CapAnswer:
-        return CapAnswer(True, "a simulation counts no other campaign's messages")
+    async def reserve_cap_slot(self, request: CapRequest) -> CapAnswer:
+        """The cap's rule over this journey's own messages (a rehearsal knows no others)."""
+        if self.cap is None:
+            return CapAnswer(True, "no frequency cap set")
+        if request.step_id in self.slots:
+            return CapAnswer(True, "this step's slot was already reserved")
+        at = datetime.fromisoformat(request.at)
+        max_messages, per_hours = self.cap
+        since = at - timedelta(hours=per_hours)
+        sent = sorted(t for t in self.slots.values() if t > since)
+        refused = frequency.over_cap(sent, max_messages, per_hours)
+        if refused is not None:
+            frees = refused.next_free_at.isoformat() if refused.next_free_at else None
+            return CapAnswer(False, refused.reason, frees)
+        self.slots[request.step_id] = at
+        return CapAnswer(True, "within the frequency cap")
 
     def activities(self) -> list[Any]:
         return [
@@ -331,6 +349,7 @@ class Simulator:
 async def _rehearse(server: Server, scenario: Scenario) -> Rehearsal:
     server.stage.plan = scenario.plan
     server.stage.fields = scenario.fields
+    server.stage.cap, server.stage.slots = scenario.cap, {}
     run_id = uuid.uuid4().hex[:8]
     journey_id = f"simulation-{scenario.plan.campaign_id}-{scenario.email}-{run_id}"
     journey = RecipientInput(

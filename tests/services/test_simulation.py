@@ -14,7 +14,7 @@ from sqlalchemy.engine import Engine
 from sqlmodel import select
 
 from domain.journey import Decision
-from services import simulation, variants
+from services import frequency, simulation, variants
 from services.errors import Invalid, Unavailable
 from storage.db import session_scope
 from storage.models import Campaign, Enrollment, Step, Template
@@ -206,3 +206,24 @@ async def test_a_server_that_cannot_start_is_a_503_and_the_next_call_tries_again
         assert (await rehearse(engine, broken, campaign_id)).status == "completed"
     finally:
         await broken.close()
+
+
+@pytest.mark.parametrize("on_cap", ["defer", "skip"])
+async def test_the_frequency_cap_counts_the_rehearsals_own_messages(
+    engine: Engine, simulator: simulation.Simulator, on_cap: str
+) -> None:
+    with session_scope(engine) as session:
+        frequency.set_cap(session, 2, 24)
+    campaign_id = make_campaign(
+        engine, [{"delay_hours": 0}, {"delay_hours": 1}, {"delay_hours": 1}], on_cap=on_cap
+    )
+    result = await rehearse(engine, simulator, campaign_id)
+    first, second, third = result.timeline
+    assert (first.decision, second.decision) == ("sent", "sent")
+    if on_cap == "defer":  # held until the first message is 24 h old
+        assert third.decision == "sent"
+        assert hours_after(result.started_at, third) == pytest.approx(24, abs=0.02)
+    else:
+        assert third.decision == "skipped"
+        assert "frequency_cap" in (third.reason or "")
+        assert hours_after(result.started_at, third) == pytest.approx(2, abs=0.02)
