@@ -227,3 +227,27 @@ async def test_the_frequency_cap_counts_the_rehearsals_own_messages(
         assert third.decision == "skipped"
         assert "frequency_cap" in (third.reason or "")
         assert hours_after(result.started_at, third) == pytest.approx(2, abs=0.02)
+
+
+async def test_a_click_during_a_wait_sends_at_once_and_an_unsubscribe_ends_the_rehearsal(
+    engine: Engine, simulator: simulation.Simulator
+) -> None:
+    campaign_id = make_campaign(
+        engine,
+        [
+            {"delay_hours": 0},
+            # Due at 24 h, waits up to 48 h more for a click on step 1.
+            {"delay_hours": DAY, "condition_type": "clicked", "condition_step_order": 1,
+             "condition_wait_hours": 48},
+            {"delay_hours": DAY},
+        ],
+    )  # fmt: skip
+    result = await rehearse(
+        engine, simulator, campaign_id,
+        events=[{"after_hours": 30, "type": "click", "step_order": 1, "url": "https://x.test"},
+                {"after_hours": 40, "type": "unsubscribe"}],
+    )  # fmt: skip
+    assert [(e.step_order, e.decision) for e in result.timeline] == [(1, "sent"), (2, "sent")]
+    assert hours_after(result.started_at, result.timeline[1]) == pytest.approx(30, abs=0.02)
+    assert result.status == "unsubscribed"
+    assert hours_after(result.started_at, at(result.ended_at)) == pytest.approx(40, abs=0.02)
