@@ -2120,11 +2120,11 @@ class SimulationRequest(Strict):
 
 class SimulationStepOut(BaseModel):
     """A step as the rehearsal decided it: when, what (`sent`, its `alternative`, `skipped`),
-    the subject template of the message it would send, and why."""
+    the subject of the message it would send (rendered with the request's fields), and why."""
 
     model_config = example(
         {"at": _T, "step_order": 1, "decision": "sent", "variant": None,
-         "subject": "Welcome, {{ first_name }}", "reason": "sent: no condition"}
+         "subject": "Welcome, Maya", "reason": "sent: no condition"}
     )  # fmt: skip
 
     at: datetime

@@ -51,6 +51,7 @@ from domain.timing import answer_send_time
 from domain.variants import pick, point
 from domain.versions import VersionPlanQuery
 from mail.addresses import EmailNotValidError, normalise_email
+from mail.render import build_context, render
 from services import frequency, variants
 from services.errors import Invalid, NotFound, Unavailable
 from services.messages import subject_of
@@ -90,6 +91,7 @@ class Scenario:
     events: list[SimulatedEvent]
     variants: dict[int, variants.Variant] = field(default_factory=dict)  # by step id
     cap: tuple[int, float] | None = None  # the frequency cap: (max_messages, per_hours)
+    campaign_name: str = ""
 
 
 @dataclass
@@ -153,6 +155,7 @@ def scenario(
         fields=dict(fields or {}),
         start_at=start_at,
         events=injected,
+        campaign_name=campaign.name,
         cap=(cap.max_messages, cap.per_hours) if (cap := frequency.read_cap(session)) else None,
         variants={s.id or 0: v for s in steps if (v := _variant(session, s, address)) is not None},
     )
@@ -386,11 +389,27 @@ def _entry(scenario: Scenario, progress: StepProgress) -> TimelineEntry:
     step = scenario.steps[progress.step_id]
     variant = scenario.variants.get(step.id or 0)
     if progress.decision == Decision.ALTERNATIVE or variant is None:
-        subject = subject_of(step, progress.decision == Decision.ALTERNATIVE)
+        subject = _rendered(
+            scenario, step, subject_of(step, progress.decision == Decision.ALTERNATIVE)
+        )
         return TimelineEntry(
             progress.decided_at, progress.step_order, progress.decision, subject, progress.reason
         )
     return TimelineEntry(
-        progress.decided_at, progress.step_order, progress.decision, variant.subject,
-        progress.reason, variant.name,
+        progress.decided_at, progress.step_order, progress.decision,
+        _rendered(scenario, step, variant.subject), progress.reason, variant.name,
     )  # fmt: skip
+
+
+def _rendered(scenario: Scenario, step: Step, subject: str) -> str:
+    """The subject as this recipient would read it (the template itself if it cannot render,
+    as the send would then fail)."""
+    context = build_context(
+        scenario.email, scenario.fields,
+        campaign={"id": scenario.plan.campaign_id, "name": scenario.campaign_name},
+        step={"order": step.step_order, "subject": step.subject},
+    )  # fmt: skip
+    try:
+        return render(subject, "", None, context).subject
+    except Exception:  # noqa: BLE001  # a template error: shown as written
+        return subject

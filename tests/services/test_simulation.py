@@ -42,9 +42,10 @@ def make_campaign(engine: Engine, steps: list[dict[str, Any]], **extra: Any) -> 
         for order, spec in enumerate(steps, start=1):
             spec = dict(spec)
             on = spec.pop("condition_step_order", None)
+            spec.setdefault("subject", f"Step {order}")
             step = Step(
                 campaign_id=campaign.id or 0, step_order=order, template_id=template.id or 0,
-                subject=f"Step {order}", **spec,
+                **spec,
             )  # fmt: skip
             if on is not None:
                 step.condition_step_id = made[on - 1].id
@@ -124,7 +125,11 @@ async def test_a_goal_ends_the_rehearsal_converted_and_a_window_holds_in_the_rec
               "end": "10:00", "timezone": "recipient", "fallback_timezone": "UTC"}  # fmt: skip
     campaign_id = make_campaign(
         engine,
-        [{"delay_hours": 0}, {"delay_hours": DAY}, {"delay_hours": DAY}],
+        [
+            {"delay_hours": 0, "subject": "Hello {{ first_name }}"},
+            {"delay_hours": DAY},
+            {"delay_hours": DAY},
+        ],
         send_window=window,
         goal_event="purchased",
     )
@@ -133,7 +138,7 @@ async def test_a_goal_ends_the_rehearsal_converted_and_a_window_holds_in_the_rec
     )
     result = await rehearse(
         engine, simulator, campaign_id,
-        start_at=start, fields={"timezone": "Asia/Tokyo"},
+        start_at=start, fields={"timezone": "Asia/Tokyo", "first_name": "Aiko"},
         events=[{"after_hours": 30, "type": "track", "event": "purchased"}],
     )  # fmt: skip
 
@@ -142,6 +147,7 @@ async def test_a_goal_ends_the_rehearsal_converted_and_a_window_holds_in_the_rec
     assert result.status == "converted"
     assert hours_after(start.isoformat(), at(result.started_at)) == 0
     assert [(e.step_order, e.decision) for e in result.timeline] == [(1, "sent")]
+    assert result.timeline[0].subject == "Hello Aiko"  # rendered with the given fields
     assert hours_after(result.started_at, result.timeline[0]) == pytest.approx(12, abs=0.02)
     assert hours_after(result.started_at, at(result.ended_at)) == pytest.approx(30, abs=0.02)
 
