@@ -16,11 +16,19 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import Response
 
-from api.deps import EngineDep, JourneysDep, SessionDep, SettingsDep, load_or_404
+from api.deps import (
+    EngineDep,
+    JourneysDep,
+    SessionDep,
+    SettingsDep,
+    SimulatorDep,
+    load_or_404,
+)
 from api.routes import campaigns as campaign_routes
 from api.routes import (
     enrollment_batches,
     recipients,
+    simulation,
     suppressions,
     templates,
     trial_send,
@@ -30,6 +38,7 @@ from api.schemas import (
     CampaignCreate,
     CampaignUpdate,
     PublishRequest,
+    SimulationRequest,
     SuppressionCreate,
     TemplateCreate,
     TrialSendRequest,
@@ -47,7 +56,7 @@ from api.ui.session import (
     viewer_of,
 )
 from cli.campaign_file import CampaignFile
-from services.errors import Conflict, ServiceError
+from services.errors import Conflict, Invalid, ServiceError
 from storage.models import Template
 
 router = APIRouter(include_in_schema=False)
@@ -292,6 +301,84 @@ async def test_send(
     context = await run_in_threadpool(pages.campaign_context, session, campaign_id)
     sent: dict[str, Any] = {"email": body.email, "sent": [s.model_dump() for s in result.sent]}
     return render(request, viewer, "campaign.html", test_sent=sent, **context)
+
+
+def simulation_request(form: FormData) -> tuple[dict[str, Any], list[int]]:
+    """The body of POST /api/campaigns/{id}/simulate from the simulation form, and the form row
+    of each event in it (so a refusal of `events[i]` is shown next to its row)."""
+    body: dict[str, Any] = {"events": []}
+    if text(form, "sim_email"):
+        body["email"] = text(form, "sim_email")
+    if text(form, "sim_timezone"):
+        body["fields"] = {"timezone": text(form, "sim_timezone")}
+    if text(form, "sim_start_at"):
+        # a datetime-local value, read as UTC (the label says so)
+        body["start_at"] = text(form, "sim_start_at") + "Z"
+    if text(form, "sim_version"):
+        body["version"] = text(form, "sim_version")
+    rows = []
+    for row in range(pages.SIMULATION_ROWS):
+        kind = text(form, f"ev{row}_type")
+        if not kind:
+            continue
+        event: dict[str, Any] = {"type": kind, "after_hours": text(form, f"ev{row}_after") or "0"}
+        if text(form, f"ev{row}_step"):
+            event["step_order"] = text(form, f"ev{row}_step")
+        target = text(form, f"ev{row}_target")
+        if target:
+            event["event" if kind == "track" else "url"] = target
+        body["events"].append(event)
+        rows.append(row)
+    return body, rows
+
+
+def simulation_field(loc: list[Any], rows: list[int]) -> str:
+    """The form control a refused field belongs to: `events.1.after_hours` -> that row's."""
+    loc = [part for part in loc if part != "body"]
+    if len(loc) >= 2 and loc[0] == "events" and isinstance(loc[1], int) and loc[1] < len(rows):
+        return f"ev{rows[loc[1]]}"
+    if loc and loc[0] == "fields":
+        return "sim_timezone"
+    return f"sim_{loc[0]}" if loc and loc[0] in ("email", "start_at", "version") else "sim"
+
+
+@router.post("/ui/campaigns/{campaign_id}/simulate")
+async def simulate(
+    request: Request, campaign_id: int, session: SessionDep, simulator: SimulatorDep
+) -> Response:
+    """A rehearsal through the API's own route: the timeline shown is its answer."""
+    viewer, form = await checked_form(request)
+    body, rows = simulation_request(form)
+    entered = {key: text(form, key) for key in form if key != CSRF_FIELD}
+    try:
+        request_body = SimulationRequest.model_validate(body)
+        answer = await simulation.simulate_campaign(campaign_id, request_body, session, simulator)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = list(first["loc"])
+        words = str(first["msg"]).removeprefix("Value error, ")
+        errors = {simulation_field(loc, rows): f"{loc[-1]}: {words}" if loc else words}
+        return await simulation_refused(request, viewer, session, campaign_id, entered, errors)
+    except Invalid as exc:
+        errors = {simulation_field(exc.loc, rows): f"{exc.loc[-1]}: {exc.msg}"}
+        return await simulation_refused(request, viewer, session, campaign_id, entered, errors)
+    context = await run_in_threadpool(pages.campaign_context, session, campaign_id)
+    rehearsal = answer.model_dump(mode="json")
+    return render(request, viewer, "campaign.html", simulated=rehearsal, sim=entered, **context)
+
+
+async def simulation_refused(
+    request: Request,
+    viewer: Viewer,
+    session: Session,
+    campaign_id: int,
+    entered: dict[str, str],
+    errors: dict[str, str],
+) -> Response:
+    context = await run_in_threadpool(pages.campaign_context, session, campaign_id)
+    return render(
+        request, viewer, "campaign.html", status_code=422, sim=entered, errors=errors, **context
+    )
 
 
 @router.post("/ui/campaigns/{campaign_id}/remove")

@@ -121,6 +121,16 @@ def numbers_context(session: Session, campaign_id: int) -> dict[str, Any]:
 
 
 POLICIES = ["stay", "migrate", "exit"]
+# The simulation form's event rows (each used when its type is chosen), and those types.
+SIMULATION_ROWS = 5
+SIMULATION_EVENTS = {
+    "open": "opens step",
+    "click": "clicks in step",
+    "track": "performs the product event",
+    "unsubscribe": "unsubscribes from step",
+    "bounce_hard": "hard-bounces on step",
+    "complaint": "complains about step",
+}
 
 
 def versions_context(
@@ -154,8 +164,11 @@ def campaign_context(
     ids = {s["template_id"] for s in steps} | {
         s["alternative"]["template_id"] for s in steps if s["alternative"]
     }
+    ids |= {v["template_id"] for s in steps for v in s.get("variants") or [] if "template_id" in v}
     names = session.exec(select(Template.id, Template.name).where(col(Template.id).in_(ids)))
     context["template_names"] = dict(names.all())
+    context["simulation_rows"] = range(SIMULATION_ROWS)
+    context["simulation_events"] = SIMULATION_EVENTS
     return context
 
 
