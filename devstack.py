@@ -7,6 +7,7 @@ everything cleanly. With TEMPORAL_ADDRESS set, an existing Temporal server is us
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
@@ -84,6 +85,12 @@ def dev_server_args(settings: SupervisorSettings, db_file: Path) -> list[str]:
         kind = "Int" if key.indexed_value_type.name == "INT" else "Keyword"
         args += ["--search-attribute", f"{key.name}={kind}"]
     return args
+
+
+async def _register_search_attributes(settings: Settings) -> None:
+    from temporal_client import connect_temporal, register_search_attributes
+
+    await register_search_attributes(await connect_temporal(settings))
 
 
 def wait_for_port(address: str, timeout: float = 60.0) -> bool:
@@ -170,9 +177,14 @@ def main() -> int:
     try:
         for child in children:
             child.start()
-            if child.name == "temporal" and not wait_for_port(settings.temporal_address):
-                log.error("Temporal dev server did not come up")
-                return 1
+            if child.name == "temporal":
+                if not wait_for_port(settings.temporal_address):
+                    log.error("Temporal dev server did not come up")
+                    return 1
+                # `--search-attribute` registers them in a new server database only; an existing
+                # one (var/ from an older drip) gets a newer attribute here, through the operator
+                # API, before the API or the worker starts a journey that carries it.
+                asyncio.run(_register_search_attributes(settings))
         api_url = f"http://{settings.api_host}:{settings.api_port}"
         wait_for_port(f"{settings.api_host}:{settings.api_port}", timeout=30)
         log.info("drip is running: API %s, Temporal %s", api_url, settings.temporal_address)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import sys
 import uuid
@@ -23,6 +24,7 @@ from typing import Any
 
 from sqlmodel import Session
 from temporalio import activity
+from temporalio.runtime import Runtime, TelemetryConfig
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
@@ -52,6 +54,7 @@ from domain.variants import pick, point
 from domain.versions import VersionPlanQuery
 from mail.addresses import EmailNotValidError, normalise_email
 from mail.render import build_context, render
+from observability.logs import temporal_core_logging
 from services import frequency, variants
 from services.errors import Invalid, NotFound, Unavailable
 from services.messages import subject_of
@@ -287,8 +290,17 @@ class Server:
             await self.env.shutdown()
 
 
+@functools.cache
+def _runtime() -> Runtime:
+    """One SDK core for every rehearsal of this process, its log lines forwarded to Python's
+    logging (JSON, as every other line of the process) instead of printed by the core."""
+    return Runtime(telemetry=TelemetryConfig(logging=temporal_core_logging()))
+
+
 async def start_server(test_server: Path = TEST_SERVER) -> Server:
-    env = await WorkflowEnvironment.start_time_skipping(test_server_existing_path=str(test_server))
+    env = await WorkflowEnvironment.start_time_skipping(
+        test_server_existing_path=str(test_server), runtime=_runtime()
+    )
     await register_search_attributes(env.client)
     stage = Stage()
     task_queue = f"drip-simulation-{uuid.uuid4().hex[:8]}"
