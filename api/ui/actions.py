@@ -33,6 +33,7 @@ from api.routes import (
     templates,
     trial_send,
     versions,
+    webhook_subscriptions,
 )
 from api.schemas import (
     CampaignCreate,
@@ -42,6 +43,7 @@ from api.schemas import (
     SuppressionCreate,
     TemplateCreate,
     TrialSendRequest,
+    WebhookSubscriptionCreate,
 )
 from api.ui import pages
 from api.ui.render import redirect, render
@@ -420,3 +422,42 @@ async def unsuppress(request: Request, session: SessionDep) -> Response:
     viewer, form = await checked_form(request)
     await run_in_threadpool(suppressions.unsuppress, text(form, "email"), session)
     return redirect(request, viewer, "/ui/suppressions")
+
+
+# --- settings: webhook subscriptions ---------------------------------------------------------
+
+
+@router.post("/ui/settings/webhooks")
+async def subscribe(request: Request, session: SessionDep, settings: SettingsDep) -> Response:
+    """A new subscription through the API's route; its secret is on this answer only (a
+    redirect would have to carry it), never shown again."""
+    viewer, form = await checked_form(request)
+    chosen = [value for value in form.getlist("events") if isinstance(value, str)]
+    entered = {"url": text(form, "url"), "description": text(form, "description"), "events": chosen}
+    try:
+        body = WebhookSubscriptionCreate(
+            url=entered["url"], events=chosen, description=entered["description"] or None
+        )
+        created = await webhook_subscriptions.create_subscription(body, session, settings)
+    except (*REFUSALS, ValueError) as exc:
+        field = "events" if isinstance(exc, ValidationError) and _about(exc, "events") else "url"
+        context = await pages.webhooks_context(session, None)
+        errors = {f"webhook_{field}": in_words(exc)}
+        return render(
+            request, viewer, "webhooks.html", status_code=422, errors=errors, entered=entered,
+            **context,
+        )  # fmt: skip
+    context = await pages.webhooks_context(session, None)
+    shown = created.model_dump(mode="json")
+    return render(request, viewer, "webhooks.html", status_code=201, created=shown, **context)
+
+
+def _about(exc: ValidationError, field: str) -> bool:
+    return bool(exc.errors()) and exc.errors()[0]["loc"][:1] == (field,)
+
+
+@router.post("/ui/settings/webhooks/{subscription_id}/delete")
+async def unsubscribe(request: Request, subscription_id: int, session: SessionDep) -> Response:
+    viewer, _ = await checked_form(request)
+    await webhook_subscriptions.delete_subscription(subscription_id, session)
+    return redirect(request, viewer, "/ui/settings/webhooks")

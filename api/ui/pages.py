@@ -24,11 +24,13 @@ from api.routes import (
     suppressions,
     track,
     versions,
+    webhook_subscriptions,
 )
 from api.schemas import PublishRequest
 from api.ui.render import render
 from api.ui.session import LoginRequired, Viewer, allowed, viewer_of
 from domain.journey import CampaignStatus, EventType, JourneyStatus
+from domain.webhooks_out import JourneyEventType
 from services.errors import Invalid
 from storage.models import Campaign, Enrollment, Event, Template
 
@@ -416,3 +418,30 @@ def event_rows(
 ) -> Response:
     """The live tail (htmx polls it)."""
     return render(request, viewer, "_event_rows.html", **recent_events(session, provider, type))
+
+
+# --- settings: webhook subscriptions ---------------------------------------------------------
+
+
+async def webhooks_context(session: Session, after: str | None) -> dict[str, Any]:
+    """A page of the subscriptions as the API lists them (its cursor page), and the event types
+    a new one may ask for."""
+    try:
+        listed = await webhook_subscriptions.list_subscriptions(session, PAGE_SIZE, after)
+    except Invalid:
+        listed = await webhook_subscriptions.list_subscriptions(session, PAGE_SIZE, None)
+    return {
+        "subscriptions": listed.model_dump(mode="json"),
+        "event_types": [t.value for t in JourneyEventType],
+    }
+
+
+@router.get("/ui/settings/webhooks")
+async def webhooks_page(
+    request: Request,
+    session: SessionDep,
+    viewer: Viewer = ViewerDep,
+    after: str | None = Query(None, max_length=200, description="the page's cursor"),
+) -> Response:
+    context = await webhooks_context(session, after)
+    return render(request, viewer, "webhooks.html", **context)

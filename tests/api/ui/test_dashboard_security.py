@@ -55,7 +55,8 @@ async def test_with_keys_only_a_key_opens_a_session_and_it_ends_with_the_key(
 ) -> None:
     keyed = settings.model_copy(update={"api_keys": KEYS})
     async with serve_api(keyed, dev_env.client) as http:
-        for path in ("/ui/", "/ui/events/rows", "/ui/campaigns/1/recipients/a@example.com"):
+        for path in ("/ui/", "/ui/events/rows", "/ui/campaigns/1/recipients/a@example.com",
+                     "/ui/settings/webhooks"):  # fmt: skip
             answer = await http.get(path)
             assert answer.status_code == 303, path
             assert answer.headers["location"].startswith("/ui/login?next=/ui/")
