@@ -1,6 +1,6 @@
 """What a journey waits for, on its page in a real browser (tests/api/ui/conftest.py) against the
 real dev server, worker and API: a delay, a date, a send window (with its zone), a wait-until
-(with its condition) and a pause, each named in words with the API's sentence, and its `until`
+(with its condition), the frequency cap and a pause, each named in words with the API's sentence, and its `until`
 in the viewer's local time with the UTC value on hover."""
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ WORDS = {
     "send_window": "The send window",
     "wait_until": "A condition",
     "paused": "The campaign to resume",
+    "frequency_cap": "The frequency cap",
 }
 
 
@@ -46,6 +47,10 @@ async def test_every_kind_of_wait_is_said_in_words(browser: Any, system: httpx.A
         # step 2 falls due 3 s after step 1, into the pause: held
         "paused": {"steps": [first, {**first, "subject": "Soon", "delay_hours": 3 / 3600}]},
     }  # fmt: skip
+    # One message per address a day: the second campaign's message to the delay journey's
+    # address waits for the cap.
+    capped = await api.put("/api/settings/frequency-cap", json={"max_messages": 1, "per_hours": 24})
+    assert capped.status_code == 200, capped.text
     domain = unique_domain()
     where: dict[str, tuple[int, str]] = {}
     for kind, plan in plans.items():
@@ -66,12 +71,21 @@ async def test_every_kind_of_wait_is_said_in_words(browser: Any, system: httpx.A
         wait = journey.get("waiting_for")
         return wait if wait and wait["kind"] == kind else None
 
-    async def first_sent() -> bool:
-        cid, email = where["paused"]
+    async def first_sent(kind: str) -> bool:
+        cid, email = where[kind]
         journey = (await api.get(f"/api/campaigns/{cid}/recipients/{email}")).json()
         return bool(journey["steps"])
 
-    await eventually(first_sent, what="step 1 sent before the pause")
+    await eventually(lambda: first_sent("paused"), what="step 1 sent before the pause")
+    await eventually(lambda: first_sent("delay"), what="step 1 sent before the capped one")
+    _, delay_email = where["delay"]
+    second = await make_campaign(api, [first], name="Waits: frequency_cap")
+    enrolled = await api.post(
+        f"/api/campaigns/{second['id']}/recipients", json={"recipients": [{"email": delay_email}]}
+    )
+    assert enrolled.json()["enrolled"] == 1, enrolled.text
+    where["frequency_cap"] = (second["id"], delay_email)
+    plans["frequency_cap"] = {}
     paused = await api.patch(f"/api/campaigns/{where['paused'][0]}", json={"status": "paused"})
     assert paused.status_code == 200, paused.text
 
