@@ -121,5 +121,16 @@ async def test_the_variants_on_the_pages_are_the_apis(
         assert await shown.inner_text() == given
         assert await page.locator('[data-journey="variant"]').inner_text() == f"{given} at step 1"
         await watched.shot("journey-variant")
+
+        # The buyer's page shows the conversion the API attributes.
+        conversion = (await api.get(f"/api/campaigns/{cid}/recipients/{buyer}")).json()[
+            "conversion"
+        ]
+        await page.goto(f"/ui/campaigns/{cid}/recipients/{buyer}")
+        converted = await page.locator('[data-journey="conversion"]').inner_text()
+        order = conversion["step_order"]  # none for a holdout's buyer: nothing was sent
+        assert (f"after step {order}" if order else "before any message") in converted, converted
+        assert f"(event {conversion['event_id']})" in converted, converted
+        watched.clean()
     finally:
         await context.close()
