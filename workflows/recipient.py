@@ -263,12 +263,13 @@ class RecipientWorkflow:
         """From TIMING on, just before a decided step's message goes out: wait for its send
         window to open, then take a slot under the frequency cap (deferred: wait for the slot
         to free, windows still applying). True: send now; a reason: skip it (the cap, with
-        on_cap skip); None: the journey ended or the campaign was paused meanwhile."""
+        on_cap skip); None: the journey ended, the campaign was paused, or a version to switch
+        to arrived meanwhile."""
         plan = self._plan
         assert plan is not None
         window = self._window_of(step)
         self._window_note = None
-        while self._state.exit is None and not self._state.paused:
+        while self._state.exit is None and not self._state.paused and not self._switch_due():
             now = workflow.now()
             if window is not None:
                 answer = await self._bookkeeping(
@@ -327,7 +328,7 @@ class RecipientWorkflow:
         if self._held != kind:
             self._held = str(kind)
             workflow.upsert_search_attributes([search.DRIP_HELD.value_set(self._held)])
-        await self._wait_until(until, f"step {step.step_order}: {kind}")
+        await self._wait_until(until, f"step {step.step_order}: {kind}", switchable=True)
 
     def _unhold(self) -> None:
         if self._held is not None:
@@ -374,7 +375,8 @@ class RecipientWorkflow:
     async def _run_step(self, step: StepPlan, decided: Verdict | None = None) -> bool:
         """Decide and act on one due step; hold (never skip) while the campaign is paused.
         `decided`: a verdict made before the step fell due (a delay_until step skipped).
-        False: left undecided for a version to switch to (published during its wait-until)."""
+        False: left undecided for a version to switch to (published during its wait-until, or
+        while it was held by a pause, a send window or the frequency cap)."""
         verdict: Verdict | None = decided
         skip_reason = decided.reason if decided else None  # a skip no condition decided
         while self._state.exit is None:
@@ -385,7 +387,11 @@ class RecipientWorkflow:
                 )  # fmt: skip
                 try:
                     await workflow.wait_condition(
-                        lambda: not self._state.paused or self._state.exit is not None,
+                        lambda: (
+                            not self._state.paused
+                            or self._state.exit is not None
+                            or self._switch_due()
+                        ),
                         timeout=self._input.pause_recheck_seconds,
                         timeout_summary=f"step {step.step_order} paused: re-check campaign status"
                         if self._journeys
@@ -395,6 +401,8 @@ class RecipientWorkflow:
                     pass  # re-read the database status through the step activity
                 if self._state.exit is not None:
                     return True
+                if self._switch_due():
+                    return False  # held by the pause: the new version's step is held instead
             if verdict is None or not self._journeys:  # older journeys decide again
                 await self._settle(step)
                 if self._state.exit is not None:
@@ -407,6 +415,9 @@ class RecipientWorkflow:
             self._waiting(None)
             if self._timing and verdict.decision != Decision.SKIPPED:
                 gate = await self._gate(step)
+                if gate is None and self._switch_due():
+                    self._unhold()
+                    return False  # published while held: decided again under the new version
                 if gate is None:
                     continue  # ended, or paused while held: hold the decided step
                 if gate is not True:

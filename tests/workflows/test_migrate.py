@@ -18,6 +18,8 @@ from temporalio.worker import Worker
 
 from domain import search
 from domain.journey import (
+    CampaignChange,
+    CampaignStatus,
     ConditionPlan,
     FinishInput,
     JourneyPlan,
@@ -34,6 +36,7 @@ from domain.versions import VersionChange, VersionPlanQuery, VersionPolicy
 from workflows.recipient import RecipientWorkflow
 
 HOUR = 3600.0
+ACTIVE, PAUSED = CampaignStatus.ACTIVE, CampaignStatus.PAUSED
 
 
 def step(
@@ -54,9 +57,12 @@ class Campaign:
     sent: list[tuple[int, int, datetime]] = field(default_factory=list)  # step id, version, at
     loaded: list[int] = field(default_factory=list)
     finished: list[FinishInput] = field(default_factory=list)
+    paused: bool = False  # the campaign's status as the send reads it
 
     @activity.defn(name="send_step")
     async def send_step(self, step: StepInput) -> StepResult:
+        if self.paused:
+            return StepResult(StepOutcome.HELD, reason="campaign paused", status_version=1)
         self.sent.append((step.step_id, step.campaign_version, activity.info().scheduled_time))
         return StepResult(StepOutcome.DONE, delivery_id=f"d{step.step_id}")
 
@@ -111,6 +117,7 @@ async def journey(env: WorkflowEnvironment, campaign: Campaign) -> AsyncIterator
                 1,
                 1,
                 "maya@example.net",
+                pause_recheck_seconds=6 * HOUR,
                 send_task_queue=send_queue,
                 local_bookkeeping=True,
                 plan=campaign.versions[1],
@@ -223,3 +230,24 @@ async def test_a_version_no_newer_than_the_journeys_own_is_not_news(
         assert await handle.result() == "completed"
     assert campaign.steps() == [(10, 1), (20, 1), (30, 1)]  # stay: the plan it started on
     assert campaign.loaded == []
+
+
+async def test_migrate_while_held_by_a_pause_holds_the_new_versions_step_instead(
+    time_env: WorkflowEnvironment,
+) -> None:
+    v2 = version(2, step(10, 1, 0), step(30, 2, 24))  # 20 removed
+    campaign = Campaign({1: V1, 2: v2})
+    async with journey(time_env, campaign) as handle:
+        await time_env.sleep(timedelta(hours=1))
+        campaign.paused = True
+        await handle.signal(RecipientWorkflow.campaign_changed, CampaignChange(PAUSED, 1))
+        await time_env.sleep(timedelta(hours=29))  # step 20 fell due at 24 h: held
+        assert campaign.steps() == [(10, 1)]
+        await publish(handle, 2, VersionPolicy.MIGRATE)
+        await time_env.sleep(timedelta(hours=1))
+        assert campaign.steps() == [(10, 1)]  # still paused: now step 30 is held
+        campaign.paused = False
+        await handle.signal(RecipientWorkflow.campaign_changed, CampaignChange(ACTIVE, 2))
+        assert await handle.result() == "completed"
+    assert campaign.steps() == [(10, 1), (30, 2)]  # never the removed step 20
+    assert campaign.hours(10, 30) == 31  # sent as the campaign resumed
