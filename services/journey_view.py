@@ -37,7 +37,7 @@ from services.errors import NotFound
 from services.events import signal_key
 from services.journeys import Journeys
 from storage.models import Campaign, Conversion, Delivery, Enrollment, Event, TrackedEvent
-from storage.plans import read_plan
+from storage.plans import read_plan, version_plan
 from storage.tracked_events import events_since
 
 FINISHED_NOTE = "(from the database: the journey has finished)"
@@ -210,7 +210,11 @@ class _Facts:
         self.session = session
         self.enrollment = enrollment
         self.events = events
-        plan = read_plan(session, enrollment.campaign_id)
+        plan = (  # the plan of the version it ran (0: the live one)
+            version_plan(session, enrollment.campaign_id, enrollment.campaign_version)
+            if enrollment.campaign_version
+            else None
+        ) or read_plan(session, enrollment.campaign_id)
         self.steps = {s.step_id: s for s in plan.steps} if plan else {}
         self.step_orders = {s.step_id: s.step_order for s in self.steps.values()}
 
