@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -20,12 +21,17 @@ from domain import search
 from domain.journey import (
     CampaignChange,
     CampaignStatus,
+    CapAnswer,
+    CapRequest,
     ConditionPlan,
     FinishInput,
     JourneyPlan,
     JourneyVersion,
     ProductEvent,
     RecipientInput,
+    SendTimeAnswer,
+    SendTimeQuery,
+    SendWindowPlan,
     StepInput,
     StepOutcome,
     StepPlan,
@@ -97,6 +103,11 @@ class Campaign:
 @asynccontextmanager
 async def journey(env: WorkflowEnvironment, campaign: Campaign) -> AsyncIterator[WorkflowHandle]:
     queue, send_queue = f"j-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
+    timing = (
+        [campaign.compute_send_time, campaign.reserve_cap_slot]
+        if isinstance(campaign, Held)
+        else []
+    )
     async with (
         Worker(
             env.client,
@@ -107,6 +118,7 @@ async def journey(env: WorkflowEnvironment, campaign: Campaign) -> AsyncIterator
                 campaign.finish_journey,
                 campaign.load_tracked_events,
                 campaign.load_version_plan,
+                *timing,
             ],
         ),  # fmt: skip
         Worker(env.client, task_queue=send_queue, activities=[campaign.send_step]),
@@ -251,3 +263,71 @@ async def test_migrate_while_held_by_a_pause_holds_the_new_versions_step_instead
         assert await handle.result() == "completed"
     assert campaign.steps() == [(10, 1), (30, 2)]  # never the removed step 20
     assert campaign.hours(10, 30) == 31  # sent as the campaign resumed
+
+
+# --- a version arriving while a decided step is held by its send window or the cap ----------
+OPENINGS = (0.0, 34.0)  # hours after the start at which the send window opens (for an hour)
+
+
+@dataclass
+class Held(Campaign):
+    """A campaign whose sends wait for a window (open 0-1 h and 34-35 h after `t0`), or whose
+    cap frees its slot only at 34 h after `t0` for every step but the first."""
+
+    t0: datetime = datetime.min
+    by_cap: bool = False
+
+    def _after(self, at: datetime) -> datetime:
+        hours = (at - self.t0).total_seconds() / HOUR
+        for start in OPENINGS:
+            if hours < start + 1:
+                return max(at, self.t0 + timedelta(hours=start))
+        return at
+
+    @activity.defn(name="compute_send_time")
+    async def compute_send_time(self, query: SendTimeQuery) -> SendTimeAnswer:
+        at = datetime.fromisoformat(query.at)
+        opening = self._after(at)
+        words = "inside the send window" if opening == at else "held for its send window"
+        return SendTimeAnswer(opening.isoformat(), words, "UTC")
+
+    @activity.defn(name="reserve_cap_slot")
+    async def reserve_cap_slot(self, request: CapRequest) -> CapAnswer:
+        at = datetime.fromisoformat(request.at)
+        frees = self.t0 + timedelta(hours=OPENINGS[1])
+        if request.step_id == 10 or at >= frees:
+            return CapAnswer(True, "a slot is free")
+        return CapAnswer(False, "1 message per 48 h", frees.isoformat())
+
+
+def held_version(number: int, by_cap: bool, *steps: StepPlan) -> JourneyPlan:
+    plan = version(number, *steps)
+    if by_cap:
+        plan.frequency_cap = "apply"
+    else:
+        plan.send_window = SendWindowPlan(["mon", "tue", "wed", "thu", "fri", "sat", "sun"],
+                                          "00:00", "01:00", "UTC")  # fmt: skip
+    return plan
+
+
+@pytest.mark.parametrize("by_cap", [False, True], ids=["send_window", "frequency_cap"])
+async def test_migrate_while_held_by_a_window_or_the_cap_takes_the_new_versions_step(
+    time_env: WorkflowEnvironment, by_cap: bool
+) -> None:
+    """Step 20 falls due at 24 h and is held (window or cap) until 34 h; version 2, published
+    at 26 h, removes it: the journey drops the held step 20 and sends version 2's step 30
+    (due 24 h after step 10, so at once) when the hold ends, at 34 h."""
+    steps = (step(10, 1, 0), step(20, 2, 24), step(30, 3, 24))
+    v1 = held_version(1, by_cap, *steps)
+    v2 = held_version(2, by_cap, step(10, 1, 0), step(30, 2, 24))  # 20 removed
+    campaign = Held({1: v1, 2: v2}, t0=await time_env.get_current_time(), by_cap=by_cap)
+    async with journey(time_env, campaign) as handle:
+        await time_env.sleep(timedelta(hours=26))
+        assert campaign.steps() == [(10, 1)]
+        waiting = (await handle.query(RecipientWorkflow.progress)).waiting_for
+        assert waiting is not None
+        assert waiting.kind == ("frequency_cap" if by_cap else "send_window")
+        await publish(handle, 2, VersionPolicy.MIGRATE)
+        assert await handle.result() == "completed"
+    assert campaign.steps() == [(10, 1), (30, 2)]  # never the removed step 20
+    assert campaign.hours(10, 30) == OPENINGS[1]  # when the hold ended
