@@ -1895,6 +1895,26 @@ class PublishRequest(Strict):
     dry_run: bool = False
 
 
+class VersionPreviewRequest(Strict):
+    """A definition (as `PUT .../versions/{number}` takes it) and a policy: the impact that
+    publishing it would have, computed as a draft's dry run is, with no version stored."""
+
+    model_config = example(
+        {
+            "definition": {
+                "steps": [
+                    {"id": 1, "subject": "Welcome!", "delay_hours": 0, "template_id": 1},
+                    {"subject": "A new last step", "delay_hours": 48, "template_id": 2},
+                ]
+            },
+            "policy": "migrate",
+        }
+    )
+
+    definition: VersionDefinition
+    policy: Literal["stay", "migrate", "exit"]
+
+
 class StepCountOut(BaseModel):
     """Running journeys waiting before a step (its id)."""
 

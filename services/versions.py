@@ -142,11 +142,22 @@ def replace_draft(
     one without is new; a step left out is removed. Validated as a new campaign's steps."""
     version = get_version(session, campaign, number)
     require_draft(version, "edited")
-    known = {row["id"] for row in version.definition.get("steps", [])} | {
+    version.definition = definition_from(session, campaign, version.definition, body)
+    session.add(version)
+    session.commit()
+    return version
+
+
+def definition_from(
+    session: Session, campaign: Campaign, base: Mapping[str, Any], body: Mapping[str, Any]
+) -> dict[str, Any]:
+    """The definition `body` makes of `base` (a version's), validated as a new campaign's
+    steps (Invalid naming the field); nothing is written."""
+    known = {row["id"] for row in base.get("steps", [])} | {
         s.id for s in steps_of(session, campaign.id or 0)
     }
     draft_campaign = Campaign.model_validate(campaign.model_dump())  # never added: a copy
-    for column, value in version.definition.get("campaign", {}).items():
+    for column, value in base.get("campaign", {}).items():
         setattr(draft_campaign, column, value)
     apply_definition(session, draft_campaign, {k: body[k] for k in DEFINITION if k in body})
     for column in TIMING_FIELDS:
@@ -173,13 +184,10 @@ def replace_draft(
         apply_step(session, step, changes, loc, earlier)
         steps.append(step)
         earlier[step.step_order] = step
-    version.definition = {
+    return {
         "steps": [step_row(s) for s in steps],
         "campaign": {column: getattr(draft_campaign, column) for column in CAMPAIGN_COLUMNS},
     }
-    session.add(version)
-    session.commit()
-    return version
 
 
 def _check_step_id(
@@ -194,6 +202,21 @@ def _check_step_id(
 
 
 # --- the preview -----------------------------------------------------------------------------
+
+
+def preview(
+    session: Session, campaign: Campaign, body: Mapping[str, Any], policy: VersionPolicy
+) -> Impact:
+    """What publishing a version with definition `body` (as `replace_draft` takes it) would
+    do, without storing one: the live version's definition edited, then `impact`'s counts."""
+    if campaign.status in (CampaignStatus.DRAFT, CampaignStatus.ARCHIVED):
+        raise Conflict(f"campaign {campaign.id} is {campaign.status}: it has no journeys to preview")
+    live = get_version(session, campaign, campaign.live_version)
+    definition = definition_from(session, campaign, live.definition, body)
+    unsaved = CampaignVersion(  # never added to the session: nothing is written
+        campaign_id=campaign.id or 0, number=0, status=VersionStatus.DRAFT, definition=definition
+    )
+    return impact(session, campaign, unsaved, policy)
 
 
 def impact(

@@ -23,11 +23,13 @@ from api.schemas import (
     TriggerOut,
     VersionDefinition,
     VersionPage,
+    VersionPreviewRequest,
     VersionPublic,
     VersionSummary,
 )
 from domain.versions import VersionChange, VersionPolicy
 from services import versions
+from services.errors import Invalid
 from storage.models import Campaign, CampaignVersion
 from storage.versions import steps_from
 
@@ -159,6 +161,27 @@ async def publish_version(
     return answer
 
 
+@router.post(
+    "/{campaign_id}/versions/preview",
+    operation_id="previewCampaignVersion",
+    summary="Preview publishing a definition, without storing a version",
+    responses=problems(404, 409),
+    response_model=PublishImpact,
+)
+def preview_version(
+    campaign: CampaignDep, body: VersionPreviewRequest, session: SessionDep
+) -> PublishImpact:
+    """The impact a version with this definition would have if published with `policy`, as
+    a draft's `dry_run` answers it (the same counts), validated like the PUT (422 naming the
+    field); no version is stored and nothing changes."""
+    definition = body.definition.model_dump()
+    try:
+        impact = versions.preview(session, campaign, definition, VersionPolicy(body.policy))
+    except Invalid as exc:  # named as in the PUT's body: here the definition is one level down
+        raise Invalid(["body", "definition", *exc.loc[1:]], exc.msg) from exc
+    return _impact_out(impact)
+
+
 def publish_or_preview(
     session: Session, campaign_id: int, number: int, body: PublishRequest
 ) -> tuple[PublishImpact | VersionPublic, VersionChange | None]:
@@ -167,20 +190,23 @@ def publish_or_preview(
     version = versions.get_version(session, campaign, number)
     if body.dry_run:
         versions.require_draft(version, "published")
-        impact = versions.impact(session, campaign, version, policy)
-        return PublishImpact(
-            policy=body.policy,
-            in_flight=impact.in_flight,
-            waiting_before=[StepCountOut(step_id=c.step_id, count=c.count)
-                            for c in impact.waiting_before],
-            moves=[MoveOut(from_step=m.from_step, to_step=m.to_step, count=m.count)
-                   for m in impact.moves],
-            exits=impact.exits,
-            template_changes=[
-                TemplateChangeOut(version=t.version, step_id=t.step_id,
-                                  template_id=t.template_id, updated_at=t.updated_at)
-                for t in impact.template_changes
-            ],
-        ), None  # fmt: skip
+        return _impact_out(versions.impact(session, campaign, version, policy)), None
     change = versions.publish(session, campaign, number, policy)
     return _public(session, campaign, versions.get_version(session, campaign, number)), change
+
+
+def _impact_out(impact: versions.Impact) -> PublishImpact:
+    return PublishImpact(
+        policy=impact.policy.value,
+        in_flight=impact.in_flight,
+        waiting_before=[StepCountOut(step_id=c.step_id, count=c.count)
+                        for c in impact.waiting_before],
+        moves=[MoveOut(from_step=m.from_step, to_step=m.to_step, count=m.count)
+               for m in impact.moves],
+        exits=impact.exits,
+        template_changes=[
+            TemplateChangeOut(version=t.version, step_id=t.step_id,
+                              template_id=t.template_id, updated_at=t.updated_at)
+            for t in impact.template_changes
+        ],
+    )  # fmt: skip

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from domain.versions import VersionChange, VersionPolicy
 from storage.models import CampaignVersion, Enrollment
@@ -166,6 +166,57 @@ async def test_preview_counts_from_the_database_and_changes_nothing(
     assert [(c["version"], c["step_id"], c["template_id"]) for c in changes] == [
         (1, step_id, template) for step_id in ids
     ]
+
+
+async def test_a_definition_is_previewed_as_a_draft_is_with_no_version_stored(
+    api: httpx.AsyncClient, engine: Engine
+) -> None:
+    campaign, ids, template = await _three_steps(api)
+    _enroll(engine, campaign["id"], [0] * 2 + [1] * 3 + [2] * 4 + [3])
+    base = f"/api/campaigns/{campaign['id']}/versions"
+    definition = {
+        "steps": [
+            {"id": ids[0], "subject": "One", "delay_hours": 0, "template_id": template},
+            {"id": ids[2], "subject": "Three", "delay_hours": 24, "template_id": template},
+            {"subject": "Four", "delay_hours": 24, "template_id": template},
+        ]
+    }
+    answers = {}
+    for policy in ("stay", "migrate", "exit"):
+        answer = await api.post(f"{base}/preview", json={"definition": definition, "policy": policy})
+        assert answer.status_code == 200, answer.text
+        answers[policy] = answer.json()
+    assert answers["migrate"]["moves"] == [
+        {"from_step": ids[0], "to_step": ids[0], "count": 2},
+        {"from_step": ids[1], "to_step": ids[2], "count": 3},
+        {"from_step": ids[2], "to_step": ids[2], "count": 4},
+    ]
+    assert (answers["exit"]["exits"], answers["stay"]["exits"], answers["stay"]["moves"]) == (
+        10, 0, []
+    )  # fmt: skip
+    with Session(engine) as session:
+        stored = session.exec(
+            select(CampaignVersion).where(CampaignVersion.campaign_id == campaign["id"])
+        ).all()
+    assert [v.number for v in stored] == [1]  # no version row appeared
+    # The same counts as a stored draft's dry run (one service path).
+    await api.post(base)
+    assert (await api.put(f"{base}/2", json=definition)).status_code == 200
+    for policy, previewed in answers.items():
+        dry = await api.post(f"{base}/2/publish", json={"policy": policy, "dry_run": True})
+        assert dry.json() == previewed
+
+    missing = {"steps": [{**definition["steps"][0], "template_id": 999_999}]}
+    answer = await api.post(f"{base}/preview", json={"definition": missing, "policy": "stay"})
+    assert answer.status_code == 422
+    assert error_locs(answer) == [["body", "definition", "steps", 0, "template_id"]]
+    foreign = {"steps": [{**definition["steps"][0], "id": 999_999}]}
+    answer = await api.post(f"{base}/preview", json={"definition": foreign, "policy": "stay"})
+    assert error_locs(answer) == [["body", "definition", "steps", 0, "id"]]
+    answer = await api.post(f"{base}/preview", json={"definition": definition, "policy": "move"})
+    assert answer.status_code == 422 and error_locs(answer) == [["body", "policy"]]
+    assert (await api.post("/api/campaigns/999999/versions/preview",
+                           json={"definition": definition, "policy": "stay"})).status_code == 404
 
 
 async def test_publish_stay_makes_the_draft_live_and_old_journeys_keep_their_content(
