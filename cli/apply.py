@@ -4,8 +4,10 @@ The plan compares the file with what the API holds: templates by name (created, 
 and text updated), the campaign by `id:` or by name (created, or its name, sender fields,
 trigger, goal and re-entry edited), and its steps by position (edited, added, removed). Steps,
 trigger, goal and re-entry change only while the campaign is a draft: for a live (active/paused)
-campaign a plan that changes them is blocked, and `apply` refuses it before doing anything.
-Applying a plan, then planning again, finds no changes."""
+campaign a plan that changes them is blocked, and `apply` refuses it before doing anything; the
+plan then previews what publishing the file as the campaign's next version would do to the
+journeys in flight, for each policy (`POST .../versions/preview`: nothing is stored). Applying a
+plan, then planning again, finds no changes."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ STEP_FIELDS = (
     "winner",
 )
 LIVE = ("active", "paused")
+POLICIES = ("stay", "migrate", "exit")
 # The campaign fields that define its journeys: changed only on a draft, like its steps.
 DEFINITION = {"trigger", "goal", "reentry", "send_window", "frequency_cap", "on_cap"}
 
@@ -64,6 +67,11 @@ class Plan:
     activate: bool
     template_ids: dict[str, int]  # file key -> id, of the templates that exist
     blocked: str | None = None  # why this plan cannot be applied
+    # A live campaign's changed definition: the publish impact per policy, as a version would
+    # make it (None: nothing to preview); `unpreviewed`: why there is no preview.
+    impacts: dict[str, dict[str, Any]] | None = None
+    unpreviewed: str | None = None
+    version_ids: list[int | None] = field(default_factory=list)  # the version's steps, in order
 
     @property
     def changes(self) -> bool:
@@ -97,6 +105,13 @@ class Plan:
                     lines.append(f"  - step {s.order} (id {s.id}) removed: {s.body['subject']!r}")
         if self.activate:
             lines.append("  > campaign activated")
+        if self.unpreviewed:
+            lines.append(f"  (no publish preview: {self.unpreviewed})")
+        if self.impacts is not None and self.campaign is not None:
+            lines.append("  published as a new version, the journeys in flight would:")
+            for policy, impact in self.impacts.items():
+                line = _impact_line(impact, self.campaign["steps"], self.version_ids)
+                lines.append(f"    {policy}: {line}")
         if self.blocked:
             lines.append(f"cannot apply: {self.blocked}")
         return lines
@@ -126,12 +141,65 @@ def make_plan(
     elif campaign["status"] in LIVE and steps:
         plan.blocked = (
             f"campaign {campaign['id']} is {campaign['status']}: its steps cannot change "
-            "(running journeys are pinned to the steps they started with; live changes need "
-            "campaign versions, not available yet). Only its name and sender fields can: keep "
-            "the steps as they are, or `drip campaign clone` it and apply to the draft copy "
-            "(`id:` in the file)"
+            "(running journeys are pinned to the steps they started with; publish live "
+            "changes as a new version with `drip versions draft|edit|publish`). Only its name "
+            "and sender fields can: keep the steps as they are, or `drip campaign clone` it "
+            "and apply to the draft copy (`id:` in the file)"
         )
+    if campaign["status"] in LIVE and (steps or DEFINITION & fields.keys()):
+        _preview(client, plan, wanted)
     return plan
+
+
+def _preview(client: ApiClient, plan: Plan, wanted: list[dict[str, Any]]) -> None:
+    """The publish impact of the file as the campaign's next version: its steps matched to the
+    live ones by position (as the plan's step lines say), for each policy; nothing stored."""
+    assert plan.campaign is not None
+    if any(body["template_id"] is None for body in wanted):
+        plan.unpreviewed = "a step's template does not exist yet"
+        return
+    existing = plan.campaign["steps"]
+    plan.version_ids = [
+        existing[i]["id"] if i < len(existing) else None for i in range(len(wanted))
+    ]
+    steps = [
+        {**body, "id": step_id} if step_id is not None else body
+        for body, step_id in zip(wanted, plan.version_ids, strict=True)
+    ]
+    fields = plan.spec.fields()
+    definition = {"steps": steps, **{k: fields[k] for k in sorted(DEFINITION)}}
+    path = f"/api/campaigns/{plan.campaign['id']}/versions/preview"
+    plan.impacts = {
+        policy: client.post(path, {"definition": definition, "policy": policy})
+        for policy in POLICIES
+    }
+
+
+def _impact_line(impact: dict[str, Any], live: list[dict[str, Any]], kept: list[int | None]) -> str:
+    """One policy's impact: the live steps by their order now, where they go by the order in
+    the new version (a step the version adds has no id yet)."""
+    now = {s["id"]: s["step_order"] for s in live}
+    then = {step_id: order for order, step_id in enumerate(kept, start=1) if step_id is not None}
+
+    def to(step_id: int | None) -> str:
+        if step_id is None:
+            return "the end (they finish)"
+        return f"new step {then[step_id]}" if step_id in then else "an added step"
+
+    waiting = ", ".join(
+        f"{c['count']} before step {now.get(c['step_id'], '?')}" for c in impact["waiting_before"]
+    )
+    parts = [f"{impact['in_flight']} in flight", f"waiting: {waiting or 'none'}"]
+    if impact["policy"] == "migrate":
+        moves = ", ".join(
+            f"{m['count']} from step {now.get(m['from_step'], '?')} to {to(m['to_step'])}"
+            for m in impact["moves"]
+        )
+        parts.append(f"moves: {moves or 'none'}")
+    elif impact["policy"] == "stay":
+        parts.append("they finish the version they started on")
+    parts.append(f"{impact['exits']} exit")
+    return "; ".join(parts)
 
 
 def _plan_templates(

@@ -210,7 +210,9 @@ def preview(
     """What publishing a version with definition `body` (as `replace_draft` takes it) would
     do, without storing one: the live version's definition edited, then `impact`'s counts."""
     if campaign.status in (CampaignStatus.DRAFT, CampaignStatus.ARCHIVED):
-        raise Conflict(f"campaign {campaign.id} is {campaign.status}: it has no journeys to preview")
+        raise Conflict(
+            f"campaign {campaign.id} is {campaign.status}: it has no journeys to preview"
+        )
     live = get_version(session, campaign, campaign.live_version)
     definition = definition_from(session, campaign, live.definition, body)
     unsaved = CampaignVersion(  # never added to the session: nothing is written

@@ -183,7 +183,9 @@ async def test_a_definition_is_previewed_as_a_draft_is_with_no_version_stored(
     }
     answers = {}
     for policy in ("stay", "migrate", "exit"):
-        answer = await api.post(f"{base}/preview", json={"definition": definition, "policy": policy})
+        answer = await api.post(
+            f"{base}/preview", json={"definition": definition, "policy": policy}
+        )
         assert answer.status_code == 200, answer.text
         answers[policy] = answer.json()
     assert answers["migrate"]["moves"] == [
@@ -215,8 +217,18 @@ async def test_a_definition_is_previewed_as_a_draft_is_with_no_version_stored(
     assert error_locs(answer) == [["body", "definition", "steps", 0, "id"]]
     answer = await api.post(f"{base}/preview", json={"definition": definition, "policy": "move"})
     assert answer.status_code == 422 and error_locs(answer) == [["body", "policy"]]
-    assert (await api.post("/api/campaigns/999999/versions/preview",
-                           json={"definition": definition, "policy": "stay"})).status_code == 404
+    draft = await api.post("/api/campaigns", json={"name": "Draft", "steps": []})
+    answer = await api.post(
+        f"/api/campaigns/{draft.json()['id']}/versions/preview",
+        json={"definition": definition, "policy": "stay"},
+    )
+    assert answer.status_code == 409, answer.text  # a draft campaign: edit its steps instead
+    assert (
+        await api.post(
+            "/api/campaigns/999999/versions/preview",
+            json={"definition": definition, "policy": "stay"},
+        )
+    ).status_code == 404
 
 
 async def test_publish_stay_makes_the_draft_live_and_old_journeys_keep_their_content(

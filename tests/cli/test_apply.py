@@ -8,8 +8,11 @@ from typing import Any
 
 import httpx
 import yaml
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from cli import campaign_file
+from storage.models import Enrollment
 from tests.cli.conftest import drip
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -421,3 +424,56 @@ async def test_variants_and_the_winner_apply(api: httpx.AsyncClient, tmp_path: P
     assert campaign["steps"][0]["variants"][1]["weight"] == 3
     assert "winner" not in campaign["steps"][0]
     assert (await drip(api, "plan", str(path))).stdout == "no changes\n"
+
+
+async def test_a_live_campaigns_plan_previews_the_publish_of_its_next_version(
+    api: httpx.AsyncClient, engine: Engine, tmp_path: Path
+) -> None:
+    live = {**V1, "activate": True}
+    path = write(tmp_path, live)
+    assert (await drip(api, "apply", str(path))).exit_code == 0
+    (campaign,), _ = await state(api)
+    first, second, third = (s["id"] for s in campaign["steps"])
+    with Session(engine) as session:  # in flight: 2 before step 1, 3 before step 2, 1 before 3
+        session.add_all(
+            Enrollment(campaign_id=campaign["id"], email=f"p{n}@example.com",
+                       workflow_id=f"none-{n}", current_step=at)
+            for n, at in enumerate([0, 0, 1, 1, 1, 2])
+        )  # fmt: skip
+        session.commit()
+
+    # The file drops its second step: by position, step 2 becomes the old step 3's, 3 goes.
+    shorter = json.loads(json.dumps(live))
+    del shorter["steps"][1]
+    write(tmp_path, shorter)
+    plan = await drip(api, "plan", str(path))
+    assert plan.exit_code == 2, plan.output
+    lines = plan.stdout.splitlines()
+    assert lines[:7] == [
+        f"campaign {campaign['id']} 'Declared' (active):",
+        f"  ~ step 2 (id {second}) edited: subject, delay_hours, condition, alternative",
+        f"  - step 3 (id {third}) removed: 'Last one'",
+        "  published as a new version, the journeys in flight would:",
+        "    stay: 6 in flight; waiting: 2 before step 1, 3 before step 2, 1 before step 3; "
+        "they finish the version they started on; 0 exit",
+        "    migrate: 6 in flight; waiting: 2 before step 1, 3 before step 2, 1 before step 3; "
+        "moves: 2 from step 1 to new step 1, 3 from step 2 to new step 2, "
+        "1 from step 3 to the end (they finish); 0 exit",
+        "    exit: 6 in flight; waiting: 2 before step 1, 3 before step 2, 1 before step 3; 6 exit",
+    ], plan.stdout
+    assert lines[7].startswith(f"cannot apply: campaign {campaign['id']} is active")
+    assert "drip versions" in plan.stdout
+    versions = (await api.get(f"/api/campaigns/{campaign['id']}/versions")).json()["items"]
+    assert [v["version"] for v in versions] == [1], "the preview stored no version"
+    refused = await drip(api, "apply", str(path))
+    assert refused.exit_code == 2, refused.output
+    steps = (await api.get(f"/api/campaigns/{campaign['id']}")).json()["steps"]
+    assert [s["id"] for s in steps] == [first, second, third]
+
+    # A step naming a template the file creates: nothing to preview until it exists.
+    added = json.loads(json.dumps(live))
+    added["templates"]["fresh"] = {"html": "<p>New</p>"}
+    added["steps"].append({"subject": "Four", "delay_hours": 24, "template": "fresh"})
+    write(tmp_path, added)
+    plan = await drip(api, "plan", str(path))
+    assert "(no publish preview: a step's template does not exist yet)" in plan.stdout
