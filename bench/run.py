@@ -21,7 +21,7 @@ import traceback
 from datetime import UTC, datetime
 from pathlib import Path
 
-from bench import journeys, scenarios, simulation
+from bench import journeys, scenarios, simulation, versions
 from bench.measure import Table
 from bench.scenarios import Sizes, State
 from bench.stack import cleanup, start_stack
@@ -37,8 +37,10 @@ ORDER = [
     "stats",
     "journeys",
     "simulation",
+    "versions",
 ]
 NEEDS_ENROLL = {"events", "fanout"}
+OPT_IN = {"versions"}  # 100,000 journeys: run it by name (--only versions)
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -49,6 +51,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--enroll", type=int, help="recipients enrolled in one call (10,000)")
     parser.add_argument("--send", type=int, help="recipients x 3 steps sent (1,000)")
     parser.add_argument("--events", type=int, help="events ingested (10,000)")
+    parser.add_argument("--versions", type=int, help="journeys one publish switches (100,000)")
     parser.add_argument("--stats-sizes", help="comma-separated campaign sizes (1000,10000,100000)")
     parser.add_argument("--workers", type=int, default=1, help="drip worker processes (1)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
@@ -67,6 +70,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
         sizes.send = args.send
     if args.events:
         sizes.events = args.events
+    if args.versions:
+        sizes.versions = args.versions
     if args.stats_sizes:
         sizes.stats_sizes = tuple(int(s) for s in args.stats_sizes.split(","))
     sizes.events = min(sizes.events, sizes.enroll)  # one event per sleeping journey
@@ -75,7 +80,7 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 
 
 async def run(args: argparse.Namespace) -> int:
-    wanted = {s.strip() for s in args.only.split(",") if s.strip()} or set(ORDER)
+    wanted = {s.strip() for s in args.only.split(",") if s.strip()} or set(ORDER) - OPT_IN
     unknown = wanted - set(ORDER)
     if unknown:
         print(f"unknown scenario(s): {', '.join(sorted(unknown))}; choose from {ORDER}")
@@ -126,6 +131,8 @@ async def run(args: argparse.Namespace) -> int:
                     await journeys.run(stack, table, sizes, state)
                 elif name == "simulation":
                     await simulation.run(stack, table, sizes, state)
+                elif name == "versions":
+                    await versions.run(stack, table, sizes, state)
             except Exception as exc:  # report it and go on with the others
                 failed = True
                 traceback.print_exc()

@@ -43,10 +43,11 @@ class Sizes:
     fanout: int = 1_000
     stats_sizes: tuple[int, ...] = (1_000, 10_000, 100_000)
     stats_samples: int = 60
+    versions: int = 100_000  # running journeys one publish switches
 
     @classmethod
     def quick(cls) -> Sizes:
-        return cls(1_000, 200, 1_000, 20, 200, (1_000, 10_000), 30)
+        return cls(1_000, 200, 1_000, 20, 200, (1_000, 10_000), 30, 10_000)
 
 
 @dataclass
