@@ -31,7 +31,7 @@ from domain.webhooks_out import JourneyEventType
 from mail.headers import check_address, check_display_name
 from mail.render import check_template
 from services.enrollment_batches import Accepted
-from storage.models import EnrollmentBatch, EnrollmentBatchRow
+from storage.models import Enrollment, EnrollmentBatch, EnrollmentBatchRow
 
 
 def _spec_time(value: datetime) -> str:
@@ -1567,6 +1567,19 @@ def batch_progress(
         created_at=batch.created_at,
         updated_at=batch.updated_at,
         finished_at=batch.finished_at,
+    )
+
+
+def enrollment_public(e: Enrollment) -> EnrollmentPublic:
+    """An enrollment row as the API and the dashboard show it."""
+    return EnrollmentPublic(
+        email=e.email,
+        entry=e.entry,
+        status=JourneyStatus(e.status),
+        status_reason=e.status_reason,
+        current_step=e.current_step,
+        enrolled_at=e.created_at,
+        finished_at=e.finished_at,
     )
 
 

@@ -25,13 +25,14 @@ from api.schemas import (
     StepEngagement,
     WaitingForPublic,
     batch_accepted,
+    enrollment_public,
 )
 from domain.journey import Decision, JourneyStatus
 from services import enrollment as enrolling
 from services import journey_view
 from services.enrollment_batches import accept, json_rows
 from services.journey_view import StepView
-from storage.models import Conversion, Enrollment
+from storage.models import Conversion
 
 router = APIRouter(prefix="/api/campaigns/{campaign_id}/recipients", tags=["recipients"])
 
@@ -96,19 +97,7 @@ def list_recipients(
     step: `?current_step=2&status=active` lists who is waiting after step 2."""
     rows, total = journey_view.page(session, campaign_id, status, current_step, limit, offset)
     return EnrollmentPage(
-        items=[_enrollment_public(e) for e in rows], total=total, limit=limit, offset=offset
-    )
-
-
-def _enrollment_public(e: Enrollment) -> EnrollmentPublic:
-    return EnrollmentPublic(
-        email=e.email,
-        entry=e.entry,
-        status=JourneyStatus(e.status),
-        status_reason=e.status_reason,
-        current_step=e.current_step,
-        enrolled_at=e.created_at,
-        finished_at=e.finished_at,
+        items=[enrollment_public(e) for e in rows], total=total, limit=limit, offset=offset
     )
 
 
@@ -228,4 +217,4 @@ async def remove_recipient(
         session.add(enrollment)
         await run_in_threadpool(session.commit)
         await journeys.remove(enrollment.workflow_id, "removed by API")
-    return _enrollment_public(enrollment)
+    return enrollment_public(enrollment)

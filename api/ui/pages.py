@@ -26,7 +26,7 @@ from api.routes import (
     versions,
     webhook_subscriptions,
 )
-from api.schemas import PublishRequest
+from api.schemas import PublishRequest, enrollment_public
 from api.ui.render import render
 from api.ui.session import LoginRequired, Viewer, allowed, viewer_of
 from domain.journey import CampaignStatus, EventType, JourneyStatus
@@ -249,7 +249,7 @@ def recipients_context(
     more = len(rows) > PAGE_SIZE
     return {
         "campaign": campaign_routes.get_campaign(campaign, session).model_dump(),
-        "rows": [recipients._enrollment_public(e).model_dump() for e in shown],
+        "rows": [enrollment_public(e).model_dump() for e in shown],
         "next_cursor": pagination.encode((shown[-1].status, shown[-1].id or 0)) if more else None,
         "filters": {"status": status or "", "step": step, "email": email or ""},
         "statuses": [s.value for s in JourneyStatus],
