@@ -8,7 +8,12 @@ working (docs/security.md).
 
 A target must not be this machine or its private network (a server-side request forgery lets
 anyone with an API key probe it): its host is resolved and every address must be public, unless
-DRIP_WEBHOOK_ALLOW_PRIVATE=true. The worker checks again before every attempt (DNS changes)."""
+DRIP_WEBHOOK_ALLOW_PRIVATE=true. The worker checks again before every attempt (DNS changes).
+
+Which event types anyone wants is cached per process (`wanting`), because every recorded send,
+skip and end asks and the answer is almost always "nobody": a subscription made in another
+process is seen within WANTED_TTL_SECONDS, one made or deleted in this process at once, and a
+deletion everywhere at once (a cached "someone" is checked against the rows before writing)."""
 
 from __future__ import annotations
 
@@ -17,12 +22,16 @@ import hashlib
 import ipaddress
 import secrets
 import socket
+import threading
+import time
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from sqlalchemy import delete
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session, col, select
 
 from domain.webhooks_out import JourneyEventType
@@ -31,6 +40,10 @@ from storage.models import WebhookDelivery, WebhookSubscription
 
 SECRET_PREFIX = "whsec_"
 URL_LOC = ["body", "url"]
+# How stale a cached "nobody wants this" may be: a subscription made through another process
+# (the API, while the worker records) reaches the facts recorded this long after it at the
+# latest (docs/webhooks.md).
+WANTED_TTL_SECONDS = 5.0
 
 
 class SecretBox:
@@ -112,6 +125,7 @@ def create(
     )
     session.add(subscription)
     session.commit()
+    changed()
     return Created(subscription, secret)
 
 
@@ -140,6 +154,7 @@ def remove(session: Session, subscription_id: int) -> None:
         delete(WebhookSubscription).where(col(WebhookSubscription.id) == subscription_id)
     )
     session.commit()
+    changed()
 
 
 def deliveries(
@@ -156,3 +171,48 @@ def deliveries(
     if before_id is not None:
         query = query.where(col(WebhookDelivery.id) < before_id)
     return list(session.exec(query))
+
+
+# --- who wants an event type (cached) --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Wanted:
+    types: frozenset[str]  # every event type some subscription wants
+    read_at: float  # time.monotonic() just before the read
+
+
+_wanted: weakref.WeakKeyDictionary[Engine, _Wanted] = weakref.WeakKeyDictionary()
+_generation = 0  # bumped by changed(): a read begun before it is not cached
+_lock = threading.Lock()  # the worker records from many threads
+
+
+def changed() -> None:
+    """A subscription was created or deleted here: every database's cache goes."""
+    global _generation
+    with _lock:
+        _generation += 1
+        _wanted.clear()
+
+
+def wanting(session: Session, *types: str) -> list[WebhookSubscription]:
+    """The subscriptions that want any of `types`, oldest first. No query while the cache says
+    nobody does; otherwise the rows, read in the caller's transaction (and cached again)."""
+    engine = _engine(session)
+    with _lock:
+        cached, generation = _wanted.get(engine), _generation
+    started = time.monotonic()
+    if cached is not None and started - cached.read_at < WANTED_TTL_SECONDS:
+        if not cached.types.intersection(types):
+            return []
+    rows = list(session.exec(select(WebhookSubscription).order_by(col(WebhookSubscription.id))))
+    with _lock:
+        if _generation == generation:  # no change here since: the rows are current enough
+            _wanted[engine] = _Wanted(frozenset(t for s in rows for t in s.events), started)
+    # A handful of rows: filtered here, the same on SQLite and PostgreSQL (a JSON list).
+    return [s for s in rows if any(t in s.events for t in types)]
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind.engine if isinstance(bind, Connection) else bind

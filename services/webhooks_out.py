@@ -11,7 +11,8 @@
    Temporal retries with exponential backoff for days (domain/webhooks_out.py).
 
 The helpers below (`journeys_started`, `step_decided`, ...) are the facts, called where each is
-recorded; each costs one small query when nobody subscribes."""
+recorded; when nobody subscribes they cost no query, but for one every few seconds
+(services/webhook_subscriptions.py `wanting`)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from domain.webhooks_out import (
     webhook_workflow_id,
 )
 from services.journeys import START_CONCURRENCY
-from services.webhook_subscriptions import SecretBox, refused_address
+from services.webhook_subscriptions import SecretBox, refused_address, wanting
 from storage.db import session_scope
 from storage.inserts import insert_ignoring_conflicts
 from storage.models import (
@@ -113,18 +114,11 @@ def emit_many(session: Session, type: JourneyEventType, facts: Sequence[tuple[st
 
 
 def _subscribers(session: Session, type: str) -> list[int]:
-    # A handful of rows: filtered here, the same on SQLite and PostgreSQL (a JSON list).
-    return [
-        s.id or 0
-        for s in session.exec(select(WebhookSubscription).order_by(col(WebhookSubscription.id)))
-        if type in s.events
-    ]
+    return [s.id or 0 for s in wanting(session, type)]
 
 
 def _wanted(session: Session, *types: str) -> bool:
-    return any(
-        type in s.events for s in session.exec(select(WebhookSubscription)) for type in types
-    )
+    return bool(wanting(session, *types))
 
 
 def _iso(value: datetime) -> str:

@@ -1,17 +1,29 @@
 """`/api/webhook-subscriptions`: create (the secret shown once), list as a cursor page, get,
-delete, deliveries; unknown event types and private targets are 422s naming the field."""
+delete, deliveries; unknown event types and private targets are 422s naming the field; a
+subscription made and deleted here reaches another process's facts within the cache's bound."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
+from services.webhook_subscriptions import WANTED_TTL_SECONDS
 from settings import Settings
+from storage.models import WebhookDelivery
 from tests.conftest import serve_api
 from tests.support.factories import error_locs
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -95,3 +107,52 @@ async def test_private_targets_are_refused_unless_allowed(api: httpx.AsyncClient
     assert error_locs(refused) == [["body", "url"]]
     assert "DRIP_WEBHOOK_ALLOW_PRIVATE" in refused.json()["errors"][0]["msg"]
     assert (await api.get("/api/webhook-subscriptions")).json()["items"] == []
+
+
+def told(engine: Engine, subscription: int) -> set[int]:
+    """The facts (their `n`) with a delivery row for the subscription."""
+    with Session(engine) as session:
+        rows = session.exec(
+            select(WebhookDelivery).where(col(WebhookDelivery.subscription_id) == subscription)
+        )
+        return {json.loads(r.body)["data"]["n"] for r in rows}
+
+
+async def test_another_process_tells_a_new_subscription_within_the_bound_and_a_deleted_none(
+    open_api: httpx.AsyncClient, settings: Settings, engine: Engine
+) -> None:
+    # The worker's part played by another process: this one's cache changes do not reach it.
+    recorder = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tests.support.fact_recorder", settings.database_url,
+        cwd=ROOT, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert recorder.stdin and recorder.stdout
+    try:
+        # From here on its cache says nobody subscribes.
+        assert await asyncio.wait_for(recorder.stdout.readline(), 60) == b"ready\n"
+        made = await open_api.post(
+            "/api/webhook-subscriptions",
+            json={"url": "http://127.0.0.1:9/h", "events": ["step.sent"]},
+        )
+        created_at = time.time()
+        sub = made.json()["id"]
+        await asyncio.sleep(WANTED_TTL_SECONDS + 1.5)
+        seen_at = time.time()
+        before_delete = told(engine, sub)
+        assert (await open_api.delete(f"/api/webhook-subscriptions/{sub}")).status_code == 204
+        deleted_at = time.time()
+        await asyncio.sleep(1)
+        after_delete = told(engine, sub)  # the deletion took the rows before it
+    finally:
+        recorder.stdin.close()
+        out, _ = await asyncio.wait_for(recorder.communicate(), 60)
+    assert recorder.returncode == 0
+    facts = {int(n): float(at) for n, at in (line.split() for line in out.decode().splitlines())}
+
+    past_bound = {n for n, at in facts.items() if created_at + WANTED_TTL_SECONDS < at}
+    settled = {n for n in past_bound if facts[n] < seen_at - 0.5}  # committed by then
+    assert len(settled) >= 5, facts
+    assert settled <= before_delete, f"untold past the bound: {sorted(settled - before_delete)}"
+    after = {n for n, at in facts.items() if at > deleted_at}
+    assert len(after) >= 5, facts
+    assert not after & after_delete, f"told after the deletion: {sorted(after & after_delete)}"

@@ -1,7 +1,8 @@
 """Journey events out, below the API: signatures as the docs define them (checked by an
 implementation written here and by the docs' own snippet), targets refused by address, secrets
-sealed under the app key, and delivery rows written in the caller's transaction only, once per
-fact, handed to Temporal right after the commit."""
+sealed under the app key, delivery rows written in the caller's transaction only, once per
+fact, handed to Temporal right after the commit, and who subscribes read from the rows only
+when the per-process cache is stale or says someone does."""
 
 from __future__ import annotations
 
@@ -15,12 +16,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import delete, event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from temporalio.testing import WorkflowEnvironment
 
 from domain.webhooks_out import JourneyEventType, webhook_workflow_id
-from services import webhooks_out
+from services import webhook_subscriptions, webhooks_out
 from services.errors import Invalid
 from services.webhook_subscriptions import SecretBox, check_target, create
 from storage.models import WebhookDelivery, WebhookSubscription
@@ -195,3 +197,67 @@ async def test_committed_rows_are_handed_to_temporal_after_the_commit(
     description = await handle.describe()
     assert description.task_queue == queue
     await handle.terminate("test over")
+
+
+def subscription_reads(engine: Engine) -> list[str]:
+    """The SELECTs on webhook_subscription this engine runs from now on."""
+    seen: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if statement.lstrip().upper().startswith("SELECT") and "webhook_subscription" in statement:
+            seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", note)
+    return seen
+
+
+def record_sent(engine: Engine, key: str) -> None:
+    with Session(engine) as session:
+        webhooks_out.emit(session, JourneyEventType.STEP_SENT, {"k": key}, key=key)
+        session.commit()
+
+
+def test_nobody_subscribing_costs_no_query_per_fact_and_an_unseen_one_counts_by_the_bound(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook_subscriptions, "WANTED_TTL_SECONDS", 1.0)
+    reads = subscription_reads(engine)
+    for n in range(20):
+        record_sent(engine, f"before-{n}")
+    assert len(reads) == 1  # the first fact asked; the others were answered from the cache
+
+    # Made by another process: this one's cache is not told, and says "nobody" until it expires.
+    with Session(engine) as session:
+        session.add(WebhookSubscription(url="http://127.0.0.1:9/h", events=["step.sent"],
+                                        secret_encrypted=SecretBox(KEY).seal("whsec_x")))  # fmt: skip
+        session.commit()
+    made_at = time.monotonic()
+    record_sent(engine, "within")
+    while time.monotonic() < made_at + 1.0:
+        time.sleep(0.05)
+    record_sent(engine, "past")
+    assert [json.loads(r.body)["data"]["k"] for r in rows(engine)] == ["past"]
+
+
+def test_a_subscription_made_or_deleted_in_this_process_counts_at_once_a_deletion_anywhere(
+    engine: Engine,
+) -> None:
+    record_sent(engine, "nobody")  # the cache says nobody
+    sub, _ = subscribe(engine, JourneyEventType.STEP_SENT)
+    record_sent(engine, "made")
+    assert [r.subscription_id for r in rows(engine)] == [sub]
+
+    # Deleted by another process: the cached "someone" is checked against the rows.
+    with Session(engine) as session:
+        session.execute(delete(WebhookSubscription))
+        session.commit()
+    record_sent(engine, "gone")
+    assert [json.loads(r.body)["data"]["k"] for r in rows(engine)] == ["made"]
+
+    other, _ = subscribe(engine, JourneyEventType.STEP_SENT)
+    record_sent(engine, "again")
+    assert [r.subscription_id for r in rows(engine) if "again" in r.body] == [other]
+    with Session(engine) as session:
+        webhook_subscriptions.remove(session, other)
+    record_sent(engine, "removed")
+    assert not [r for r in rows(engine) if "removed" in r.body]
