@@ -20,6 +20,8 @@ from temporalio.workflow import NondeterminismError
 
 import workflows
 from domain.journey import JourneyPlan, RecipientInput
+from domain.resend import RESEND_DELIVERY, ResendDelivery, ResendInput
+from workflows.resend import ResendWorkflow
 
 HISTORIES = Path(__file__).resolve().parent.parent / "histories"
 # The current recording of each branch, plus older ones kept in dated folders (journeys started
@@ -210,6 +212,25 @@ def test_version_histories_are_the_branches_they_are_named_after() -> None:
     assert exited.activities == ["send_step:sent"] and exited.timers == ["canceled"]
 
 
+def test_the_resend_is_recorded() -> None:
+    """An operator's resend (workflows/resend.py), recorded by `python -m
+    tools.record_resend_history`: one attempt on the send queue, answered `sent`. Required here:
+    the replay of every file above would pass without it."""
+    path = HISTORIES / "resent.json"
+    assert path.exists(), f"{path.name} missing: run `python -m tools.record_resend_history`"
+    history = load(path)
+    assert workflow_type(history) == "ResendWorkflow"
+    resent = shape(history)
+    assert resent.activities == ["resend_delivery"] and resent.result == "sent"
+    scheduled = [e.activity_task_scheduled_event_attributes for e in history.events
+                 if e.HasField("activity_task_scheduled_event_attributes")]  # fmt: skip
+    assert scheduled[0].task_queue.name != workflow_task_queue(history), "on the send queue"
+
+
+def workflow_task_queue(history: WorkflowHistory) -> str:
+    return history.events[0].workflow_execution_started_event_attributes.task_queue.name
+
+
 # --- the test can fail: a workflow whose first command differs does not replay ---------------
 
 
@@ -237,4 +258,26 @@ async def test_an_unpatched_change_fails_replay() -> None:
     with pytest.raises(NondeterminismError):
         await Replayer(workflows=[ReorderedRecipientWorkflow]).replay_workflow(
             load(HISTORIES / "sent.json")
+        )
+
+
+@workflow.defn(name="ResendWorkflow", sandboxed=False)
+class ResendAfterAPause:
+    """A careless edit of the resend: a second's pause before the attempt."""
+
+    @workflow.run
+    async def run(self, input: ResendInput) -> str:
+        await workflow.sleep(timedelta(seconds=1))
+        status: str = await workflow.execute_activity(
+            RESEND_DELIVERY, ResendDelivery(input.delivery_id), result_type=str,
+            task_queue=input.send_task_queue, start_to_close_timeout=timedelta(minutes=2),
+        )  # fmt: skip
+        return status
+
+
+async def test_the_resend_replays_and_an_unpatched_change_to_it_fails() -> None:
+    await Replayer(workflows=[ResendWorkflow]).replay_workflow(load(HISTORIES / "resent.json"))
+    with pytest.raises(NondeterminismError):
+        await Replayer(workflows=[ResendAfterAPause]).replay_workflow(
+            load(HISTORIES / "resent.json")
         )
