@@ -12,9 +12,11 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from email import policy
+from email.generator import BytesGenerator
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr, parseaddr
+from io import BytesIO
 from urllib.parse import urlsplit
 
 from mail.headers import clean_header
@@ -80,51 +82,88 @@ def sender_domain(from_email: str) -> str:
     return parseaddr(from_email)[1].rpartition("@")[2] or "localhost"
 
 
-def build_message(parts: MessageParts) -> tuple[EmailMessage, Envelope]:
+def message_headers(parts: MessageParts, date: str) -> list[tuple[str, str]]:
+    """The message's own headers, in order, as the values set: one list for both builders (the
+    `email` package's here, the bytes template's in mail/mime.py)."""
     domain = sender_domain(parts.from_email)
-    msg = EmailMessage(policy=MAIL_POLICY)
-    from_email, to = clean_header(parts.from_email), clean_header(parts.to)
-    msg["From"] = formataddr((clean_header(parts.from_name or ""), from_email))
-    msg["To"] = to
+    from_email = clean_header(parts.from_email)
+    headers = [
+        ("From", formataddr((clean_header(parts.from_name or ""), from_email))),
+        ("To", clean_header(parts.to)),
+    ]
     if parts.reply_to:
-        msg["Reply-To"] = clean_header(parts.reply_to)
-    msg["Subject"] = clean_header(parts.subject)
-    msg["Date"] = format_datetime(datetime.now(UTC))
+        headers.append(("Reply-To", clean_header(parts.reply_to)))
+    headers.append(("Subject", clean_header(parts.subject)))
+    headers.append(("Date", date))
     # The delivery id rides in the Message-ID too: providers echo it back as a fallback handle.
-    msg["Message-ID"] = f"<{parts.delivery_id}@{domain}>"
-    msg[DELIVERY_HEADER] = parts.delivery_id
+    headers.append(("Message-ID", f"<{parts.delivery_id}@{domain}>"))
+    headers.append((DELIVERY_HEADER, parts.delivery_id))
     unsubscribe = f"<{parts.unsubscribe_url}>"
     if parts.unsubscribe_mailto:
         unsubscribe += (
             f", <mailto:{parts.unsubscribe_mailto}?subject=unsubscribe%20{parts.delivery_id}>"
         )
-    msg["List-Unsubscribe"] = unsubscribe
-    msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg["List-Id"] = f"{_list_name(parts.campaign_name)} <campaign-{parts.campaign_id}.{domain}>"
-    _add_provider_headers(msg, parts)
+    headers.append(("List-Unsubscribe", unsubscribe))
+    headers.append(("List-Unsubscribe-Post", "List-Unsubscribe=One-Click"))
+    list_id = f"{_list_name(parts.campaign_name)} <campaign-{parts.campaign_id}.{domain}>"
+    headers.append(("List-Id", list_id))
+    headers.extend(_provider_headers(parts))
     if parts.test:
-        msg["X-Drip-Test"] = "true"
+        headers.append(("X-Drip-Test", "true"))
+    return headers
+
+
+def message_date() -> str:
+    return format_datetime(datetime.now(UTC))
+
+
+def envelope_of(parts: MessageParts) -> Envelope:
+    sender = Address(addr_spec=clean_header(parts.from_email)).addr_spec
+    return Envelope(sender=sender, recipient=clean_header(parts.to))
+
+
+def build_message(
+    parts: MessageParts, *, date: str | None = None, boundary: str | None = None
+) -> tuple[EmailMessage, Envelope]:
+    """The message by the `email` package: the reference the bytes template is proven against,
+    and the builder of what the template does not take (mail/mime.py). `date` and `boundary`
+    fixed make the output reproducible; by default, now and a random boundary at flattening."""
+    msg = EmailMessage(policy=MAIL_POLICY)
+    for name, value in message_headers(parts, date or message_date()):
+        msg[name] = value
     msg.policy = BODY_POLICY  # the parts are encoded now, with the policy they are made with
     msg.set_content(parts.text)
     msg.add_alternative(parts.html, subtype="html")
     msg.policy = MAIL_POLICY
-    return msg, Envelope(sender=Address(addr_spec=from_email).addr_spec, recipient=to)
+    if boundary is not None:
+        msg.set_boundary(boundary)
+    return msg, envelope_of(parts)
 
 
-def _add_provider_headers(msg: EmailMessage, parts: MessageParts) -> None:
+def flatten(message: EmailMessage, *, utf8: bool = False, eight_bit: bool = True) -> bytes:
+    """The message as it goes on the wire, CRLF line ends, our 998-column policy."""
+    policy = MAIL_POLICY.clone(utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
+    out = BytesIO()
+    BytesGenerator(out, policy=policy).flatten(message)
+    return out.getvalue()
+
+
+def _provider_headers(parts: MessageParts) -> list[tuple[str, str]]:
     """Where the relay's provider echoes our id back in its webhooks (reference §7)."""
     tag = {"drip_delivery_id": parts.delivery_id}
     if parts.provider == "sendgrid":
-        msg["X-SMTPAPI"] = json.dumps({"unique_args": tag, "category": ["drip"]})
-    elif parts.provider == "mailgun":
-        msg["X-Mailgun-Variables"] = json.dumps(tag)
-    elif parts.provider == "postmark":
-        msg["X-PM-Metadata-drip_delivery_id"] = parts.delivery_id
-    elif parts.provider == "ses":
-        msg["X-SES-MESSAGE-TAGS"] = f"drip_delivery_id={parts.delivery_id}"
+        return [("X-SMTPAPI", json.dumps({"unique_args": tag, "category": ["drip"]}))]
+    if parts.provider == "mailgun":
+        return [("X-Mailgun-Variables", json.dumps(tag))]
+    if parts.provider == "postmark":
+        return [("X-PM-Metadata-drip_delivery_id", parts.delivery_id)]
+    if parts.provider == "ses":
+        headers = [("X-SES-MESSAGE-TAGS", f"drip_delivery_id={parts.delivery_id}")]
         if parts.ses_configuration_set:
-            msg["X-SES-CONFIGURATION-SET"] = clean_header(parts.ses_configuration_set)
+            headers.append(("X-SES-CONFIGURATION-SET", clean_header(parts.ses_configuration_set)))
+        return headers
     # Resend documents no tag header: it echoes our own DELIVERY_HEADER, if anything.
+    return []
 
 
 def _list_name(name: str) -> str:
