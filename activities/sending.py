@@ -22,7 +22,6 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from enum import StrEnum
 
 from sqlalchemy import case, update
@@ -47,6 +46,7 @@ from domain.journey import DeliveryStatus as Status
 from domain.resend import RESEND_DELIVERY, ResendDelivery, ResendRefused
 from mail.compose import RenderFailed, compose
 from mail.message import Envelope, relay_provider
+from mail.mime import WireMessage
 from mail.tokens import Tokens
 from mail.transport import (
     MessageRefused,
@@ -140,7 +140,7 @@ class Loaded:
 @dataclass
 class PreparedSend:
     delivery_id: str
-    message: EmailMessage
+    message: WireMessage
     envelope: Envelope
     lease: datetime  # this attempt's send_started_at: its lease token
     release_to: str = "pending"  # the status a definite refusal gives the row back
@@ -408,7 +408,7 @@ class SendingActivities:
             return self._materials(session, enrollment, step, delivery), step
 
     def _lease_uncertain(
-        self, delivery_id: str, message: EmailMessage, links: list[str]
+        self, delivery_id: str, message: WireMessage, links: list[str]
     ) -> datetime:
         now = utcnow()
         with session_scope(self.engine) as session:
@@ -419,7 +419,7 @@ class SendingActivities:
                     status=Status.SENDING,
                     send_started_at=now,
                     links=links,
-                    subject=str(message["Subject"]),
+                    subject=message.subject,
                 )  # fmt: skip
             )
             if taken.rowcount != 1:  # type: ignore[attr-defined]
@@ -454,15 +454,15 @@ class SendingActivities:
         self,
         step: StepInput,
         loaded: Loaded,
-        message: EmailMessage,
+        message: WireMessage,
         envelope: Envelope,
         links: list[str],
     ) -> PreparedSend | StepResult:
         """One short write: take the lease (inserting the row on a first attempt), or find that
         another attempt has it, or — past the point of no return — hold the message."""
         now = utcnow()
-        subject = str(message["Subject"])
-        message_id = str(message["Message-ID"]).strip("<>")
+        subject = message.subject
+        message_id = message.message_id
         enrollment = loaded.enrollment  # as _load read it; the row is updated, not re-read
         with session_scope(self.engine) as session:
             moved = session.execute(
@@ -605,7 +605,7 @@ class SendingActivities:
         subject: str,
         template: Template,
         trigger: TrackedEvent | None,
-    ) -> tuple[EmailMessage, Envelope, list[str]]:
+    ) -> tuple[WireMessage, Envelope, list[str]]:
         draft = messages.draft(
             delivery_id=delivery_id,
             email=enrollment.email,

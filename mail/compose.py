@@ -6,10 +6,10 @@ what a recipient would get (marked as a test, and without tracking)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from typing import Any
 
-from mail.message import Envelope, MessageParts, build_message
+from mail.message import Envelope, MessageParts
+from mail.mime import WireMessage, build_wire
 from mail.render import build_context, render
 from mail.tokens import Tokens
 from mail.tracking import add_open_pixel, add_unsubscribe_footer, rewrite_links
@@ -40,7 +40,7 @@ class Draft:
 
 @dataclass
 class Composed:
-    message: EmailMessage
+    message: WireMessage
     envelope: Envelope
     links: list[str]
 
@@ -73,7 +73,7 @@ def compose(
         html, links = rewrite_links(html, draft.delivery_id, tokens, public_url)
         html = add_open_pixel(html, draft.delivery_id, tokens, public_url)
     subject = f"[Test] {rendered.subject}" if draft.test else rendered.subject
-    message, envelope = build_message(
+    message, envelope = build_wire(
         MessageParts(
             delivery_id=draft.delivery_id,
             to=draft.email,

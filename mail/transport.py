@@ -1,8 +1,8 @@
 """Where sent mail goes: an outbox folder of .eml files by default, or SMTP (aiosmtplib).
 
-The message is flattened once, here, with our policy (long headers on one line: a folded or
-RFC 2047-encoded List-Unsubscribe breaks one-click unsubscribe) and handed over as bytes, one
-SMTP command at a time, so the caller learns the point of no return: the moment before the
+The message arrives as bytes, built once (mail/mime.py, long headers on one line: a folded or
+RFC 2047-encoded List-Unsubscribe breaks one-click unsubscribe), and is handed over one SMTP
+command at a time, so the caller learns the point of no return: the moment before the
 end-of-data terminator is written, after which the server may have accepted the message.
 
 SMTP failures are classified by stage and code, because each class is handled differently by
@@ -22,9 +22,6 @@ import socket
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from email.generator import BytesGenerator
-from email.message import EmailMessage
-from io import BytesIO
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import unquote, urlsplit
@@ -32,7 +29,9 @@ from urllib.parse import unquote, urlsplit
 import aiosmtplib
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 
-from mail.message import DELIVERY_HEADER, MAIL_POLICY, Envelope
+from mail.message import Envelope
+from mail.message import flatten as flatten  # bench/raw_worker.py flattens with it from here
+from mail.mime import WireMessage
 
 # Awaited once the whole message is written and before the terminator that commits it: if it
 # raises, the transaction is abandoned unterminated, and the server never accepts the message.
@@ -72,16 +71,8 @@ class MessageRefused(Exception):
 
 class Transport(Protocol):
     async def send(
-        self, message: EmailMessage, envelope: Envelope, no_return: NoReturnHook | None = None
+        self, message: WireMessage, envelope: Envelope, no_return: NoReturnHook | None = None
     ) -> None: ...
-
-
-def flatten(message: EmailMessage, *, utf8: bool = False, eight_bit: bool = True) -> bytes:
-    """The message as it goes on the wire, CRLF line ends, our 998-column policy."""
-    policy = MAIL_POLICY.clone(utf8=utf8, cte_type="8bit" if eight_bit else "7bit")
-    out = BytesIO()
-    BytesGenerator(out, policy=policy).flatten(message)
-    return out.getvalue()
 
 
 class OutboxTransport:
@@ -91,19 +82,18 @@ class OutboxTransport:
         self.directory = directory
 
     async def send(
-        self, message: EmailMessage, envelope: Envelope, no_return: NoReturnHook | None = None
+        self, message: WireMessage, envelope: Envelope, no_return: NoReturnHook | None = None
     ) -> None:
         tmp, target = await asyncio.to_thread(self._write, message)
         if no_return is not None:
             await no_return()
         os.replace(tmp, target)  # the point of no return of a folder
 
-    def _write(self, message: EmailMessage) -> tuple[Path, Path]:
+    def _write(self, message: WireMessage) -> tuple[Path, Path]:
         self.directory.mkdir(parents=True, exist_ok=True)
-        name = str(message[DELIVERY_HEADER])
-        target = self.directory / f"{name}.eml"
+        target = self.directory / f"{message.delivery_id}.eml"
         tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(flatten(message))
+        tmp.write_bytes(message.data)
         return tmp, target
 
 
@@ -147,7 +137,7 @@ class SmtpTransport:
         self.connections_opened = 0
 
     async def send(
-        self, message: EmailMessage, envelope: Envelope, no_return: NoReturnHook | None = None
+        self, message: WireMessage, envelope: Envelope, no_return: NoReturnHook | None = None
     ) -> None:
         kept = None
         stage = "connect"
@@ -158,7 +148,7 @@ class SmtpTransport:
                 await client.ehlo()
             utf8 = not (envelope.sender + envelope.recipient).isascii()
             eight_bit = client.supports_extension("8bitmime")
-            data = flatten(message, utf8=utf8, eight_bit=eight_bit)
+            data = message.wire(utf8=utf8, eight_bit=eight_bit)
             options = ["BODY=8BITMIME"] if eight_bit else []
             if utf8:
                 options.append("SMTPUTF8")

@@ -91,8 +91,8 @@ async def send_trial(
             TrialSent(
                 step_id=step.id or 0,
                 step_order=step.step_order,
-                subject=str(composed.message["Subject"]),
-                message_id=str(composed.message["Message-ID"]).strip("<>"),
+                subject=composed.message.subject,
+                message_id=composed.message.message_id,
             )
         )
     return TrialSendResult(sent=sent)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
 
-from mail.message import Envelope
+from mail.message import Envelope, MessageParts
+from mail.mime import WireMessage, build_wire
 from mail.transport import (
     MessageRefused,
     OutboxTransport,
@@ -81,23 +81,18 @@ def test_smtp_url_settings() -> None:
 
 
 async def test_outbox_writes_one_file_per_delivery_idempotently(tmp_path: Path) -> None:
-    message = EmailMessage()
-    message["X-Drip-Delivery"] = "snd_1"
-    message["To"] = "a@example.com"
-    message.set_content("hello")
+    message, envelope = plain("a@example.com", "snd_1")
     outbox = OutboxTransport(tmp_path / "outbox")
-    envelope = Envelope("s@example.com", "a@example.com")
     await outbox.send(message, envelope)
     await outbox.send(message, envelope)
     assert [p.name for p in (tmp_path / "outbox").iterdir()] == ["snd_1.eml"]
+    assert (tmp_path / "outbox" / "snd_1.eml").read_bytes() == message.data
 
 
 async def test_connection_refused_is_transient() -> None:
     transport = SmtpTransport("smtp://127.0.0.1:1", timeout=2)
-    message = EmailMessage()
-    message.set_content("x")
     with pytest.raises(TransportError):
-        await transport.send(message, Envelope("s@example.com", "a@example.com"))
+        await transport.send(*plain("a@example.com"))
 
 
 class CountingSink(SmtpSink):
@@ -113,12 +108,20 @@ class CountingSink(SmtpSink):
         return responses
 
 
-def plain(to: str) -> tuple[EmailMessage, Envelope]:
-    message = EmailMessage()
-    message["To"] = to
-    message["Subject"] = "hi"
-    message.set_content("hello")
-    return message, Envelope("s@example.com", to)
+def plain(to: str, delivery_id: str = "snd_1") -> tuple[WireMessage, Envelope]:
+    return build_wire(
+        MessageParts(
+            delivery_id=delivery_id,
+            to=to,
+            from_email="s@example.com",
+            subject="hi",
+            html="<p>hello</p>",
+            text="hello\n",
+            unsubscribe_url="https://mail.example.com/u/t",
+            campaign_id=1,
+            campaign_name="c",
+        )
+    )
 
 
 @pytest.fixture
