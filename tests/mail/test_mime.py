@@ -209,3 +209,16 @@ def test_any_input_matches_the_email_package(
         )
     )
     event("templated" if built.templated else "by the package")
+
+
+def test_the_bytes_built_once_serve_every_form_they_are_identical_in() -> None:
+    ascii_only, _ = build_wire(BASE, date=DATE, boundary=BOUNDARY)
+    assert all(ascii_only.wire(utf8=u, eight_bit=e) is ascii_only.data for u, e in FORMS)
+    eight_bit, _ = build_wire(replace(BASE, text="À bientôt\n"), date=DATE, boundary=BOUNDARY)
+    assert eight_bit.wire(utf8=True) is eight_bit.data
+    assert b"Content-Transfer-Encoding: 8bit" in eight_bit.data
+    seven_bit = eight_bit.wire(eight_bit=False)  # for a server without 8BITMIME: flattened anew
+    assert seven_bit.isascii() and b"Content-Transfer-Encoding: base64" in seven_bit
+    encoded, _ = build_wire(replace(BASE, subject="Été"), date=DATE, boundary=BOUNDARY)
+    assert not encoded.templated and encoded.wire() is encoded.data
+    assert "Subject: Été".encode() in encoded.wire(utf8=True)  # SMTPUTF8: the header as it is
