@@ -54,6 +54,28 @@ def compose(
     unsubscribe_mailto: str | None = None,
     provider: str | None = None,
 ) -> Composed:
+    parts, links = message_parts(
+        draft,
+        tokens,
+        public_url,
+        tracking=tracking,
+        unsubscribe_mailto=unsubscribe_mailto,
+        provider=provider,
+    )
+    message, envelope = build_wire(parts)
+    return Composed(message, envelope, links)
+
+
+def message_parts(
+    draft: Draft,
+    tokens: Tokens,
+    public_url: str,
+    *,
+    tracking: bool,
+    unsubscribe_mailto: str | None = None,
+    provider: str | None = None,
+) -> tuple[MessageParts, list[str]]:
+    """What the message is made of, rendered and tracked, and the links it tracks."""
     unsubscribe_url = f"{public_url}/u/{tokens.unsubscribe_token(draft.delivery_id)}"
     context = build_context(
         draft.email,
@@ -73,22 +95,20 @@ def compose(
         html, links = rewrite_links(html, draft.delivery_id, tokens, public_url)
         html = add_open_pixel(html, draft.delivery_id, tokens, public_url)
     subject = f"[Test] {rendered.subject}" if draft.test else rendered.subject
-    message, envelope = build_wire(
-        MessageParts(
-            delivery_id=draft.delivery_id,
-            to=draft.email,
-            from_email=draft.from_email,
-            from_name=draft.from_name,
-            reply_to=draft.reply_to,
-            subject=subject,
-            html=html,
-            text=text,
-            unsubscribe_url=unsubscribe_url,
-            campaign_id=draft.campaign_id,
-            campaign_name=draft.campaign_name,
-            unsubscribe_mailto=unsubscribe_mailto,
-            provider=provider,
-            test=draft.test,
-        )
+    parts = MessageParts(
+        delivery_id=draft.delivery_id,
+        to=draft.email,
+        from_email=draft.from_email,
+        from_name=draft.from_name,
+        reply_to=draft.reply_to,
+        subject=subject,
+        html=html,
+        text=text,
+        unsubscribe_url=unsubscribe_url,
+        campaign_id=draft.campaign_id,
+        campaign_name=draft.campaign_name,
+        unsubscribe_mailto=unsubscribe_mailto,
+        provider=provider,
+        test=draft.test,
     )
-    return Composed(message, envelope, links)
+    return parts, links
