@@ -39,6 +39,7 @@ class BookkeepingActivities:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self._plans: OrderedDict[int, JourneyPlan] = OrderedDict()
+        self._version_plans: OrderedDict[tuple[int, int], JourneyPlan] = OrderedDict()
         self._plans_lock = threading.Lock()  # sync activities run on several threads
 
     @activity.defn(name=ActivityName.LOAD_PLAN)
@@ -56,8 +57,13 @@ class BookkeepingActivities:
 
     @activity.defn(name=ActivityName.LOAD_VERSION_PLAN)
     def load_version_plan(self, query: VersionPlanQuery) -> JourneyPlan:
-        """The plan of the version a journey migrates to (never cached: read once per switch,
-        then kept in the journey's history)."""
+        """The plan of the version a journey migrates to. A published version never changes
+        (its snapshot is fixed), so it is kept: a publish to 100,000 journeys reads it once."""
+        key = (query.campaign_id, query.version)
+        with self._plans_lock:
+            if key in self._version_plans:
+                self._version_plans.move_to_end(key)
+                return self._version_plans[key]
         with session_scope(self.engine) as session:
             plan = version_plan(session, query.campaign_id, query.version)
         if plan is None:
@@ -65,6 +71,10 @@ class BookkeepingActivities:
                 f"campaign {query.campaign_id} has no version {query.version}",
                 non_retryable=True, type="NoSuchVersion",
             )  # fmt: skip
+        with self._plans_lock:
+            self._version_plans[key] = plan
+            if len(self._version_plans) > PLAN_CACHE_CAMPAIGNS:
+                self._version_plans.popitem(last=False)
         return plan
 
     def _read_plan(self, campaign_id: int) -> JourneyPlan:

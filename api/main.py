@@ -56,9 +56,9 @@ log = logging.getLogger("drip.api")
 
 DESCRIPTION = """Self-hostable drip campaigns on Temporal. Every recipient's journey is a durable
 workflow; inspect them in the Temporal Web UI by id (`drip-campaign-{id}-{email}`) or by the
-search attributes `CampaignId`, `RecipientEmail`, `DripStep`, `DripStatus`, `DripHeld`
-(`send_window` or `frequency_cap` while a message is held back) and `CampaignVersion` (the
-campaign version the journey runs)."""
+search attributes `CampaignId`, `RecipientEmail`, `DripStatus`, `DripHeld` (`send_window` or
+`frequency_cap` while a message is held back) and `CampaignVersion` (the campaign version the
+journey runs). Who is at which step: `GET /api/campaigns/{id}/recipients?current_step=N`."""
 
 
 def create_app(

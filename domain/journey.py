@@ -239,9 +239,13 @@ class JourneyVersion(IntEnum):
     # Campaign versions: a journey switches to a version published with `migrate` at its next
     # step boundary (docs/features.md).
     VERSIONS = 6
+    # A step's progress no longer upserts `DripStep`: one visibility write per message, a third
+    # of the server's extra work per step (docs/performance.md). The database's current step
+    # answers "who is at step N" (GET /api/campaigns/{id}/recipients?current_step=N).
+    STEP_IN_DATABASE = 7
 
 
-CURRENT_JOURNEY_VERSION = JourneyVersion.VERSIONS
+CURRENT_JOURNEY_VERSION = JourneyVersion.STEP_IN_DATABASE
 
 
 @dataclass

@@ -131,7 +131,6 @@ class Journeys:
                             [
                                 SearchAttributePair(search.CAMPAIGN_ID, item.campaign_id),
                                 SearchAttributePair(search.RECIPIENT_EMAIL, item.email),
-                                SearchAttributePair(search.DRIP_STEP, 0),
                                 SearchAttributePair(search.DRIP_STATUS, JourneyStatus.ACTIVE.value),
                                 SearchAttributePair(
                                     search.CAMPAIGN_VERSION, item.plan.version if item.plan else 0

@@ -116,6 +116,8 @@ class RecipientWorkflow:
         # boundary (`_migrated` is the newest such version heard of).
         self._versions = self._version >= JourneyVersion.VERSIONS
         self._migrated = 0
+        # Before STEP_IN_DATABASE, each step's progress is upserted as `DripStep` too.
+        self._step_attribute = self._version < JourneyVersion.STEP_IN_DATABASE
         self._held: str | None = None  # the DripHeld search attribute as last set
         self._window_note: str | None = None  # the last window check's words (zone, why)
         self._plan = input.plan if self._version >= JourneyVersion.PINNED_PLAN else None
@@ -473,7 +475,8 @@ class RecipientWorkflow:
                     evidence=verdict.evidence,
                 )
             )
-            workflow.upsert_search_attributes([search.DRIP_STEP.value_set(step.step_order)])
+            if self._step_attribute:
+                workflow.upsert_search_attributes([search.DRIP_STEP.value_set(step.step_order)])
             return True
         return True
 

@@ -7,10 +7,12 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from domain.versions import VersionChange, VersionPolicy
+from activities.bookkeeping import BookkeepingActivities
+from domain.versions import VersionChange, VersionPlanQuery, VersionPolicy
 from storage.models import CampaignVersion, Enrollment
 from storage.versions import mark_broadcast, step_content, unbroadcast
 from tests.support.eventually import eventually
@@ -324,3 +326,30 @@ async def test_a_migrate_not_yet_told_is_what_the_outbox_sends_again(
     assert (campaign["id"], VersionChange(2, VersionPolicy.MIGRATE)) not in unbroadcast(
         engine, soon
     )
+
+
+async def test_a_published_versions_plan_is_read_once_per_worker(
+    api: httpx.AsyncClient, engine: Engine
+) -> None:
+    """A publish to 100,000 journeys switches each at its next step boundary: the worker reads
+    the (fixed) plan of the version once, not once per journey."""
+    campaign, ids, template = await _three_steps(api)
+    base = f"/api/campaigns/{campaign['id']}/versions"
+    await api.post(base)
+    replaced = await api.put(f"{base}/2", json={"steps": [
+        {"id": ids[0], "subject": "One", "delay_hours": 0, "template_id": template},
+        {"id": ids[2], "subject": "Three", "delay_hours": 12, "template_id": template},
+    ]})  # fmt: skip
+    assert replaced.status_code == 200, replaced.text
+    assert (await api.post(f"{base}/2/publish", json={"policy": "migrate"})).status_code == 200
+    activities = BookkeepingActivities(engine)
+    statements: list[str] = []
+    event.listen(engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    plan = activities.load_version_plan(VersionPlanQuery(campaign["id"], 2))
+    assert [(s.step_id, s.delay_seconds) for s in plan.steps] == [(ids[0], 0), (ids[2], 43200)]
+    reads = len(statements)
+    assert reads > 0
+    assert activities.load_version_plan(VersionPlanQuery(campaign["id"], 2)) == plan
+    assert len(statements) == reads  # kept: no second read
+    first = activities.load_version_plan(VersionPlanQuery(campaign["id"], 1))
+    assert len(first.steps) == 3 and len(statements) > reads  # another version is read
