@@ -60,7 +60,7 @@ from observability.sends import report_send, stopped_outcome
 from services import messages, variants, webhooks_out
 from services.errors import Conflict, NotFound
 from services.events import Events
-from services.frequency import count_from_send
+from services.frequency import count_from_send, release
 from settings import Settings
 from storage import tracked_events
 from storage.counters import Metric, bump, bump_variant
@@ -194,6 +194,8 @@ class SendingActivities:
     async def _attempt(self, step: StepInput) -> StepResult:
         loaded = await asyncio.to_thread(self._load, step)
         if isinstance(loaded, StepResult):
+            if loaded.outcome == StepOutcome.SWITCH:  # never sent: its cap slot is free again
+                await asyncio.to_thread(release, self.engine, step.enrollment_id, step.step_id)
             report_send(stopped_outcome(loaded), loaded.delivery_id)
             return loaded
         if loaded.variant is not None and loaded.variant.holdout:  # measured, never sent
@@ -323,6 +325,14 @@ class SendingActivities:
                 stop = self._judge(delivery)
                 if stop is not None:
                     return stop
+            elif step.switchable and step.campaign_version and found[1] is not None:
+                # Migrated (publish set the row to the live version) before the journey heard.
+                now_on = enrollment.campaign_version or found[1].live_version
+                if now_on > step.campaign_version:
+                    return StepResult(
+                        StepOutcome.SWITCH, reason=f"migrated to version {now_on}",
+                        campaign_version=now_on,
+                    )  # fmt: skip
             return self._materials(session, enrollment, step, delivery)
 
     @staticmethod

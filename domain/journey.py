@@ -239,13 +239,15 @@ class JourneyVersion(IntEnum):
     # Campaign versions: a journey switches to a version published with `migrate` at its next
     # step boundary (docs/features.md).
     VERSIONS = 6
-    # A step's progress no longer upserts `DripStep`: one visibility write per message, a third
-    # of the server's extra work per step (docs/performance.md). The database's current step
-    # answers "who is at step N" (GET /api/campaigns/{id}/recipients?current_step=N).
-    STEP_IN_DATABASE = 7
+    # The database leads. A step's progress no longer upserts `DripStep` (one visibility write
+    # per message, docs/performance.md): the database's current step answers "who is at step
+    # N". And a send finds a `migrate` its journey has not been told of yet (the batch signal
+    # reaches 100,000 journeys in minutes, not at once) from the enrollment's version, and
+    # answers SWITCH: the journey switches first, so a removed step is never sent.
+    STEP_AND_VERSION_IN_DATABASE = 7
 
 
-CURRENT_JOURNEY_VERSION = JourneyVersion.STEP_IN_DATABASE
+CURRENT_JOURNEY_VERSION = JourneyVersion.STEP_AND_VERSION_IN_DATABASE
 
 
 @dataclass
@@ -365,12 +367,17 @@ class StepInput:
     reason: str | None = None
     # From VERSIONS on: the campaign version whose content to send (0: the enrollment's).
     campaign_version: int = 0
+    # From STEP_AND_VERSION_IN_DATABASE on: the journey takes a SWITCH answer.
+    switchable: bool = False
 
 
 class StepOutcome(StrEnum):
     DONE = "done"  # sent, alternative sent, or skipped as decided
     HELD = "held"  # campaign paused: try again once it is active
     ENDED = "ended"  # the journey must end (see StepResult.exit_status)
+    # Nothing sent: the journey was migrated to a newer version (StepResult.campaign_version)
+    # it has not heard of; it switches, then decides the step of that version.
+    SWITCH = "switch"
 
 
 @dataclass
@@ -381,6 +388,8 @@ class StepResult:
     reason: str | None = None
     # With HELD: the campaign's status version the activity read (see CampaignChange).
     status_version: int = 0
+    # With SWITCH: the campaign version the journey is on now.
+    campaign_version: int = 0
 
 
 @dataclass

@@ -19,6 +19,8 @@ def stopped_outcome(result: StepResult) -> str:
         return "held"
     if result.outcome == StepOutcome.DONE:
         return "already_sent"  # a retry of a step whose message already went out
+    if result.outcome == StepOutcome.SWITCH:
+        return "switched"  # migrated to a newer version: the journey decides its step instead
     return result.exit_status or "stopped"
 
 

@@ -138,6 +138,17 @@ def reserve(
         return Reservation(True, "within the frequency cap" if cap else "no frequency cap set")
 
 
+def release(engine: Engine, enrollment_id: int, step_id: int) -> None:
+    """Give back a step's reserved slot when its message will never go: the journey switched
+    to a version (migrate) before sending it."""
+    with session_scope(engine) as session:
+        session.execute(
+            delete(CapSlot).where(
+                col(CapSlot.enrollment_id) == enrollment_id, col(CapSlot.step_id) == step_id
+            )
+        )
+
+
 def over_cap(sent: Sequence[datetime], max_messages: int, per_hours: float) -> Reservation | None:
     """The refusal when the address's messages in the window before this one (`sent`, oldest
     first) already fill the cap; None: there is room (a simulation applies the same rule)."""

@@ -31,6 +31,7 @@ from typing import Any
 
 import httpx
 import uvicorn
+from sqlmodel import Session
 from temporalio.api.enums.v1 import BatchOperationState
 from temporalio.api.workflowservice.v1 import ListBatchOperationsRequest
 from temporalio.client import Client
@@ -38,9 +39,13 @@ from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
 from domain import search
+from domain.versions import VersionPolicy
+from services import versions
 from settings import Settings
 from storage.db import make_engine
 from storage.migrate import upgrade
+from storage.models import Campaign
+from storage.versions import mark_broadcast
 from tools.smtp_sink import SmtpSink
 from worker import build_workers
 
@@ -55,9 +60,12 @@ TIMEOUT = 90.0  # seconds any one wait may take
 class Journey:
     """One recipient in one fresh campaign, driven through the API."""
 
-    def __init__(self, api: httpx.AsyncClient, client: Client, branch: str, template: int) -> None:
+    def __init__(
+        self, api: httpx.AsyncClient, client: Client, branch: str, template: int, database_url: str
+    ) -> None:
         self.api = api
         self.client = client
+        self.database_url = database_url
         self.email = f"{branch.replace('_', '-')}@{DOMAIN}"
         self.template = template
         self.campaign_id = 0
@@ -396,6 +404,34 @@ async def migrated(j: Journey) -> None:
     ])  # fmt: skip
 
 
+async def switched(j: Journey) -> None:
+    """A version without step 2 (due 4 s after step 1) but with a new step is published with
+    migrate in the database alone, its batch signal never sent (as when it has not reached the
+    journey yet): step 2's send answers SWITCH, and the journey sends the new step instead."""
+    await j.start([
+        {"subject": "welcome", "delay_hours": 0},
+        {"subject": "removed before it was sent", "delay_hours": 4 * SECOND},
+    ])  # fmt: skip
+    await j.delivered(1)
+    first = (await j.state())["steps"][0]["step_id"]
+    base = f"/api/campaigns/{j.campaign_id}/versions"
+    number = (await j.api.post(base)).json()["version"]
+    steps = [
+        {"id": first, "subject": "welcome", "delay_hours": 0, "template_id": j.template},
+        {"subject": "the new step", "delay_hours": 2 * SECOND, "template_id": j.template},
+    ]
+    (await j.api.put(f"{base}/{number}", json={"steps": steps})).raise_for_status()
+    engine = make_engine(j.database_url)
+    try:
+        with Session(engine) as session:
+            campaign = session.get(Campaign, j.campaign_id)
+            assert campaign is not None
+            assert versions.publish(session, campaign, number, VersionPolicy.MIGRATE)
+        mark_broadcast(engine, j.campaign_id, number)  # the outbox must not signal it either
+    finally:
+        engine.dispose()
+
+
 async def exited(j: Journey) -> None:
     """A new version published with exit while the journey waits for step 2."""
     await j.start(waiting())
@@ -407,7 +443,8 @@ BRANCHES: dict[str, Callable[[Journey], Awaitable[None]]] = {
     f.__name__: f
     for f in (sent, alternative, skipped, paused, unsubscribed, bounced_event, bounced_smtp,
               removed, archived, wait_until_met, wait_until_timed_out, performed, converted,
-              triggered, window_held, delay_until, cap_deferred, cap_skipped, migrated, exited)
+              triggered, window_held, delay_until, cap_deferred, cap_skipped, migrated, switched,
+              exited)
 }  # fmt: skip
 PAUSE_RECHECK_SECONDS = 2.0
 
@@ -500,7 +537,7 @@ async def record(branches: list[str], keep: bool) -> None:
                 template = response.json()["id"]
                 OUT.mkdir(parents=True, exist_ok=True)
                 for name in branches:
-                    journey = Journey(api, env.client, name, template)
+                    journey = Journey(api, env.client, name, template, settings.database_url)
                     await BRANCHES[name](journey)
                     handle = env.client.get_workflow_handle(journey.workflow_id)
                     status = await asyncio.wait_for(handle.result(), TIMEOUT)

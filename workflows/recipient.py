@@ -116,8 +116,9 @@ class RecipientWorkflow:
         # boundary (`_migrated` is the newest such version heard of).
         self._versions = self._version >= JourneyVersion.VERSIONS
         self._migrated = 0
-        # Before STEP_IN_DATABASE, each step's progress is upserted as `DripStep` too.
-        self._step_attribute = self._version < JourneyVersion.STEP_IN_DATABASE
+        # From STEP_AND_VERSION_IN_DATABASE on: no `DripStep` upsert per step, and a send may
+        # answer SWITCH (migrated to a version not yet heard of).
+        self._database_led = self._version >= JourneyVersion.STEP_AND_VERSION_IN_DATABASE
         self._held: str | None = None  # the DripHeld search attribute as last set
         self._window_note: str | None = None  # the last window check's words (zone, why)
         self._plan = input.plan if self._version >= JourneyVersion.PINNED_PLAN else None
@@ -378,7 +379,8 @@ class RecipientWorkflow:
         """Decide and act on one due step; hold (never skip) while the campaign is paused.
         `decided`: a verdict made before the step fell due (a delay_until step skipped).
         False: left undecided for a version to switch to (published during its wait-until, or
-        while it was held by a pause, a send window or the frequency cap)."""
+        while it was held by a pause, a send window or the frequency cap, or found by the send
+        before its signal arrived)."""
         verdict: Verdict | None = decided
         skip_reason = decided.reason if decided else None  # a skip no condition decided
         while self._state.exit is None:
@@ -434,6 +436,7 @@ class RecipientWorkflow:
             step_input = StepInput(
                 self._input.enrollment_id, step.step_id, step.step_order, verdict.decision,
                 verdict.met, skip_reason, campaign_version=self._content_version(),
+                switchable=self._database_led,
             )  # fmt: skip
             if verdict.decision == Decision.SKIPPED:
                 result = await self._bookkeeping(
@@ -461,6 +464,9 @@ class RecipientWorkflow:
             if result.outcome == StepOutcome.ENDED:
                 self._end(result.exit_status or JourneyStatus.REMOVED, result.reason)
                 return True
+            if result.outcome == StepOutcome.SWITCH:  # a migrate before its signal: take it
+                self._migrated = max(self._migrated, result.campaign_version)
+                return False
             self._state.paused = False
             self._state.current_step = step.step_order
             self._state.progress.append(
@@ -475,7 +481,7 @@ class RecipientWorkflow:
                     evidence=verdict.evidence,
                 )
             )
-            if self._step_attribute:
+            if not self._database_led:
                 workflow.upsert_search_attributes([search.DRIP_STEP.value_set(step.step_order)])
             return True
         return True

@@ -8,7 +8,7 @@ import asyncio
 import email
 import email.policy
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -34,6 +34,7 @@ from storage.db import make_engine
 from storage.migrate import upgrade
 from storage.models import (
     Campaign,
+    CapSlot,
     Delivery,
     Enrollment,
     StatCounter,
@@ -416,3 +417,29 @@ async def test_the_message_is_composed_outside_any_write_transaction(
     monkeypatch.setattr(SendingActivities, "_compose", compose_while_another_writes)
     result = await send(world.activities(), world.step)
     assert result.outcome == StepOutcome.DONE and wrote == [True]
+
+
+async def test_a_journey_migrated_before_its_signal_is_told_to_switch_not_sent(
+    world: World,
+) -> None:
+    """A `migrate` publish set the enrollment to the live version (2) while the journey, not yet
+    signalled, still runs version 1: its send answers SWITCH, sends nothing, writes no delivery
+    and frees the step's cap slot; on the version it is on, the step is sent."""
+    with DbSession(world.engine) as session:
+        campaign = session.get(Campaign, world.campaign_id)
+        assert campaign is not None
+        campaign.live_version = 2  # the enrollment's 0: "the live one"
+        session.add(campaign)
+        session.add(CapSlot(email=world.email, enrollment_id=world.step.enrollment_id,
+                            step_id=world.step.step_id, campaign_id=world.campaign_id,
+                            reserved_at=utcnow()))  # fmt: skip
+        session.commit()
+    acts = world.activities()
+    on_one = replace(world.step, campaign_version=1, switchable=True)
+    result = await send(acts, on_one)
+    assert (result.outcome, result.campaign_version) == (StepOutcome.SWITCH, 2)
+    assert world.sink.raw == [] and world.delivery() is None
+    with DbSession(world.engine) as session:
+        assert session.exec(select(CapSlot)).all() == []
+    result = await send(acts, replace(on_one, campaign_version=2))
+    assert result.outcome == StepOutcome.DONE and len(world.sink.raw) == 1

@@ -64,11 +64,16 @@ class Campaign:
     loaded: list[int] = field(default_factory=list)
     finished: list[FinishInput] = field(default_factory=list)
     paused: bool = False  # the campaign's status as the send reads it
+    live: int = 0  # the version the enrollment row is on, as the send reads it (0: as told)
+    switches: list[int] = field(default_factory=list)  # step ids answered SWITCH
 
     @activity.defn(name="send_step")
     async def send_step(self, step: StepInput) -> StepResult:
         if self.paused:
             return StepResult(StepOutcome.HELD, reason="campaign paused", status_version=1)
+        if step.switchable and self.live > step.campaign_version:
+            self.switches.append(step.step_id)
+            return StepResult(StepOutcome.SWITCH, campaign_version=self.live)
         self.sent.append((step.step_id, step.campaign_version, activity.info().scheduled_time))
         return StepResult(StepOutcome.DONE, delivery_id=f"d{step.step_id}")
 
@@ -101,7 +106,11 @@ class Campaign:
 
 
 @asynccontextmanager
-async def journey(env: WorkflowEnvironment, campaign: Campaign) -> AsyncIterator[WorkflowHandle]:
+async def journey(
+    env: WorkflowEnvironment,
+    campaign: Campaign,
+    journey_version: JourneyVersion = JourneyVersion.VERSIONS,
+) -> AsyncIterator[WorkflowHandle]:
     queue, send_queue = f"j-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
     timing = (
         [campaign.compute_send_time, campaign.reserve_cap_slot]
@@ -133,7 +142,7 @@ async def journey(env: WorkflowEnvironment, campaign: Campaign) -> AsyncIterator
                 send_task_queue=send_queue,
                 local_bookkeeping=True,
                 plan=campaign.versions[1],
-                version=JourneyVersion.VERSIONS,
+                version=journey_version,
             ),  # fmt: skip
             id=f"drip-test-{uuid.uuid4()}",
             task_queue=queue,
@@ -164,6 +173,30 @@ async def test_migrate_sends_the_next_surviving_step_never_the_removed_one_then_
     assert state.campaign_version == 2
     described = await handle.describe()
     assert described.typed_search_attributes.get(search.CAMPAIGN_VERSION) == 2
+
+
+async def test_a_migrate_found_by_the_send_before_its_signal_switches_first(
+    time_env: WorkflowEnvironment,
+) -> None:
+    """From STEP_AND_VERSION_IN_DATABASE on: the batch signal has not reached the journey when
+    its step falls due, but the enrollment is on version 2. The send answers SWITCH: the journey
+    loads version 2 and sends its step instead; the removed step never goes out. A journey
+    started before (VERSIONS) is never asked, and sends its plan's step."""
+    v2 = version(2, step(10, 1, 0), step(30, 2, 24), step(40, 3, 24))  # 20 removed, 40 added
+    campaign = Campaign({1: V1, 2: v2})
+    async with journey(time_env, campaign, JourneyVersion.STEP_AND_VERSION_IN_DATABASE) as handle:
+        await time_env.sleep(timedelta(hours=1))  # step 10 sent; waiting before step 20
+        campaign.live = 2  # published with migrate; no signal reaches it
+        assert await handle.result() == "completed"
+        state = await handle.query(RecipientWorkflow.progress)
+    assert campaign.switches == [20]
+    assert campaign.steps() == [(10, 1), (30, 2), (40, 2)]
+    assert campaign.loaded == [2] and state.campaign_version == 2
+    assert campaign.hours(10, 30) == 24, "due when 20 was: version 2's 24 h from step 10"
+    older = Campaign({1: V1, 2: v2}, live=2)
+    async with journey(time_env, older) as handle:
+        assert await handle.result() == "completed"
+    assert older.switches == [] and older.steps() == [(10, 1), (20, 1), (30, 1)]
 
 
 async def test_migrate_sends_an_edited_step_with_the_new_versions_content(

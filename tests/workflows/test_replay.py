@@ -54,6 +54,8 @@ RECIPIENT_BRANCHES = {
     # JourneyVersion.VERSIONS on
     "migrated": "completed",
     "exited": "exited",
+    # JourneyVersion.STEP_AND_VERSION_IN_DATABASE on
+    "switched": "completed",
 }
 
 
@@ -217,6 +219,13 @@ def test_version_histories_are_the_branches_they_are_named_after() -> None:
     assert "load_version_plan" in migrated.local_activities
     assert migrated.activities == ["send_step:sent", "send_step:sent"]
     assert migrated.timers[0] == "canceled", "the switch ended the wait for the removed step"
+    switched = shape(load(HISTORIES / "switched.json"))  # migrated, but never signalled
+    assert switched.signals == [] and switched.local_activities.count("load_version_plan") == 1
+    assert switched.activities == ["send_step:sent", "send_step:sent", "send_step:sent"]
+    events = load(HISTORIES / "switched.json").events
+    answers = [json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)
+               for e in events if e.HasField("activity_task_completed_event_attributes")]  # fmt: skip
+    assert [a["outcome"] for a in answers] == ["done", "switch", "done"], "step 2 never sent"
     exited = shape(load(HISTORIES / "exited.json"))
     assert exited.signals == ["version_published"]
     assert exited.activities == ["send_step:sent"] and exited.timers == ["canceled"]
@@ -242,7 +251,7 @@ def workflow_task_queue(history: WorkflowHistory) -> str:
 
 
 def test_journeys_write_their_step_to_visibility_only_before_step_in_database() -> None:
-    """From STEP_IN_DATABASE on a step's progress is not upserted as DripStep (one visibility
+    """From STEP_AND_VERSION_IN_DATABASE on a step's progress is not upserted as DripStep (one visibility
     write per message): the journey upserts its status at the end and nothing per step; the
     same branch recorded on VERSIONS upserted DripStep at each of its three steps."""
     assert shape(load(HISTORIES / "sent.json")).upserts == ["DripStatus"]
