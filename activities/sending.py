@@ -316,7 +316,9 @@ class SendingActivities:
                 )
                 .where(col(Enrollment.id) == step.enrollment_id)
             ).first()
-            enrollment, delivery = (found[0], found[3]) if found is not None else (None, None)
+            enrollment, campaign, delivery = (
+                (found[0], found[1], found[3]) if found is not None else (None, None, None)
+            )
             stop = gate(session, enrollment)
             if stop is not None:
                 return stop
@@ -325,9 +327,9 @@ class SendingActivities:
                 stop = self._judge(delivery)
                 if stop is not None:
                     return stop
-            elif step.switchable and step.campaign_version and found[1] is not None:
+            elif step.switchable and step.campaign_version and campaign is not None:
                 # Migrated (publish set the row to the live version) before the journey heard.
-                now_on = enrollment.campaign_version or found[1].live_version
+                now_on = enrollment.campaign_version or campaign.live_version
                 if now_on > step.campaign_version:
                     return StepResult(
                         StepOutcome.SWITCH, reason=f"migrated to version {now_on}",

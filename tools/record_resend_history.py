@@ -71,7 +71,9 @@ async def record() -> str:
             async with recording.system(env.client, settings) as api:
                 made = await api.post("/api/templates", json={"name": "t", "html": "<p>Hi</p>"})
                 made.raise_for_status()
-                j = recording.Journey(api, env.client, "resent", made.json()["id"])
+                j = recording.Journey(
+                    api, env.client, "resent", made.json()["id"], settings.database_url
+                )
                 await j.start([{"subject": "one", "delay_hours": 0},
                                {"subject": "two", "delay_hours": recording.SECOND}])  # fmt: skip
                 await asyncio.wait_for(

@@ -154,9 +154,10 @@ def test_recorded_histories_are_the_branches_they_are_named_after() -> None:
     assert paused.signals == ["campaign_changed", "campaign_changed"], "paused, then resumed"
     # Held past due: by the send's HELD answer (the pause was in the database before its signal
     # arrived: the step was re-tried), or by the pause it had heard of (re-checks while held).
-    retried, rechecked = paused.activities.count("send_step:sent") > 2, paused.timers[1:3] == [
-        "fired", "fired"
-    ]
+    retried, rechecked = (
+        paused.activities.count("send_step:sent") > 2,
+        paused.timers[1:3] == ["fired", "fired"],
+    )
     assert retried or rechecked, "held past due"
     assert paused.activities.count("send_step:sent") >= 2 and paused.timers[-1] == "canceled"
     assert shapes["unsubscribed"].signals == ["on_event"]
