@@ -284,15 +284,17 @@ async def update_campaign(
     engine: EngineDep,
     journeys: JourneysDep,
 ) -> CampaignPublic:
-    public, change = await run_in_threadpool(_update_campaign, session, campaign_id, body)
+    public, change = await run_in_threadpool(apply_update, session, campaign_id, body)
     if change is not None:
         journeys.in_background(tell_journeys(engine, journeys, campaign_id, change))
     return public
 
 
-def _update_campaign(
+def apply_update(
     session: Session, campaign_id: int, body: CampaignUpdate
 ) -> tuple[CampaignPublic, CampaignChange | None]:
+    """The PATCH's database half, for every caller of it (the dashboard too): the campaign
+    after `body`, and the status change its running journeys must still be told of, if any."""
     campaign = load_or_404(session, campaign_id)
     change = update(session, campaign, body.model_dump(exclude_unset=True))
     return _public(session, campaign), change

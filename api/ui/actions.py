@@ -174,8 +174,8 @@ def create_from_definition(session: Session, source: str) -> int:
                 session.delete(template)
         session.commit()
         raise
-    if spec.activate:
-        campaign, _ = campaign_routes._update_campaign(
+    if spec.activate:  # from a draft: no journey runs yet, so no change to tell
+        campaign, _ = campaign_routes.apply_update(
             session, campaign.id, CampaignUpdate(status="active")
         )
     return campaign.id
