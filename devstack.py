@@ -31,11 +31,15 @@ log = logging.getLogger("drip.devstack")
 
 BIN = Path(sys.executable).parent
 RESTART_BACKOFF_SECONDS = 2.0
-# Pause/resume/archive reach journeys by batch signal; the server's default of one batch
-# operation at a time per namespace would make a second campaign's change wait.
+# Pause/resume/archive and published versions reach journeys by batch signal; the server's
+# default of one batch operation at a time per namespace would make a second campaign's change
+# wait, and its 50 signals a second would take half an hour to reach 100,000 journeys
+# (docs/performance.md): the journeys' own work bounds it here instead.
 DEV_SERVER_TUNING = [
     "--dynamic-config-value",
     "frontend.MaxConcurrentBatchOperationPerNamespace=20",
+    "--dynamic-config-value",
+    "worker.batcherRPS=500",
 ]
 # The dev server re-reads the search attribute metadata on every start or upsert that carries
 # search attributes (a serialized database read; raw workflows carry none), so that attributes

@@ -103,7 +103,7 @@ async def drained(client: Client, queue: str) -> float:
         empty = empty + 1 if stats.approximate_backlog_count == 0 else 0
         return empty >= 2
 
-    return await until(twice_empty, limit=1800, what=f"{queue} to drain", every=0.25)
+    return await until(twice_empty, limit=3600, what=f"{queue} to drain", every=0.25)
 
 
 async def gather_limited(limit: int, calls: list[Any]) -> list[Any]:
