@@ -18,32 +18,16 @@ import asyncio
 import tempfile
 from pathlib import Path
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
 from temporalio.testing import WorkflowEnvironment
 
 from domain import search
 from domain.resend import resend_workflow_id
 from settings import Settings
 from tools import record_histories as recording
-from tools.smtp_sink import SmtpSink
+from tools.smtp_sink import SlowOnceSink
 
 TARGET = recording.OUT / "resent.json"
 SMTP_TIMEOUT_SECONDS = 1.0
-
-
-class SlowOnceSink(SmtpSink):
-    """Takes the first message, then answers the end of DATA after the client gave up."""
-
-    slow = 1
-
-    async def handle_DATA(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
-        reply = await super().handle_DATA(server, session, envelope)
-        if self.slow:
-            self.slow -= 1
-            await asyncio.sleep(4 * SMTP_TIMEOUT_SECONDS)
-        return reply
 
 
 async def record() -> str:
@@ -53,7 +37,7 @@ async def record() -> str:
         search_attributes=list(search.ALL_KEYS),
         dev_server_log_level="error",
     )
-    sink = SlowOnceSink(port=recording.free_port())
+    sink = SlowOnceSink(port=recording.free_port(), delay=4 * SMTP_TIMEOUT_SECONDS)
     sink.start()
     try:
         with tempfile.TemporaryDirectory(prefix="drip-histories-") as tmp:

@@ -3,6 +3,7 @@ tests and for tools/ (make record-histories)."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import threading
@@ -76,3 +77,22 @@ class SmtpSink:
         """The messages for `address` as received, oldest first: assert on these bytes."""
         with self._lock:
             return [r for r in self.received if address.lower() in r.rcpt_tos]
+
+
+class SlowOnceSink(SmtpSink):
+    """Takes the first message, then answers the end of DATA only after `delay` seconds (after a
+    client with a shorter timeout gave up): the send is `uncertain`. Later messages go normally."""
+
+    def __init__(self, port: int, delay: float) -> None:
+        super().__init__(port)
+        self.delay = delay
+        self.slow = 1
+
+    async def handle_DATA(  # noqa: N802
+        self, server: SMTP, session: Session, envelope: Envelope
+    ) -> str:
+        reply = await super().handle_DATA(server, session, envelope)
+        if self.slow:
+            self.slow -= 1
+            await asyncio.sleep(self.delay)
+        return reply

@@ -5,41 +5,24 @@ resend it."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from settings import Settings
 from tests.conftest import free_port, unique_domain
 from tests.support.eventually import eventually
 from tests.support.factories import make_campaign, make_template
 from tests.support.journey import journey
-from tools.smtp_sink import SmtpSink
+from tools.smtp_sink import SlowOnceSink, SmtpSink
 
 SECOND = 1 / 3600
 
 
-class SlowOnceSink(SmtpSink):
-    """Takes the first message, then answers the end of DATA after the client gave up."""
-
-    slow = 1
-
-    async def handle_DATA(  # noqa: N802
-        self, server: SMTP, session: Session, envelope: Envelope
-    ) -> str:
-        reply = await super().handle_DATA(server, session, envelope)
-        if self.slow:
-            self.slow -= 1
-            await asyncio.sleep(4)
-        return reply
-
-
 @pytest.fixture
 def smtp() -> Iterator[SmtpSink]:
-    sink = SlowOnceSink(port=free_port())
+    sink = SlowOnceSink(port=free_port(), delay=4)
     sink.start()
     yield sink
     sink.stop()
