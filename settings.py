@@ -114,10 +114,10 @@ class Settings(BaseSettings):
     send_task_queue: str = SEND_TASK_QUEUE
     workflow_task_polls: int = Field(8, ge=2)  # journey worker's workflow task pollers
     workflow_cache_size: int = Field(1000, ge=0)  # journeys kept in the worker's memory
-    # The production worker's journey sandbox: `passthrough` imports the workflow modules once
-    # (cheaper first tasks, less memory); `isolated` re-imports them per run. Tests and replays
-    # always run isolated (docs/performance.md).
-    workflow_sandbox: Literal["passthrough", "isolated"] = "passthrough"
+    # The production worker's journey runner: `unsandboxed` (the cheapest per task), `passthrough`
+    # (the sandbox, the workflow modules imported once) or `isolated` (re-imported per run).
+    # Tests and replays always run isolated (docs/performance.md).
+    workflow_sandbox: Literal["unsandboxed", "passthrough", "isolated"] = "unsandboxed"
 
     # Request bodies, counted while they stream in (chunked ones too): a 413 past the limit.
     max_body_bytes: int = Field(32 * 2**20, ge=1024)  # JSON calls: 10,000 recipients fit

@@ -15,7 +15,12 @@ from sqlalchemy.engine import Engine
 from temporalio.client import Client
 from temporalio.converter import _payload_converter as payload_converter
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
-from temporalio.worker import PollerBehaviorSimpleMaximum, Worker
+from temporalio.worker import (
+    PollerBehaviorSimpleMaximum,
+    UnsandboxedWorkflowRunner,
+    Worker,
+    WorkflowRunner,
+)
 from temporalio.worker.workflow_sandbox import SandboxedWorkflowRunner, SandboxRestrictions
 
 from activities.bookkeeping import BookkeepingActivities
@@ -50,7 +55,7 @@ WORKFLOWS_DIR = Path(__file__).resolve().parent / "workflows"
 # journeys woken after a long sleep, long since evicted from the cache. The SDK's default ratio
 # of 0.2 leaves one poller there, which bounded first tasks (docs/performance.md).
 NONSTICKY_TO_STICKY_POLL_RATIO = 1.0
-# What the journey workflows import of ours: passed through the production worker's sandbox.
+# What the journey workflows import of ours: passed through the sandbox in `passthrough` mode.
 JOURNEY_MODULES = ("workflows", "domain")
 
 
@@ -73,12 +78,16 @@ def compile_workflow_modules(*directories: Path) -> None:
             log.warning("no bytecode written for %s: workflow runs will start slower", directory)
 
 
-def journey_runner(passthrough: bool) -> SandboxedWorkflowRunner:
-    """The journeys' sandbox. Isolated, it re-imports the workflow modules for every run it
-    creates; passed through, they are imported once and shared, which makes a journey's first
-    task cheaper, at the price of the sandbox's checks on what those modules import (the
-    determinism lint and the isolated tests and replays still check the workflow code)."""
-    if not passthrough:
+def journey_runner(mode: str) -> WorkflowRunner:
+    """The journeys' runner (DRIP_WORKFLOW_SANDBOX). `unsandboxed`, the production worker's: the
+    SDK's sandbox proxies every payload's serialization context through code it compiles anew
+    per call, about a sixth of the worker's CPU per message (docs/performance.md); `passthrough`
+    imports the workflow modules once into the sandbox; `isolated` re-imports them per run.
+    Every workflow test and replay runs isolated, and the determinism lint checks the workflow
+    and domain code, so what the production worker no longer checks is still checked."""
+    if mode == "unsandboxed":
+        return UnsandboxedWorkflowRunner()
+    if mode == "isolated":
         return SandboxedWorkflowRunner()
     return SandboxedWorkflowRunner(
         restrictions=SandboxRestrictions.default.with_passthrough_modules(*JOURNEY_MODULES)
@@ -91,12 +100,12 @@ def build_workers(
     engine: Engine,
     executor: concurrent.futures.Executor,
     *,
-    passthrough: bool = False,
+    sandbox: str = "isolated",
 ) -> list[Worker]:
     """Four workers on one client: journeys (workflows + bookkeeping), sends, whose queue
     carries the cluster-wide DRIP_SEND_RATE limit, enrollment batches, and webhook deliveries
-    (journey events out). The journey sandbox is isolated unless `passthrough` (the production
-    worker, DRIP_WORKFLOW_SANDBOX)."""
+    (journey events out). The journey runner is the isolated sandbox unless told (the
+    production worker: DRIP_WORKFLOW_SANDBOX)."""
     client = with_interceptors(client)  # request ids and tracing, on every worker
     use_hash_keys(settings.suppression_keys)
     journey = BookkeepingActivities(engine)
@@ -114,7 +123,7 @@ def build_workers(
             client,
             task_queue=settings.task_queue,
             workflows=[RecipientWorkflow, ResendWorkflow],
-            workflow_runner=journey_runner(passthrough),
+            workflow_runner=journey_runner(sandbox),
             activities=[
                 journey.load_plan,
                 journey.load_version_plan,
@@ -212,7 +221,7 @@ async def main() -> None:
             settings,
             engine,
             executor,
-            passthrough=settings.workflow_sandbox == "passthrough",
+            sandbox=settings.workflow_sandbox,
         )
         log.info(
             "worker polling %s and %s on %s",

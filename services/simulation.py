@@ -309,7 +309,7 @@ async def start_server(test_server: Path = TEST_SERVER) -> Server:
         task_queue=task_queue,
         workflows=[SimulationWorkflow, RecipientWorkflow],
         activities=stage.activities(),
-        # As the production worker (DRIP_WORKFLOW_SANDBOX passthrough): modules imported once.
+        # The workflow modules imported once into the sandbox (DRIP_WORKFLOW_SANDBOX=passthrough).
         workflow_runner=SandboxedWorkflowRunner(
             restrictions=SandboxRestrictions.default.with_passthrough_modules("workflows", "domain")
         ),
