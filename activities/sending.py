@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from sqlalchemy import case, update
+from sqlalchemy import bindparam, case, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
@@ -90,6 +90,58 @@ RECORD_RETRY_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
 
 
 FINAL = {Status.SENT, Status.UNCERTAIN, Status.FAILED, Status.SKIPPED, Status.HOLDOUT}
+
+# The hot path's statements, built once on the tables with bound parameters: built per message,
+# their construction and cache keys cost more of the worker's CPU than running them
+# (tools/send_db_bench.py, docs/performance.md).
+_DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
+_ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
+_LOAD = (
+    sa_select(Enrollment, Campaign, Step, Delivery)
+    .outerjoin(Campaign, col(Campaign.id) == col(Enrollment.campaign_id))
+    .outerjoin(Step, col(Step.id) == bindparam("step_id"))
+    .outerjoin(
+        Delivery,
+        (col(Delivery.enrollment_id) == col(Enrollment.id))
+        & (col(Delivery.step_id) == bindparam("step_id")),
+    )
+    .where(col(Enrollment.id) == bindparam("enrollment_id"))
+)
+_REACH_STEP = (
+    update(_ENROLLMENTS)
+    .where(_ENROLLMENTS.c.id == bindparam("enrollment_id"))
+    .values(
+        current_step=case(
+            (_ENROLLMENTS.c.current_step < bindparam("step_order"), bindparam("step_order")),
+            else_=_ENROLLMENTS.c.current_step,
+        )
+    )
+)
+_HAND_OVER = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("delivery_id"),
+        _DELIVERIES.c.status == Status.SENDING,
+        _DELIVERIES.c.send_started_at == bindparam("lease"),
+    )
+    .values(status=Status.HANDING_OVER)
+)
+_SENT = (
+    update(_DELIVERIES)
+    .where(
+        _DELIVERIES.c.id == bindparam("delivery_id"),
+        _DELIVERIES.c.status.in_([Status.SENDING, Status.HANDING_OVER]),
+    )
+    .values(status=Status.SENT, sent_at=bindparam("now"))
+    .returning(
+        _DELIVERIES.c.campaign_id,
+        _DELIVERIES.c.step_id,
+        _DELIVERIES.c.decision,
+        _DELIVERIES.c.enrollment_id,
+        _DELIVERIES.c.sent_at,
+        _DELIVERIES.c.variant,
+    )
+)
 
 
 class UncertainSends(StrEnum):
@@ -192,17 +244,28 @@ class SendingActivities:
                 ) from exc
 
     async def _attempt(self, step: StepInput) -> StepResult:
-        loaded = await asyncio.to_thread(self._load, step)
+        prepared = await asyncio.to_thread(self._prepare, step)
+        if isinstance(prepared, PreparedSend):
+            return await self._hand_over(prepared)
+        result, outcome = prepared
+        if outcome is not None:
+            report_send(outcome, result.delivery_id)
+        return result
+
+    def _prepare(self, step: StepInput) -> PreparedSend | tuple[StepResult, str | None]:
+        """The reads, the message composed outside any transaction, the lease: on one worker
+        thread, one hop from the event loop instead of two. Nothing to send: the step's result
+        and the outcome to report (None: a holdout, counted by hold_out)."""
+        loaded = self._load(step)
         if isinstance(loaded, StepResult):
             if loaded.outcome == StepOutcome.SWITCH:  # never sent: its cap slot is free again
-                await asyncio.to_thread(release, self.engine, step.enrollment_id, step.step_id)
-            report_send(stopped_outcome(loaded), loaded.delivery_id)
-            return loaded
+                release(self.engine, step.enrollment_id, step.step_id)
+            return loaded, stopped_outcome(loaded)
         if loaded.variant is not None and loaded.variant.holdout:  # measured, never sent
-            return await asyncio.to_thread(
-                variants.hold_out, self.engine, step, loaded.step, loaded.delivery_id, loaded.new,
-                loaded.variant,
-            )  # fmt: skip
+            held = variants.hold_out(
+                self.engine, step, loaded.step, loaded.delivery_id, loaded.new, loaded.variant
+            )
+            return held, None
         message, envelope, links = self._compose(
             loaded.delivery_id,
             loaded.enrollment,
@@ -212,11 +275,10 @@ class SendingActivities:
             loaded.template,
             loaded.trigger,
         )
-        prepared = await asyncio.to_thread(self._lease, step, loaded, message, envelope, links)
+        prepared = self._lease(step, loaded, message, envelope, links)
         if isinstance(prepared, StepResult):
-            report_send(prepared.reason or stopped_outcome(prepared), prepared.delivery_id)
-            return prepared
-        return await self._hand_over(prepared)
+            return prepared, prepared.reason or stopped_outcome(prepared)
+        return prepared
 
     async def _hand_over(self, prepared: PreparedSend) -> StepResult:
         delivery_id = prepared.delivery_id
@@ -306,15 +368,7 @@ class SendingActivities:
             # One statement for the enrollment, its campaign, the step and this step's delivery
             # row: loaded into the session, where gate() and _materials() find them unasked.
             found = session.execute(
-                sa_select(Enrollment, Campaign, Step, Delivery)
-                .outerjoin(Campaign, col(Campaign.id) == col(Enrollment.campaign_id))
-                .outerjoin(Step, col(Step.id) == step.step_id)
-                .outerjoin(
-                    Delivery,
-                    (col(Delivery.enrollment_id) == col(Enrollment.id))
-                    & (col(Delivery.step_id) == step.step_id),
-                )
-                .where(col(Enrollment.id) == step.enrollment_id)
+                _LOAD, {"step_id": step.step_id, "enrollment_id": step.enrollment_id}
             ).first()
             enrollment, campaign, delivery = (
                 (found[0], found[1], found[3]) if found is not None else (None, None, None)
@@ -478,14 +532,7 @@ class SendingActivities:
         enrollment = loaded.enrollment  # as _load read it; the row is updated, not re-read
         with session_scope(self.engine) as session:
             moved = session.execute(
-                update(Enrollment)
-                .where(col(Enrollment.id) == step.enrollment_id)
-                .values(
-                    current_step=case(
-                        (col(Enrollment.current_step) < step.step_order, step.step_order),
-                        else_=col(Enrollment.current_step),
-                    )
-                )
+                _REACH_STEP, {"enrollment_id": step.enrollment_id, "step_order": step.step_order}
             )
             if moved.rowcount != 1:  # type: ignore[attr-defined]  # erased meanwhile: retried,
                 raise ApplicationError("enrollment gone", type="EnrollmentGone")  # the gate ends it
@@ -552,15 +599,7 @@ class SendingActivities:
     def _mark_handing_over(self, delivery_id: str, lease: datetime) -> None:
         # Urgent: the message waits on the wire for this commit.
         with session_scope(self.engine, urgent=True) as session:
-            held = session.execute(
-                update(Delivery)
-                .where(
-                    col(Delivery.id) == delivery_id,
-                    col(Delivery.status) == Status.SENDING,
-                    col(Delivery.send_started_at) == lease,
-                )
-                .values(status=Status.HANDING_OVER)
-            )
+            held = session.execute(_HAND_OVER, {"delivery_id": delivery_id, "lease": lease})
             if held.rowcount != 1:  # type: ignore[attr-defined]
                 raise LeaseLost(delivery_id)
         if (utcnow() - lease).total_seconds() > self.lease_seconds:
@@ -647,18 +686,7 @@ class SendingActivities:
         # Urgent: until this commits, a retry cannot know the message went out.
         with session_scope(self.engine, urgent=True) as session:
             # The usual case in one statement: this attempt's row, sending until now.
-            sent = session.execute(
-                update(Delivery)
-                .where(
-                    col(Delivery.id) == delivery_id,
-                    col(Delivery.status).in_([Status.SENDING, Status.HANDING_OVER]),
-                )
-                .values(status=Status.SENT, sent_at=utcnow())
-                .returning(
-                    col(Delivery.campaign_id), col(Delivery.step_id), col(Delivery.decision),
-                    col(Delivery.enrollment_id), col(Delivery.sent_at), col(Delivery.variant),
-                )
-            ).first()  # fmt: skip
+            sent = session.execute(_SENT, {"delivery_id": delivery_id, "now": utcnow()}).first()
             if sent is not None:
                 count_from_send(session, sent.enrollment_id, sent.step_id, sent.sent_at)
                 alternative = sent.decision == Decision.ALTERNATIVE

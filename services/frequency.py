@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete, update
+from sqlalchemy import Engine, bindparam, delete, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
@@ -161,15 +161,24 @@ def over_cap(sent: Sequence[datetime], max_messages: int, per_hours: float) -> R
     return Reservation(False, reason, frees)
 
 
+# Built once: it runs in every `sent` record.
+_COUNT_FROM_SEND = (
+    update(CapSlot.__table__)  # type: ignore[attr-defined]
+    .where(
+        CapSlot.__table__.c.enrollment_id == bindparam("slot_enrollment"),  # type: ignore[attr-defined]
+        CapSlot.__table__.c.step_id == bindparam("slot_step"),  # type: ignore[attr-defined]
+    )
+    .values(reserved_at=bindparam("sent_at_utc"))
+)
+
+
 def count_from_send(session: Session, enrollment_id: int, step_id: int, sent_at: datetime) -> None:
     """The step's counted message (if the cap counts it) dates from its actual send, in the
     transaction that records it sent: the slot then frees `per_hours` after the send itself,
     not after the reservation just before it."""
-    session.execute(
-        update(CapSlot)
-        .where(col(CapSlot.enrollment_id) == enrollment_id, col(CapSlot.step_id) == step_id)
-        .values(reserved_at=_aware(sent_at).astimezone(UTC))
-    )
+    at = _aware(sent_at).astimezone(UTC)
+    slot = {"slot_enrollment": enrollment_id, "slot_step": step_id, "sent_at_utc": at}
+    session.execute(_COUNT_FROM_SEND, slot)
 
 
 def _lock_address(session: Session, address: str, at: datetime) -> None:

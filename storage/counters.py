@@ -13,12 +13,14 @@ the counters existed, and the check that they agree (tests, `python -m storage.c
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from enum import StrEnum
 
 from sqlalchemy import Engine, case, delete, event, func
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 from sqlmodel import col, select
 
 from storage.inserts import insert_ignoring_conflicts
@@ -200,25 +202,30 @@ def event_milestones(event_type: str | None, machine: bool) -> list[Metric]:
     return [m for m in reached if not (machine and m in HUMAN_ONLY)]
 
 
+@functools.cache
+def _bump_statement(dialect: str) -> Insert:
+    """The counter upsert, built once per dialect: built per commit, its construction and cache
+    key cost more than running it (tools/send_db_bench.py)."""
+    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    table = StatCounter.__table__  # type: ignore[attr-defined]
+    statement = insert(table)
+    return statement.on_conflict_do_update(
+        index_elements=["campaign_id", "step_id", "metric"],
+        set_={"value": table.c.value + statement.excluded.value},
+    )
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending(session: Session) -> None:
     pending: Counter[tuple[int, int, str]] | None = session.info.pop(_PENDING, None)
     if not pending:
         return
     session.flush()  # the rows being counted first: counter rows are the last locks taken
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    table = StatCounter.__table__  # type: ignore[attr-defined]
-    for (campaign_id, step_id, metric), n in sorted(pending.items()):
-        statement = insert(table).values(
-            campaign_id=campaign_id, step_id=step_id, metric=metric, value=n
-        )
-        session.execute(
-            statement.on_conflict_do_update(
-                index_elements=["campaign_id", "step_id", "metric"],
-                set_={"value": table.c.value + statement.excluded.value},
-            )
-        )
+    rows = [
+        {"campaign_id": campaign_id, "step_id": step_id, "metric": metric, "value": n}
+        for (campaign_id, step_id, metric), n in sorted(pending.items())
+    ]  # in key order, one statement: every writer takes counter rows' locks in the same order
+    session.execute(_bump_statement(session.get_bind().dialect.name), rows)
 
 
 @event.listens_for(Session, "after_rollback")

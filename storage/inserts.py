@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Insert
 from sqlmodel import SQLModel
 
 
@@ -16,11 +18,16 @@ def insert_ignoring_conflicts(
     `returning` column of the rows actually inserted. One statement: atomic and fast."""
     if not rows:
         return []
-    table = model.__table__  # type: ignore[attr-defined]
     dialect = session.get_bind().dialect.name
+    return list(session.execute(_statement(model, dialect, returning), rows).scalars())
+
+
+@functools.cache
+def _statement(model: type[SQLModel], dialect: str, returning: str) -> Insert:
+    """One statement per table, dialect and returned column, built once and compiled once; the
+    rows go as executemany parameters: SQLAlchemy's "insertmanyvalues" batches them into
+    multi-row INSERTs within the bound-parameter limits, much faster than compiling a VALUES
+    clause per call (docs/performance.md)."""
+    table = model.__table__  # type: ignore[attr-defined]
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # One statement compiled once, the rows passed as executemany parameters: SQLAlchemy's
-    # "insertmanyvalues" batches them into multi-row INSERTs within the bound-parameter limits,
-    # much faster than compiling a VALUES clause per call (docs/performance.md).
-    statement = insert(table).on_conflict_do_nothing().returning(table.c[returning])
-    return list(session.execute(statement, rows).scalars())
+    return insert(table).on_conflict_do_nothing().returning(table.c[returning])

@@ -17,6 +17,7 @@ import hashlib
 import hmac
 from collections.abc import Iterable
 
+from sqlalchemy import bindparam
 from sqlmodel import Session, col, select
 
 from storage.models import Suppression
@@ -66,13 +67,14 @@ def stored_forms(email: str) -> list[str]:
     return [email, *(_keyed(key, email) for key in _hash_keys()), legacy_hashed(email)]
 
 
+# Every send asks: one statement for all the forms, built once.
+_FIND = select(Suppression).where(col(Suppression.email).in_(bindparam("forms", expanding=True)))
+
+
 def find_suppression(session: Session, email: str) -> Suppression | None:
     """The suppression of `email`, stored plain (lower-cased) or, after erasure, hashed."""
-    forms = stored_forms(email)  # one query for them all (each send asks), first form first
-    found = {
-        row.email: row
-        for row in session.exec(select(Suppression).where(col(Suppression.email).in_(forms)))
-    }
+    forms = stored_forms(email)  # first form first
+    found = {row.email: row for row in session.exec(_FIND, params={"forms": forms})}
     return next((found[form] for form in forms if form in found), None)
 
 
