@@ -37,8 +37,11 @@ lock: $(VENV)/.installed-dev
 run: $(VENV)/.installed
 	$(PY) devstack.py
 
+# The suite on every core (pytest-xdist), each test file on one worker: a file's module-scoped
+# stacks (a dev server, an API, a worker) start once. `make test PYTEST_WORKERS=0`: serially.
+PYTEST_WORKERS ?= auto
 test: $(VENV)/.installed-dev
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # The app database (DRIP_DATABASE_URL; default var/drip.db) to the latest schema.
 migrate: $(VENV)/.installed
