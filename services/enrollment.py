@@ -11,7 +11,6 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import CursorResult, Engine
 from sqlalchemy.sql.selectable import Exists
 from sqlmodel import Session, col, select
@@ -27,6 +26,7 @@ from services.journeys import Journeys, JourneyStart
 from storage import tracked_events
 from storage.counters import CAMPAIGN, Metric, bump
 from storage.db import session_scope
+from storage.inserts import dialect_insert
 from storage.models import Campaign, Enrollment, EnrollmentBatch, EnrollmentBatchRow, utcnow
 from storage.plans import plans_of, read_plan
 from storage.suppression import suppressed_among
@@ -143,8 +143,7 @@ def _insert(
         for email, (candidate, entry) in wanted.items()
     ]
     table = Enrollment.__table__  # type: ignore[attr-defined]
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(session.get_bind().dialect.name)
     statement = (
         insert(table).values(values).on_conflict_do_nothing().returning(table.c.email, table.c.id)
     )

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, bindparam, delete, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlmodel import col, select
 
@@ -25,7 +24,7 @@ from services.errors import NotFound
 from storage import counters
 from storage.counters import Metric
 from storage.db import session_scope
-from storage.inserts import insert_ignoring_conflicts
+from storage.inserts import dialect_insert, insert_ignoring_conflicts
 from storage.models import CapAddress, CapHold, CapSlot, FrequencyCap, utcnow
 
 # Counted messages are kept this long (or the cap's window, if longer), so a cap changed to a
@@ -182,8 +181,7 @@ def count_from_send(session: Session, enrollment_id: int, step_id: int, sent_at:
 
 
 def _lock_address(session: Session, address: str, at: datetime) -> None:
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(session.get_bind().dialect.name)
     statement = insert(CapAddress.__table__).values(email=address, reserved_at=at)  # type: ignore[attr-defined]
     session.execute(
         statement.on_conflict_do_update(

@@ -18,12 +18,11 @@ from collections import Counter
 from enum import StrEnum
 
 from sqlalchemy import Engine, case, delete, event, func
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import col, select
 
-from storage.inserts import insert_ignoring_conflicts
+from storage.inserts import dialect_insert, insert_ignoring_conflicts
 from storage.models import (
     CapHold,
     Conversion,
@@ -133,8 +132,7 @@ def reach_milestones(session: Session, reached: list[tuple[int, int, str, Metric
     if not reached:
         return
     step_of = {(d, str(m)): (c, s) for c, s, d, m in reached}
-    dialect = session.get_bind().dialect.name
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(session.get_bind().dialect.name)
     table = DeliveryMilestone.__table__  # type: ignore[attr-defined]
     rows = [{"delivery_id": d, "milestone": m} for d, m in sorted(step_of)]
     for start in range(0, len(rows), 5000):  # under the bound-parameter limits
@@ -206,13 +204,14 @@ def event_milestones(event_type: str | None, machine: bool) -> list[Metric]:
 def _bump_statement(dialect: str) -> Insert:
     """The counter upsert, built once per dialect: built per commit, its construction and cache
     key cost more than running it (tools/send_db_bench.py)."""
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    insert = dialect_insert(dialect)
     table = StatCounter.__table__  # type: ignore[attr-defined]
     statement = insert(table)
-    return statement.on_conflict_do_update(
+    upsert: Insert = statement.on_conflict_do_update(
         index_elements=["campaign_id", "step_id", "metric"],
         set_={"value": table.c.value + statement.excluded.value},
     )
+    return upsert
 
 
 @event.listens_for(Session, "before_commit")

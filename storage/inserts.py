@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Insert
 from sqlmodel import SQLModel
+
+
+def dialect_insert(dialect: str) -> Callable[..., Any]:
+    """The dialect's INSERT, the one with ON CONFLICT (SQLite and PostgreSQL alike)."""
+    return postgresql.insert if dialect == "postgresql" else sqlite.insert
 
 
 def insert_ignoring_conflicts(
@@ -29,5 +35,5 @@ def _statement(model: type[SQLModel], dialect: str, returning: str) -> Insert:
     multi-row INSERTs within the bound-parameter limits, much faster than compiling a VALUES
     clause per call (docs/performance.md)."""
     table = model.__table__  # type: ignore[attr-defined]
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    return insert(table).on_conflict_do_nothing().returning(table.c[returning])
+    statement: Insert = dialect_insert(dialect)(table).on_conflict_do_nothing()
+    return statement.returning(table.c[returning])
