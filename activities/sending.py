@@ -60,7 +60,7 @@ from observability.sends import report_send, stopped_outcome
 from services import messages, variants, webhooks_out
 from services.errors import Conflict, NotFound
 from services.events import Events
-from services.frequency import count_from_send, release
+from services.frequency import count_from_send, release, reserve
 from settings import Settings
 from storage import tracked_events
 from storage.counters import Metric, bump, bump_variant
@@ -261,6 +261,9 @@ class SendingActivities:
             if loaded.outcome == StepOutcome.SWITCH:  # never sent: its cap slot is free again
                 release(self.engine, step.enrollment_id, step.step_id)
             return loaded, stopped_outcome(loaded)
+        capped = self._reserve_cap_slot(step, loaded)
+        if capped is not None:
+            return capped, stopped_outcome(capped)
         if loaded.variant is not None and loaded.variant.holdout:  # measured, never sent
             held = variants.hold_out(
                 self.engine, step, loaded.step, loaded.delivery_id, loaded.new, loaded.variant
@@ -279,6 +282,29 @@ class SendingActivities:
         if isinstance(prepared, StepResult):
             return prepared, prepared.reason or stopped_outcome(prepared)
         return prepared
+
+    def _reserve_cap_slot(self, step: StepInput, loaded: Loaded) -> StepResult | None:
+        """From CAP_IN_SEND on, the step's slot under the frequency cap, taken by the attempt
+        that sends (a retry finds it taken, and is granted again); CAPPED when the cap is full."""
+        if step.on_cap is None:
+            return None
+        reservation = reserve(
+            self.engine,
+            email=loaded.enrollment.email,
+            enrollment_id=step.enrollment_id,
+            step_id=step.step_id,
+            campaign_id=loaded.enrollment.campaign_id,
+            at=utcnow(),
+            on_cap=step.on_cap,
+        )
+        if reservation.granted:
+            return None
+        frees = reservation.next_free_at
+        return StepResult(
+            StepOutcome.CAPPED,
+            reason=reservation.reason,
+            next_free_at=frees.isoformat() if frees is not None else None,
+        )
 
     async def _hand_over(self, prepared: PreparedSend) -> StepResult:
         delivery_id = prepared.delivery_id

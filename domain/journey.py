@@ -245,9 +245,13 @@ class JourneyVersion(IntEnum):
     # reaches 100,000 journeys in minutes, not at once) from the enrollment's version, and
     # answers SWITCH: the journey switches first, so a removed step is never sent.
     STEP_AND_VERSION_IN_DATABASE = 7
+    # The send takes the step's frequency-cap slot itself (StepInput.on_cap), in the attempt
+    # that sends: no local activity and marker per step before it (docs/performance.md). A
+    # refusal answers CAPPED, and the journey defers or skips as before.
+    CAP_IN_SEND = 8
 
 
-CURRENT_JOURNEY_VERSION = JourneyVersion.STEP_AND_VERSION_IN_DATABASE
+CURRENT_JOURNEY_VERSION = JourneyVersion.CAP_IN_SEND
 
 
 @dataclass
@@ -369,6 +373,9 @@ class StepInput:
     campaign_version: int = 0
     # From STEP_AND_VERSION_IN_DATABASE on: the journey takes a SWITCH answer.
     switchable: bool = False
+    # From CAP_IN_SEND on: the campaign's on_cap (defer | skip) when the send is to take a slot
+    # under the frequency cap first; None: exempt, or the journey took it (older journeys).
+    on_cap: str | None = None
 
 
 class StepOutcome(StrEnum):
@@ -378,6 +385,9 @@ class StepOutcome(StrEnum):
     # Nothing sent: the journey was migrated to a newer version (StepResult.campaign_version)
     # it has not heard of; it switches, then decides the step of that version.
     SWITCH = "switch"
+    # From CAP_IN_SEND on: nothing sent, the frequency cap is full for this address
+    # (StepResult.reason; StepResult.next_free_at when a slot frees).
+    CAPPED = "capped"
 
 
 @dataclass
@@ -390,6 +400,8 @@ class StepResult:
     status_version: int = 0
     # With SWITCH: the campaign version the journey is on now.
     campaign_version: int = 0
+    # With CAPPED: when the cap's next slot for the address frees (ISO 8601).
+    next_free_at: str | None = None
 
 
 @dataclass

@@ -57,8 +57,9 @@ REPUTATION_PAUSED_CAMPAIGNS = Gauge(
 
 MESSAGES_SENT = "drip_messages_sent_total"
 MESSAGES_SENT_HELP = (
-    "Send attempts by outcome: sent, uncertain, failed, bounced, held, already_sent, or the end "
-    "status of a journey stopped before sending (unsubscribed, complained, suppressed, ...)"
+    "Send attempts by outcome: sent, uncertain, failed, bounced, held, already_sent, capped, "
+    "switched, or the end status of a journey stopped before sending (unsubscribed, "
+    "complained, suppressed, ...)"
 )
 
 

@@ -21,6 +21,8 @@ def stopped_outcome(result: StepResult) -> str:
         return "already_sent"  # a retry of a step whose message already went out
     if result.outcome == StepOutcome.SWITCH:
         return "switched"  # migrated to a newer version: the journey decides its step instead
+    if result.outcome == StepOutcome.CAPPED:
+        return "capped"  # the frequency cap is full: the journey defers or skips the step
     return result.exit_status or "stopped"
 
 

@@ -233,6 +233,12 @@ class Stage:
 
     @activity.defn(name=ActivityName.SEND_STEP)
     async def send_step(self, step: StepInput) -> StepResult:
+        if step.on_cap is not None:  # CAP_IN_SEND: the send takes the slot, at the skipped clock
+            cap = self._take_slot(step.step_id, activity.info().scheduled_time)
+            if not cap.granted:
+                return StepResult(
+                    StepOutcome.CAPPED, reason=cap.reason, next_free_at=cap.next_free_at
+                )
         return StepResult(StepOutcome.DONE, delivery_id=f"sim-{step.step_id}")
 
     @activity.defn(name=ActivityName.FINISH_JOURNEY)
@@ -249,12 +255,14 @@ class Stage:
 
     @activity.defn(name=ActivityName.RESERVE_CAP_SLOT)
     async def reserve_cap_slot(self, request: CapRequest) -> CapAnswer:
+        return self._take_slot(request.step_id, datetime.fromisoformat(request.at))
+
+    def _take_slot(self, step_id: int, at: datetime) -> CapAnswer:
         """The cap's rule over this journey's own messages (a rehearsal knows no others)."""
         if self.cap is None:
             return CapAnswer(True, "no frequency cap set")
-        if request.step_id in self.slots:
+        if step_id in self.slots:
             return CapAnswer(True, "this step's slot was already reserved")
-        at = datetime.fromisoformat(request.at)
         max_messages, per_hours = self.cap
         since = at - timedelta(hours=per_hours)
         sent = sorted(t for t in self.slots.values() if t > since)
@@ -262,7 +270,7 @@ class Stage:
         if refused is not None:
             frees = refused.next_free_at.isoformat() if refused.next_free_at else None
             return CapAnswer(False, refused.reason, frees)
-        self.slots[request.step_id] = at
+        self.slots[step_id] = at
         return CapAnswer(True, "within the frequency cap")
 
     def activities(self) -> list[Any]:

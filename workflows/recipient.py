@@ -119,6 +119,9 @@ class RecipientWorkflow:
         # From STEP_AND_VERSION_IN_DATABASE on: no `DripStep` upsert per step, and a send may
         # answer SWITCH (migrated to a version not yet heard of).
         self._database_led = self._version >= JourneyVersion.STEP_AND_VERSION_IN_DATABASE
+        # From CAP_IN_SEND on: the send takes the frequency-cap slot (one local activity and
+        # marker fewer per step); a full cap answers CAPPED.
+        self._cap_in_send = self._version >= JourneyVersion.CAP_IN_SEND
         self._held: str | None = None  # the DripHeld search attribute as last set
         self._window_note: str | None = None  # the last window check's words (zone, why)
         self._plan = input.plan if self._version >= JourneyVersion.PINNED_PLAN else None
@@ -290,7 +293,7 @@ class RecipientWorkflow:
                         f"step {step.step_order} is {answer.reason}", answer.zone,
                     )  # fmt: skip
                     continue
-            if plan.frequency_cap != "exempt":
+            if plan.frequency_cap != "exempt" and not self._cap_in_send:
                 cap = await self._bookkeeping(
                     ActivityName.RESERVE_CAP_SLOT,
                     CapRequest(
@@ -302,18 +305,28 @@ class RecipientWorkflow:
                     summary=f"step {step.step_order}: frequency cap",
                 )  # fmt: skip
                 if not cap.granted:
-                    if plan.on_cap == "skip" or cap.next_free_at is None:
-                        self._unhold()
-                        return f"skipped: frequency_cap ({cap.reason})"
-                    frees = conditions.parse_utc(cap.next_free_at)
-                    await self._hold(
-                        step, WaitingKind.FREQUENCY_CAP, frees,
-                        f"step {step.step_order} waits for the frequency cap until "
-                        f"{conditions.utc_text(frees)}: {cap.reason}",
-                    )  # fmt: skip
+                    refused = await self._capped(step, cap.reason, cap.next_free_at)
+                    if refused is not None:
+                        return refused
                     continue
             self._unhold()
             return True
+        return None
+
+    async def _capped(self, step: StepPlan, reason: str, next_free_at: str | None) -> str | None:
+        """The frequency cap is full for this step's message: with on_cap skip (or no slot
+        ever freeing), the skip's reason; else hold until the next slot frees (None)."""
+        plan = self._plan
+        assert plan is not None
+        if plan.on_cap == "skip" or next_free_at is None:
+            self._unhold()
+            return f"skipped: frequency_cap ({reason})"
+        frees = conditions.parse_utc(next_free_at)
+        await self._hold(
+            step, WaitingKind.FREQUENCY_CAP, frees,
+            f"step {step.step_order} waits for the frequency cap until "
+            f"{conditions.utc_text(frees)}: {reason}",
+        )  # fmt: skip
         return None
 
     async def _hold(
@@ -351,6 +364,14 @@ class RecipientWorkflow:
             )
         except TimeoutError:
             pass
+
+    def _cap_of_send(self) -> str | None:
+        """From CAP_IN_SEND on, what the send does when the frequency cap is full: the
+        campaign's on_cap; None when it is exempt (or the journey took the slot itself)."""
+        plan = self._plan
+        if not self._cap_in_send or plan is None or plan.frequency_cap == "exempt":
+            return None
+        return plan.on_cap
 
     def _content_version(self) -> int:
         """The version whose content a step sends: the plan's, from VERSIONS on (0 before: the
@@ -436,7 +457,7 @@ class RecipientWorkflow:
             step_input = StepInput(
                 self._input.enrollment_id, step.step_id, step.step_order, verdict.decision,
                 verdict.met, skip_reason, campaign_version=self._content_version(),
-                switchable=self._database_led,
+                switchable=self._database_led, on_cap=self._cap_of_send(),
             )  # fmt: skip
             if verdict.decision == Decision.SKIPPED:
                 result = await self._bookkeeping(
@@ -467,6 +488,15 @@ class RecipientWorkflow:
             if result.outcome == StepOutcome.SWITCH:  # a migrate before its signal: take it
                 self._migrated = max(self._migrated, result.campaign_version)
                 return False
+            if result.outcome == StepOutcome.CAPPED:
+                refused = await self._capped(step, result.reason or "", result.next_free_at)
+                if refused is not None:
+                    verdict = Verdict(Decision.SKIPPED, verdict.met, refused, verdict.evidence)
+                    skip_reason = refused
+                elif self._switch_due():
+                    self._unhold()
+                    return False  # published while held: decided again under the new version
+                continue  # skip recorded, or the send tried again (its window still applies)
             self._state.paused = False
             self._state.current_step = step.step_order
             self._state.progress.append(

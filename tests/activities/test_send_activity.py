@@ -9,7 +9,7 @@ import email
 import email.policy
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ import activities.sending as sending
 from activities.sending import SendingActivities, Status
 from domain.journey import StepInput, StepOutcome
 from mail.transport import SmtpTransport
+from services import frequency
 from settings import Settings
 from storage import counters
 from storage.counters import Metric
@@ -443,3 +444,62 @@ async def test_a_journey_migrated_before_its_signal_is_told_to_switch_not_sent(
         assert session.exec(select(CapSlot)).all() == []
     result = await send(acts, replace(on_one, campaign_version=2))
     assert result.outcome == StepOutcome.DONE and len(world.sink.raw) == 1
+
+
+async def test_the_send_takes_the_steps_cap_slot_and_answers_capped_when_it_is_full(
+    world: World,
+) -> None:
+    """From CAP_IN_SEND on (on_cap set), the attempt that sends takes the frequency-cap slot:
+    under a cap of one a day, the first message is sent and counted once (a retry is granted
+    its own slot again); a second campaign's step to the same address answers CAPPED with
+    when the slot frees, sends nothing, writes no delivery, and is counted deferred once."""
+    with DbSession(world.engine) as session:
+        frequency.set_cap(session, 1, 24)
+    acts = world.activities()
+    capped = replace(world.step, on_cap="defer")
+    first = await send(acts, capped)
+    assert first.outcome == StepOutcome.DONE and len(world.sink.raw) == 1
+    assert (await send(acts, capped)).outcome == StepOutcome.DONE, "a retry: its slot is its own"
+    with DbSession(world.engine) as session:
+        [slot] = session.exec(select(CapSlot)).all()
+        assert (slot.enrollment_id, slot.step_id) == (world.step.enrollment_id, world.step.step_id)
+        other = Campaign(name="Second", status="active", from_email="hello@drip.example.com")
+        session.add(other)
+        session.flush()
+        step = Step(campaign_id=other.id or 0, step_order=1, subject="again",
+                    template_id=session.exec(select(Template)).one().id or 0)  # fmt: skip
+        enrollment = Enrollment(campaign_id=other.id or 0, email=world.email, workflow_id="w2")
+        session.add_all([step, enrollment])
+        session.commit()
+        second = StepInput(enrollment.id or 0, step.id or 0, 1, "sent", on_cap="defer")
+        second_campaign = other.id
+    for _ in range(2):
+        result = await send(acts, second)
+        assert result.outcome == StepOutcome.CAPPED, result
+        assert result.reason == "1 of 1 messages in 24 h already sent to this address"
+        assert result.next_free_at is not None
+        assert datetime.fromisoformat(result.next_free_at) > utcnow() + timedelta(hours=23)
+    assert len(world.sink.raw) == 1
+    with DbSession(world.engine) as session:
+        assert (
+            session.exec(select(Delivery).where(Delivery.campaign_id == second_campaign)).all()
+            == []
+        )
+        assert (
+            counters.read(session, second_campaign or 0)[(step.id or 0, Metric.DEFERRED_BY_CAP)]
+            == 1
+        )
+
+
+async def test_without_on_cap_the_send_leaves_the_cap_to_the_journey(world: World) -> None:
+    """Older journeys (before CAP_IN_SEND) and exempt campaigns send no on_cap: the send takes
+    no slot, even under a full cap (the journey took it, or the campaign is exempt)."""
+    with DbSession(world.engine) as session:
+        frequency.set_cap(session, 1, 24)
+        session.add(CapSlot(email=world.email, enrollment_id=0, step_id=0,
+                            campaign_id=world.campaign_id, reserved_at=utcnow()))  # fmt: skip
+        session.commit()
+    result = await send(world.activities(), world.step)
+    assert result.outcome == StepOutcome.DONE and len(world.sink.raw) == 1
+    with DbSession(world.engine) as session:
+        assert len(session.exec(select(CapSlot)).all()) == 1

@@ -56,6 +56,7 @@ RECIPIENT_BRANCHES = {
     "exited": "exited",
     # JourneyVersion.STEP_AND_VERSION_IN_DATABASE on
     "switched": "completed",
+    # JourneyVersion.CAP_IN_SEND on: cap_deferred and cap_skipped, answered `capped` by the send
 }
 
 
@@ -192,10 +193,11 @@ def test_recorded_histories_are_the_branches_they_are_named_after() -> None:
 def test_timing_histories_are_the_branches_they_are_named_after() -> None:
     """Held by a send window (a timer to its opening between two window reads), due at a date
     and skipped for a missing one, deferred by the frequency cap until a slot freed, skipped by
-    it; every send of a TIMING journey reserves its slot first."""
+    it. From CAP_IN_SEND on the send takes the cap's slot (a full cap answers `capped`); the
+    same branches recorded on STEP_AND_VERSION_IN_DATABASE reserved it first, by a local
+    activity before every send."""
     window = shape(load(HISTORIES / "window_held.json"))
-    assert window.local_activities[:3] == ["compute_send_time", "compute_send_time",
-                                           "reserve_cap_slot"]  # fmt: skip
+    assert window.local_activities[:2] == ["compute_send_time", "compute_send_time"]
     assert window.timers == ["fired"] and window.activities == ["send_step:sent"]
     dated = shape(load(HISTORIES / "delay_until.json"))
     assert dated.local_activities[0] == "compute_send_time" and "record_skip" in (
@@ -203,12 +205,29 @@ def test_timing_histories_are_the_branches_they_are_named_after() -> None:
     )
     assert dated.activities == ["send_step:sent", "send_step:sent"]
     deferred = shape(load(HISTORIES / "cap_deferred.json"))
+    assert deferred.activities == ["send_step:sent"] * 3 and deferred.timers == ["fired"]
+    assert outcomes("cap_deferred.json") == ["done", "capped", "done"], "refused, then sent"
+    skipped = shape(load(HISTORIES / "cap_skipped.json"))
+    assert outcomes("cap_skipped.json") == ["done", "capped"]
+    assert "record_skip" in skipped.local_activities
+    for name in ("sent", "window_held", "cap_deferred", "cap_skipped"):
+        assert "reserve_cap_slot" not in shape(load(HISTORIES / f"{name}.json")).local_activities
+    older = HISTORIES / "2026-12-01-database-led"
+    deferred = shape(load(older / "cap_deferred.json"))
     assert deferred.local_activities.count("reserve_cap_slot") == 3, "refused once, then granted"
     assert deferred.activities == ["send_step:sent", "send_step:sent"]
-    skipped = shape(load(HISTORIES / "cap_skipped.json"))
+    skipped = shape(load(older / "cap_skipped.json"))
     assert skipped.activities == ["send_step:sent"] and "record_skip" in skipped.local_activities
-    sent = shape(load(HISTORIES / "sent.json"))
-    assert sent.local_activities.count("reserve_cap_slot") == 3
+    assert shape(load(older / "sent.json")).local_activities.count("reserve_cap_slot") == 3
+
+
+def outcomes(name: str) -> list[str]:
+    """What each send_step of a recorded history answered."""
+    return [
+        json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)["outcome"]
+        for e in load(HISTORIES / name).events
+        if e.HasField("activity_task_completed_event_attributes")
+    ]
 
 
 def test_version_histories_are_the_branches_they_are_named_after() -> None:
@@ -223,10 +242,7 @@ def test_version_histories_are_the_branches_they_are_named_after() -> None:
     switched = shape(load(HISTORIES / "switched.json"))  # migrated, but never signalled
     assert switched.signals == [] and switched.local_activities.count("load_version_plan") == 1
     assert switched.activities == ["send_step:sent", "send_step:sent", "send_step:sent"]
-    events = load(HISTORIES / "switched.json").events
-    answers = [json.loads(e.activity_task_completed_event_attributes.result.payloads[0].data)
-               for e in events if e.HasField("activity_task_completed_event_attributes")]  # fmt: skip
-    assert [a["outcome"] for a in answers] == ["done", "switch", "done"], "step 2 never sent"
+    assert outcomes("switched.json") == ["done", "switch", "done"], "step 2 never sent"
     exited = shape(load(HISTORIES / "exited.json"))
     assert exited.signals == ["version_published"]
     assert exited.activities == ["send_step:sent"] and exited.timers == ["canceled"]

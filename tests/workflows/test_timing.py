@@ -23,6 +23,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
+from temporalio import activity
 from temporalio.client import WorkflowExecutionStatus, WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Replayer, Worker
@@ -38,7 +39,10 @@ from domain.journey import (
     JourneyVersion,
     RecipientInput,
     SendWindowPlan,
+    StepInput,
+    StepOutcome,
     StepPlan,
+    StepResult,
     WaitingKind,
 )
 from services import frequency
@@ -86,6 +90,35 @@ def enroll(engine: Engine, fields: dict[str, Any], email: str = "maya@example.ne
 
 
 @dataclass
+class CappingFakes(Fakes):
+    """The send of CAP_IN_SEND journeys: with on_cap, it first takes the step's slot by the
+    real rule (services/frequency.reserve) at the activity's scheduled time (the skipped
+    clock), and answers CAPPED when the cap is full, as activities/sending.py does."""
+
+    engine: Engine | None = None
+    email: str = "maya@example.net"
+    capped: int = 0  # CAPPED answers given
+
+    @activity.defn(name="send_step")
+    async def send_step(self, step: StepInput) -> StepResult:
+        if step.on_cap is not None:
+            assert self.engine is not None
+            reservation = frequency.reserve(
+                self.engine, email=self.email, enrollment_id=step.enrollment_id,
+                step_id=step.step_id, campaign_id=self.plan.campaign_id,
+                at=activity.info().scheduled_time, on_cap=step.on_cap,
+            )  # fmt: skip
+            if not reservation.granted:
+                self.capped += 1
+                frees = reservation.next_free_at
+                return StepResult(
+                    StepOutcome.CAPPED, reason=reservation.reason,
+                    next_free_at=frees.isoformat() if frees else None,
+                )  # fmt: skip
+        return await super().send_step(step)
+
+
+@dataclass
 class Run:
     handle: WorkflowHandle
     fakes: Fakes
@@ -105,11 +138,17 @@ async def timed(
     journey_plan: JourneyPlan,
     fields: dict[str, Any] | None = None,
     email: str = "maya@example.net",
+    version: JourneyVersion = JourneyVersion.TIMING,
 ) -> AsyncIterator[Run]:
-    """A TIMING journey for a recipient with `fields`, on its own task queues, started now."""
-    fakes = Fakes(journey_plan)
-    timing = TimingActivities(engine)
+    """A TIMING journey (or a later `version`) for a recipient with `fields`, on its own task
+    queues, started now."""
     enrollment_id = enroll(engine, fields or {}, email)
+    fakes = (
+        CappingFakes(journey_plan, engine=engine, email=email)
+        if version >= JourneyVersion.CAP_IN_SEND
+        else Fakes(journey_plan)
+    )
+    timing = TimingActivities(engine)
     queue, send_queue = f"j-{uuid.uuid4()}", f"s-{uuid.uuid4()}"
     executor = ThreadPoolExecutor(4)  # the timing activities are sync, as in worker.py
     async with (
@@ -134,7 +173,7 @@ async def timed(
             RecipientInput(
                 journey_plan.campaign_id, enrollment_id, email,
                 pause_recheck_seconds=24 * HOUR, send_task_queue=send_queue,
-                local_bookkeeping=True, plan=journey_plan, version=JourneyVersion.TIMING,
+                local_bookkeeping=True, plan=journey_plan, version=version,
                 enrolled_at=start.isoformat(),
             ),
             id=f"drip-timing-{uuid.uuid4()}",
@@ -194,6 +233,16 @@ async def finished(handle: WorkflowHandle) -> None:
 
 async def replays(handle: WorkflowHandle) -> None:
     await Replayer(workflows=[RecipientWorkflow]).replay_workflow(await handle.fetch_history())
+
+
+async def cap_checks(handle: WorkflowHandle) -> int:
+    """The journey's own frequency-cap checks: reserve_cap_slot markers in its history."""
+    history = await handle.fetch_history()
+    return sum(
+        b"reserve_cap_slot" in e.marker_recorded_event_attributes.SerializeToString()
+        for e in history.events
+        if e.HasField("marker_recorded_event_attributes")
+    )
 
 
 # --- send windows ----------------------------------------------------------------------------
@@ -438,8 +487,14 @@ async def test_a_changed_timezone_counts_from_the_next_step(
 # --- the frequency cap -----------------------------------------------------------------------
 
 
+CAP_VERSIONS = pytest.mark.parametrize(
+    "version", [JourneyVersion.TIMING, JourneyVersion.CAP_IN_SEND], ids=["journey", "send"]
+)  # the slot taken by the journey's local activity, or (CAP_IN_SEND on) by the send
+
+
+@CAP_VERSIONS
 async def test_the_cap_defers_a_step_until_a_slot_frees_then_later_delays_count_from_it(
-    time_env: WorkflowEnvironment, db: Engine
+    time_env: WorkflowEnvironment, db: Engine, version: JourneyVersion
 ) -> None:
     with Session(db) as session:
         frequency.set_cap(session, 1, 24)
@@ -447,7 +502,7 @@ async def test_the_cap_defers_a_step_until_a_slot_frees_then_later_delays_count_
     frequency.reserve(
         db, email="maya@example.net", enrollment_id=999, step_id=1, campaign_id=2, at=now
     )  # another campaign's message, just now
-    async with timed(time_env, db, plan(step(1, 1), step(2, 1))) as run:
+    async with timed(time_env, db, plan(step(1, 1), step(2, 1)), version=version) as run:
         await skip_to(time_env, now + timedelta(hours=2))
         waiting = (await run.state()).waiting_for
         assert waiting is not None and waiting.kind == WaitingKind.FREQUENCY_CAP
@@ -457,18 +512,26 @@ async def test_the_cap_defers_a_step_until_a_slot_frees_then_later_delays_count_
         assert held.typed_search_attributes.get(search.DRIP_HELD) == "frequency_cap"
         assert await run.handle.result() == "completed"
         await replays(run.handle)
+        checks = await cap_checks(run.handle)
+    # Each step refused once, then granted: by the journey's own checks, or by the send.
+    if version == JourneyVersion.TIMING:
+        assert checks == 4
+    else:
+        assert checks == 0 and isinstance(run.fakes, CappingFakes) and run.fakes.capped == 2
     first, second = run.sent()
     assert close_to(first, now + timedelta(hours=24))  # when the slot freed
     # step 2 (1 h after step 1's send) is held again: one per 24 h
     assert close_to(second, first + timedelta(hours=24))
 
 
+@CAP_VERSIONS
 async def test_the_cap_skips_a_step_with_on_cap_skip(
-    time_env: WorkflowEnvironment, db: Engine
+    time_env: WorkflowEnvironment, db: Engine, version: JourneyVersion
 ) -> None:
     with Session(db) as session:
         frequency.set_cap(session, 1, 24)
-    async with timed(time_env, db, plan(step(1, 0), step(2, 1), on_cap="skip")) as run:
+    journey_plan = plan(step(1, 0), step(2, 1), on_cap="skip")
+    async with timed(time_env, db, journey_plan, version=version) as run:
         assert await run.handle.result() == "completed"
         final = await run.state()
     assert run.fakes.decisions() == [(1, "sent"), (2, "skipped")]
@@ -476,14 +539,16 @@ async def test_the_cap_skips_a_step_with_on_cap_skip(
     assert final.steps[1].reason.startswith("skipped: frequency_cap (1 of 1 messages in 24 h")
 
 
+@CAP_VERSIONS
 async def test_an_exempt_campaign_is_never_blocked_nor_counted(
-    time_env: WorkflowEnvironment, db: Engine
+    time_env: WorkflowEnvironment, db: Engine, version: JourneyVersion
 ) -> None:
     with Session(db) as session:
         frequency.set_cap(session, 1, 24)
     async with timed(
-        time_env, db, plan(step(1, 0), step(2, 1), step(3, 1), frequency_cap="exempt")
-    ) as run:
+        time_env, db, plan(step(1, 0), step(2, 1), step(3, 1), frequency_cap="exempt"),
+        version=version,
+    ) as run:  # fmt: skip
         assert await run.handle.result() == "completed"
     first, _, third = run.sent()
     assert third - first < timedelta(hours=2, minutes=1)  # never held
