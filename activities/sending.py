@@ -70,6 +70,7 @@ from storage.models import (
     Campaign,
     Delivery,
     Enrollment,
+    FrequencyCap,
     Step,
     Template,
     TrackedEvent,
@@ -97,7 +98,9 @@ FINAL = {Status.SENT, Status.UNCERTAIN, Status.FAILED, Status.SKIPPED, Status.HO
 _DELIVERIES = Delivery.__table__  # type: ignore[attr-defined]
 _ENROLLMENTS = Enrollment.__table__  # type: ignore[attr-defined]
 _LOAD = (
-    sa_select(Enrollment, Campaign, Step, Delivery)
+    # The last column: whether a frequency cap is set (its one row), so that without one the
+    # send takes no slot and opens no second session to learn it.
+    sa_select(Enrollment, Campaign, Step, Delivery, col(FrequencyCap.id))
     .outerjoin(Campaign, col(Campaign.id) == col(Enrollment.campaign_id))
     .outerjoin(Step, col(Step.id) == bindparam("step_id"))
     .outerjoin(
@@ -105,6 +108,7 @@ _LOAD = (
         (col(Delivery.enrollment_id) == col(Enrollment.id))
         & (col(Delivery.step_id) == bindparam("step_id")),
     )
+    .outerjoin(FrequencyCap, col(FrequencyCap.id) == 1)
     .where(col(Enrollment.id) == bindparam("enrollment_id"))
 )
 _REACH_STEP = (
@@ -187,6 +191,7 @@ class Loaded:
     template: Template
     trigger: TrackedEvent | None = None  # the tracked event that enrolled the journey
     variant: variants.Variant | None = None  # the step's A/B variant this journey gets
+    capped: bool = False  # a frequency cap is set
 
 
 @dataclass
@@ -286,7 +291,7 @@ class SendingActivities:
     def _reserve_cap_slot(self, step: StepInput, loaded: Loaded) -> StepResult | None:
         """From CAP_IN_SEND on, the step's slot under the frequency cap, taken by the attempt
         that sends (a retry finds it taken, and is granted again); CAPPED when the cap is full."""
-        if step.on_cap is None:
+        if step.on_cap is None or not loaded.capped:
             return None
         reservation = reserve(
             self.engine,
@@ -415,7 +420,9 @@ class SendingActivities:
                         StepOutcome.SWITCH, reason=f"migrated to version {now_on}",
                         campaign_version=now_on,
                     )  # fmt: skip
-            return self._materials(session, enrollment, step, delivery)
+            loaded = self._materials(session, enrollment, step, delivery)
+            loaded.capped = found is not None and found[4] is not None
+            return loaded
 
     @staticmethod
     def _materials(
