@@ -191,7 +191,7 @@ class Loaded:
     template: Template
     trigger: TrackedEvent | None = None  # the tracked event that enrolled the journey
     variant: variants.Variant | None = None  # the step's A/B variant this journey gets
-    capped: bool = False  # a frequency cap is set
+    cap_set: bool = False  # a frequency cap is set: the send takes a slot under it
 
 
 @dataclass
@@ -291,7 +291,7 @@ class SendingActivities:
     def _reserve_cap_slot(self, step: StepInput, loaded: Loaded) -> StepResult | None:
         """From CAP_IN_SEND on, the step's slot under the frequency cap, taken by the attempt
         that sends (a retry finds it taken, and is granted again); CAPPED when the cap is full."""
-        if step.on_cap is None or not loaded.capped:
+        if step.on_cap is None or not loaded.cap_set:
             return None
         reservation = reserve(
             self.engine,
@@ -420,13 +420,16 @@ class SendingActivities:
                         StepOutcome.SWITCH, reason=f"migrated to version {now_on}",
                         campaign_version=now_on,
                     )  # fmt: skip
-            loaded = self._materials(session, enrollment, step, delivery)
-            loaded.capped = found is not None and found[4] is not None
-            return loaded
+            assert found is not None
+            return self._materials(session, enrollment, step, delivery, found[4] is not None)
 
     @staticmethod
     def _materials(
-        session: Session, enrollment: Enrollment, step: StepInput, delivery: Delivery | None
+        session: Session,
+        enrollment: Enrollment,
+        step: StepInput,
+        delivery: Delivery | None,
+        cap_set: bool = False,
     ) -> Loaded:
         campaign = session.get(Campaign, enrollment.campaign_id)
         plan_step = step_content(session, enrollment, step.step_id, step.campaign_version)
@@ -454,6 +457,7 @@ class SendingActivities:
             template,
             tracked_events.trigger_of(session, enrollment),
             variant,
+            cap_set,
         )
 
     @activity.defn(name=RESEND_DELIVERY)

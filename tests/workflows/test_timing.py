@@ -50,6 +50,7 @@ from storage.db import make_engine
 from storage.models import Campaign, CapSlot, Enrollment
 from tests.conftest import migrate
 from tests.workflows.test_recipient import HOUR, Fakes
+from tests.workflows.test_replay import shape
 from workflows.recipient import RecipientWorkflow
 
 NY, BERLIN = ZoneInfo("America/New_York"), ZoneInfo("Europe/Berlin")
@@ -237,12 +238,7 @@ async def replays(handle: WorkflowHandle) -> None:
 
 async def cap_checks(handle: WorkflowHandle) -> int:
     """The journey's own frequency-cap checks: reserve_cap_slot markers in its history."""
-    history = await handle.fetch_history()
-    return sum(
-        b"reserve_cap_slot" in e.marker_recorded_event_attributes.SerializeToString()
-        for e in history.events
-        if e.HasField("marker_recorded_event_attributes")
-    )
+    return shape(await handle.fetch_history()).local_activities.count("reserve_cap_slot")
 
 
 # --- send windows ----------------------------------------------------------------------------
