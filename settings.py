@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from domain.enrollment import BATCH_TASK_QUEUE
 from domain.journey import SEND_TASK_QUEUE, TASK_QUEUE
 from domain.reputation import ReputationLimits
 
@@ -112,6 +113,7 @@ class Settings(BaseSettings):
     # Task queues of this deployment (tests give each test its own).
     task_queue: str = TASK_QUEUE
     send_task_queue: str = SEND_TASK_QUEUE
+    batch_task_queue: str = BATCH_TASK_QUEUE
     workflow_task_polls: int = Field(8, ge=2)  # journey worker's workflow task pollers
     workflow_cache_size: int = Field(1000, ge=0)  # journeys kept in the worker's memory
     # The production worker's journey runner: `unsandboxed` (the cheapest per task), `passthrough`

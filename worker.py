@@ -29,7 +29,6 @@ from activities.sending import SendingActivities
 from activities.timing import TimingActivities
 from activities.tracked import TrackedEventActivities
 from activities.webhooks_out import WebhookActivities
-from domain.enrollment import BATCH_TASK_QUEUE
 from domain.webhooks_out import webhook_task_queue
 from mail.transport import build_transport
 from observability.history import HistoryAlert
@@ -182,7 +181,7 @@ def build_batch_worker(
     enrollment = EnrollmentBatchActivities(engine, journeys)
     return Worker(
         client,
-        task_queue=BATCH_TASK_QUEUE,
+        task_queue=settings.batch_task_queue,
         workflows=[EnrollmentBatchWorkflow],
         activities=[enrollment.enroll_batch_chunk, enrollment.finish_enrollment_batch],
         activity_executor=executor,

@@ -26,13 +26,11 @@ from sqlalchemy import delete, update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 from starlette.concurrency import run_in_threadpool
-from temporalio.client import Client
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from domain.enrollment import (
-    BATCH_TASK_QUEUE,
     BatchInput,
     BatchStatus,
     RowState,
@@ -42,7 +40,7 @@ from domain.journey import CampaignStatus
 from observability.metrics import count_enrollments
 from services.enrollment import Candidate, journey_starts
 from services.enrollment import decide as decide_enrollments
-from services.journeys import JourneyStart
+from services.journeys import Journeys, JourneyStart
 from storage.db import session_scope
 from storage.models import Campaign, EnrollmentBatch, EnrollmentBatchRow, utcnow
 from workflows.enrollment_batch import EnrollmentBatchWorkflow
@@ -222,14 +220,14 @@ def _csv_row(line: int, record: list[str], names: list[str], email_at: int) -> S
     return StagedRow(line, email, fields if reason is None else {}, reason)
 
 
-async def start_batch(client: Client, engine: Engine, batch_id: int, token: str) -> bool:
+async def start_batch(journeys: Journeys, engine: Engine, batch_id: int, token: str) -> bool:
     """Start the batch's workflow (once, ever); True when Temporal has it."""
     try:
-        await client.start_workflow(
+        await journeys.client.start_workflow(
             EnrollmentBatchWorkflow.run,
             BatchInput(batch_id),
             id=batch_workflow_id(batch_id, token),
-            task_queue=BATCH_TASK_QUEUE,
+            task_queue=journeys.batch_task_queue,
             id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
         )
     except WorkflowAlreadyStartedError:
@@ -292,7 +290,7 @@ class Accepted:
 
 async def accept(
     engine: Engine,
-    client: Client,
+    journeys: Journeys,
     campaign_id: int,
     source: str,
     rows: Iterable[StagedRow],
@@ -301,7 +299,7 @@ async def accept(
     """Stage the rows (all or nothing), then start the batch workflow."""
     batch = await run_in_threadpool(stage_batch, engine, campaign_id, source, rows, filename)
     batch_id = batch.id or 0
-    started = await start_batch(client, engine, batch_id, batch.token)
+    started = await start_batch(journeys, engine, batch_id, batch.token)
     return Accepted(
         batch_id=batch_id,
         campaign_id=campaign_id,

@@ -24,6 +24,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, WorkflowAlrea
 from temporalio.service import RPCError, RPCStatusCode
 
 from domain import search
+from domain.enrollment import BATCH_TASK_QUEUE
 from domain.journey import (
     CURRENT_JOURNEY_VERSION,
     SEND_TASK_QUEUE,
@@ -78,17 +79,23 @@ class Journeys:
         pause_recheck_seconds: float = 3600.0,
         task_queue: str = TASK_QUEUE,
         send_task_queue: str = SEND_TASK_QUEUE,
+        batch_task_queue: str = BATCH_TASK_QUEUE,
     ) -> None:
         self.client = client
         self.pause_recheck_seconds = pause_recheck_seconds
         self.task_queue = task_queue
         self.send_task_queue = send_task_queue
+        self.batch_task_queue = batch_task_queue
         self._background: set[asyncio.Task[None]] = set()
 
     @classmethod
     def from_settings(cls, client: Client, settings: Settings) -> Journeys:
         return cls(
-            client, settings.pause_recheck_seconds, settings.task_queue, settings.send_task_queue
+            client,
+            settings.pause_recheck_seconds,
+            settings.task_queue,
+            settings.send_task_queue,
+            settings.batch_task_queue,
         )
 
     async def start(
@@ -263,7 +270,11 @@ class Journeys:
             namespace=self.client.namespace,
             job_id=f"campaign-{campaign_id}-{job}-{uuid.uuid4()}",
             reason=reason,
-            visibility_query=f'CampaignId = {int(campaign_id)} AND ExecutionStatus = "Running"',
+            # This deployment's journeys only: another on the namespace numbers campaigns too.
+            visibility_query=(
+                f'CampaignId = {int(campaign_id)} AND ExecutionStatus = "Running" '
+                f'AND TaskQueue = "{self.task_queue}"'
+            ),
             signal_operation=BatchOperationSignal(signal=signal, input=Payloads(payloads=payloads)),
         )
         loop = asyncio.get_running_loop()

@@ -43,7 +43,7 @@ async def redrive_once(
     started = await journeys.start(starts) if starts else []
     await run_in_threadpool(mark_started, engine, started)
     for batch_id, token in await run_in_threadpool(unstarted_batches, engine, cutoff):
-        await start_batch(journeys.client, engine, batch_id, token)
+        await start_batch(journeys, engine, batch_id, token)
     await run_in_threadpool(discard_abandoned, engine)
     for campaign_id, change in await run_in_threadpool(unbroadcast, engine, cutoff):
         # Briefly: the round holds the outbox lease, and the next round tries again.
@@ -70,15 +70,18 @@ LEASE_TTL = timedelta(seconds=60)
 
 async def run_outbox(engine: Engine, journeys: Journeys, events: Events, interval: float) -> None:
     holder = uuid.uuid4().hex
-    while True:
-        try:
-            if await run_in_threadpool(leases.hold, engine, OUTBOX_LEASE, holder, LEASE_TTL):
-                try:
-                    await redrive_once(engine, journeys, events, timedelta(seconds=interval))
-                finally:
-                    await asyncio.shield(
-                        run_in_threadpool(leases.release, engine, OUTBOX_LEASE, holder)
-                    )
-        except Exception:  # keep the loop alive; the next round tries again
-            log.exception("outbox round failed")
-        await asyncio.sleep(interval)
+    try:
+        while True:
+            try:
+                if await run_in_threadpool(leases.hold, engine, OUTBOX_LEASE, holder, LEASE_TTL):
+                    try:
+                        await redrive_once(engine, journeys, events, timedelta(seconds=interval))
+                    finally:
+                        await run_in_threadpool(leases.release, engine, OUTBOX_LEASE, holder)
+            except Exception:  # keep the loop alive; the next round tries again
+                log.exception("outbox round failed")
+            await asyncio.sleep(interval)
+    finally:
+        # Cancelled at shutdown, perhaps as a hold was being taken (a thread call finishes
+        # before the cancel lands): give the lease up, or the next process waits LEASE_TTL.
+        await asyncio.shield(run_in_threadpool(leases.release, engine, OUTBOX_LEASE, holder))

@@ -169,6 +169,7 @@ def settings(database_url: str, tmp_path: Path, dev_env: WorkflowEnvironment) ->
         # from being run by the next test's worker against the next test's database.
         task_queue=f"drip-journeys-{uuid.uuid4().hex[:8]}",
         send_task_queue=f"drip-send-{uuid.uuid4().hex[:8]}",
+        batch_task_queue=f"drip-enrollment-batches-{uuid.uuid4().hex[:8]}",
     )
 
 

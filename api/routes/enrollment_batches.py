@@ -44,7 +44,7 @@ async def import_recipients(
     require_active(campaign)
     try:
         batch = await accept(
-            engine, journeys.client, campaign_id, "csv", csv_rows(file.file), file.filename
+            engine, journeys, campaign_id, "csv", csv_rows(file.file), file.filename
         )
         return batch_accepted(batch)
     except CsvRejected as exc:

@@ -66,7 +66,7 @@ async def enroll(
     enrolling.require_active(campaign)
     candidates = [enrolling.Candidate(r.email, r.fields) for r in body.recipients]
     if len(candidates) > settings.sync_enroll_limit:
-        batch = await accept(engine, journeys.client, campaign_id, "api", json_rows(candidates))
+        batch = await accept(engine, journeys, campaign_id, "api", json_rows(candidates))
         return JSONResponse(batch_accepted(batch).model_dump(mode="json"), status_code=202)
     summary = await enrolling.enroll(engine, journeys, campaign_id, candidates)
     return EnrollResult(

@@ -23,10 +23,11 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 import activities.enrollment_batch
+from domain.enrollment import batch_workflow_id
 from domain.journey import RecipientInput, workflow_id
 from settings import Settings
 from storage.db import make_engine
-from storage.models import Enrollment
+from storage.models import Enrollment, EnrollmentBatch
 from tests.api.test_observability import sample, scrape
 from tests.conftest import unique_domain
 from tests.support.eventually import eventually
@@ -157,6 +158,27 @@ async def test_the_synchronous_limit_is_the_boundary(
     assert large.status_code == 202
     batch = await finished_batch(api, large.json()["batch_id"], timeout=60)
     assert (batch["enrolled"], batch["started"], batch["duplicates"]) == (1, 1, 3)
+
+
+async def test_a_batch_runs_on_its_deployments_own_task_queue(
+    api: httpx.AsyncClient, settings: Settings, dev_env: WorkflowEnvironment, engine: Engine
+) -> None:
+    """Two deployments on one namespace each number their batches from 1: on a shared queue, one
+    deployment's worker would run (and finish) the other's batch against its own database."""
+    settings.sync_enroll_limit = 1
+    cid, domain = await sleeping_campaign(api), unique_domain()
+    two = [{"email": f"q{i}@{domain}"} for i in range(2)]
+    response = await api.post(f"/api/campaigns/{cid}/recipients", json={"recipients": two})
+    assert response.status_code == 202
+    batch_id = response.json()["batch_id"]
+    with Session(engine) as session:
+        token = session.get_one(EnrollmentBatch, batch_id).token
+    handle = dev_env.client.get_workflow_handle(batch_workflow_id(batch_id, token))
+    assert (await handle.describe()).task_queue == settings.batch_task_queue
+    assert settings.batch_task_queue != Settings.model_fields["batch_task_queue"].default
+    async with batch_worker(settings, dev_env.client):
+        batch = await finished_batch(api, batch_id, timeout=60)
+    assert (batch["enrolled"], batch["started"]) == (2, 2)
 
 
 def csv_upload(text: str, name: str = "list.csv") -> dict[str, Any]:

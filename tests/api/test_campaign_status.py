@@ -4,10 +4,14 @@ unreachable, the API killed) is broadcast by the outbox."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 from sqlmodel import Session
 from temporalio.testing import WorkflowEnvironment
 
+from domain.journey import CampaignChange, CampaignStatus, workflow_id
+from services.journeys import Journeys, JourneyStart
 from settings import Settings
 from storage.db import make_engine
 from storage.models import Campaign
@@ -93,3 +97,38 @@ async def test_a_quick_pause_and_resume_leaves_no_journey_paused(
     await eventually(all_completed, timeout=90, what="every journey to finish after the resume")
     views = [await journey(system, campaign["id"], e) for e in emails]
     assert not any(v["paused"] for v in views)
+
+
+async def test_a_broadcast_reaches_only_this_deployments_journeys(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    """Deployments sharing a namespace each have a campaign 1: a pause of one deployment's
+    campaign must not reach the other's journeys (nor wait behind signalling them all)."""
+    client, campaign_id, domain = dev_env.client, 1_000_000 + free_port(), unique_domain()
+    ours = Journeys(client, task_queue=f"ours-{domain}")
+    theirs = Journeys(client, task_queue=f"theirs-{domain}")
+    handles = {}
+    for name, deployment in (("ours", ours), ("theirs", theirs)):
+        email = f"{name}@{domain}"
+        wid = workflow_id(campaign_id, email)
+        await deployment.start([JourneyStart(1, campaign_id, email, wid)])  # no worker: pending
+        handles[name] = client.get_workflow_handle(wid)
+    query = f"CampaignId = {campaign_id}"
+
+    async def both_visible() -> bool:
+        return (await client.count_workflows(query)).count == 2
+
+    async def signalled(name: str) -> bool:
+        events = [e async for e in handles[name].fetch_history_events()]
+        return any(e.HasField("workflow_execution_signaled_event_attributes") for e in events)
+
+    try:
+        await eventually(both_visible, what="both journeys in visibility")
+        change = CampaignChange(CampaignStatus.PAUSED, 2)
+        assert await ours.broadcast(campaign_id, change)
+        await eventually(lambda: signalled("ours"), what="our journey to hear of the pause")
+        await asyncio.sleep(2)  # the batch signals every matching journey within this
+        assert not await signalled("theirs")
+    finally:
+        for handle in handles.values():
+            await handle.terminate("test over")
