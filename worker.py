@@ -8,8 +8,10 @@ import concurrent.futures
 import functools
 import logging
 import signal
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from temporalio.client import Client
@@ -93,6 +95,9 @@ def journey_runner(mode: str) -> WorkflowRunner:
     )
 
 
+SEND_SLOTS = 64  # sends at once per queue: each mostly waits on SMTP and the database
+
+
 def build_workers(
     client: Client,
     settings: Settings,
@@ -101,7 +106,8 @@ def build_workers(
     *,
     sandbox: str = "isolated",
 ) -> list[Worker]:
-    """Four workers on one client: journeys (workflows + bookkeeping), sends, whose queue
+    """Four workers on one client: journeys (workflows, bookkeeping, and the sends of journeys
+    that send on their own queue: Settings.journey_send_queue), sends on the send queue, which
     carries the cluster-wide DRIP_SEND_RATE limit, enrollment batches, and webhook deliveries
     (journey events out). The journey runner is the isolated sandbox unless told (the
     production worker: DRIP_WORKFLOW_SANDBOX)."""
@@ -117,6 +123,11 @@ def build_workers(
             build_transport(settings.smtp_url, settings.outbox_dir, settings.smtp_timeout_seconds)
         ),
     )
+    sends: list[Callable[..., Any]] = [sending.send_step, sending.resend_delivery]
+    # On SIGTERM (a deploy, Ctrl-C) let running sends finish and record `sent`: one cancelled
+    # between the SMTP server's 250 and that commit would be sent again. Longer than the send
+    # deadline, so a stalled send ends by itself first.
+    let_sends_finish = timedelta(seconds=settings.send_deadline_seconds + 10)
     return [
         Worker(
             client,
@@ -131,24 +142,26 @@ def build_workers(
                 tracked.load_tracked_events,
                 timing.compute_send_time,
                 timing.reserve_cap_slot,
+                *sends,
             ],
             max_cached_workflows=settings.workflow_cache_size,
             interceptors=[HistoryAlert(settings.journey_history_alert_events)],
             activity_executor=executor,
-            max_concurrent_activities=32,
+            max_concurrent_activities=32 + SEND_SLOTS,
+            # Paced here too: a journey started by a process that did not know the rate (or
+            # before it was set) sends on this queue.
+            max_task_queue_activities_per_second=settings.send_rate,
+            graceful_shutdown_timeout=let_sends_finish,
             workflow_task_poller_behavior=PollerBehaviorSimpleMaximum(settings.workflow_task_polls),
             nonsticky_to_sticky_poll_ratio=NONSTICKY_TO_STICKY_POLL_RATIO,
         ),
         Worker(
             client,
             task_queue=settings.send_task_queue,
-            activities=[sending.send_step, sending.resend_delivery],
-            max_concurrent_activities=64,
+            activities=sends,
+            max_concurrent_activities=SEND_SLOTS,
             max_task_queue_activities_per_second=settings.send_rate,
-            # On SIGTERM (a deploy, Ctrl-C) let running sends finish and record `sent`: one
-            # cancelled between the SMTP server's 250 and that commit would be sent again.
-            # Longer than the send deadline, so a stalled send ends by itself first.
-            graceful_shutdown_timeout=timedelta(seconds=settings.send_deadline_seconds + 10),
+            graceful_shutdown_timeout=let_sends_finish,
         ),
         build_batch_worker(client, settings, engine, executor),
         build_webhook_worker(client, settings, engine, executor),

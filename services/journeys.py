@@ -94,7 +94,7 @@ class Journeys:
             client,
             settings.pause_recheck_seconds,
             settings.task_queue,
-            settings.send_task_queue,
+            settings.journey_send_queue,
             settings.batch_task_queue,
         )
 
