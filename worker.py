@@ -96,6 +96,10 @@ def journey_runner(mode: str) -> WorkflowRunner:
 
 
 SEND_SLOTS = 64  # sends at once per queue: each mostly waits on SMTP and the database
+BOOKKEEPING_SLOTS = 32  # the journey queue's other activities (old journeys' bookkeeping)
+# The sync activities' threads, started as needed. The sends are async and take none, but the
+# SDK sizes against every slot of a worker.
+EXECUTOR_THREADS = BOOKKEEPING_SLOTS + SEND_SLOTS
 
 
 def build_workers(
@@ -147,7 +151,7 @@ def build_workers(
             max_cached_workflows=settings.workflow_cache_size,
             interceptors=[HistoryAlert(settings.journey_history_alert_events)],
             activity_executor=executor,
-            max_concurrent_activities=32 + SEND_SLOTS,
+            max_concurrent_activities=BOOKKEEPING_SLOTS + SEND_SLOTS,
             # Paced here too: a journey started by a process that did not know the rate (or
             # before it was set) sends on this queue.
             max_task_queue_activities_per_second=settings.send_rate,
@@ -227,7 +231,7 @@ async def main() -> None:
     # Journey events recorded here (sends, skips, ends) reach Temporal right after their commit.
     hooks_queue = webhook_task_queue(settings.task_queue)
     webhooks_out.install(webhooks_out.HandOver(client, engine, hooks_queue))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=EXECUTOR_THREADS) as executor:
         workers = build_workers(
             client,
             settings,

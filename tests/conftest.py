@@ -30,7 +30,7 @@ from settings import Settings
 from storage.db import make_engine
 from storage.migrate import schema_drift, upgrade
 from tools.smtp_sink import SmtpSink
-from worker import build_workers
+from worker import EXECUTOR_THREADS, build_workers
 
 BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get("DRIP_TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test")
@@ -211,7 +211,7 @@ async def run_worker(settings: Settings, client: Client) -> AsyncIterator[None]:
     # A no-op on a fixture's database; builds the schema for any other URL.
     await asyncio.to_thread(upgrade, settings.database_url)
     engine = make_engine(settings.database_url)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=32) as executor:
+    with concurrent.futures.ThreadPoolExecutor(max_workers=EXECUTOR_THREADS) as executor:
         workers = build_workers(client, settings, engine, executor)
         tasks = [asyncio.create_task(w.run()) for w in workers]
         try:
