@@ -97,6 +97,13 @@ async def _register_search_attributes(settings: Settings) -> None:
     await register_search_attributes(await connect_temporal(settings))
 
 
+def free_port() -> int:
+    """A port no one listens on now, for a server started next (tests, benches, recordings)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def wait_for_port(address: str, timeout: float = 60.0) -> bool:
     host, _, port = address.rpartition(":")
     deadline = time.monotonic() + timeout

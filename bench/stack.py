@@ -9,7 +9,6 @@ import base64
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ from temporalio.client import Client
 
 import devstack
 from bench.raw_workflows import RAW_TASK_QUEUE
+from devstack import free_port
 from domain.journey import TASK_QUEUE
 from storage.migrate import upgrade
 
@@ -39,12 +39,6 @@ ROOT = Path(__file__).resolve().parents[1]
 POSTGRES_ADMIN_URL = os.environ.get(
     "DRIP_BENCH_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test"
 )
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Sink:

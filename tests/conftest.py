@@ -8,7 +8,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -24,7 +23,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
-from devstack import DEV_SERVER_TUNING
+from devstack import DEV_SERVER_TUNING, free_port
 from domain import search
 from settings import Settings
 from storage.db import make_engine
@@ -35,12 +34,6 @@ from worker import EXECUTOR_THREADS, build_workers
 BIN = Path(sys.executable).parent
 POSTGRES_URL = os.environ.get("DRIP_TEST_POSTGRES_URL", "postgresql+psycopg://127.0.0.1:5432/test")
 REQUIRE_POSTGRES = os.environ.get("DRIP_REQUIRE_POSTGRES") == "1"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def unique_domain() -> str:

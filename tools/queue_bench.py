@@ -25,8 +25,7 @@ from temporalio import activity, workflow
 from temporalio.client import Client
 from temporalio.worker import Worker
 
-from bench.stack import free_port
-from devstack import CACHED_SEARCH_ATTRIBUTES
+from devstack import CACHED_SEARCH_ATTRIBUTES, free_port
 
 OWN, OTHER = "queue-bench-own", "queue-bench-other"
 

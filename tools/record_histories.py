@@ -20,7 +20,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
-import socket
 import sys
 import tempfile
 import time
@@ -38,6 +37,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 
 from api.main import create_app
+from devstack import free_port
 from domain import search
 from domain.versions import VersionPolicy
 from services import versions
@@ -450,12 +450,6 @@ PAUSE_RECHECK_SECONDS = 2.0
 
 
 # --- the system ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @contextlib.asynccontextmanager

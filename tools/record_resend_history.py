@@ -20,6 +20,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from devstack import free_port
 from domain import search
 from domain.resend import resend_workflow_id
 from settings import Settings
@@ -37,14 +38,14 @@ async def record() -> str:
         search_attributes=list(search.ALL_KEYS),
         dev_server_log_level="error",
     )
-    sink = SlowOnceSink(port=recording.free_port(), delay=4 * SMTP_TIMEOUT_SECONDS)
+    sink = SlowOnceSink(port=free_port(), delay=4 * SMTP_TIMEOUT_SECONDS)
     sink.start()
     try:
         with tempfile.TemporaryDirectory(prefix="drip-histories-") as tmp:
             settings = Settings(
                 database_url=f"sqlite:///{tmp}/drip.db",
                 var_dir=Path(tmp) / "var",
-                api_port=recording.free_port(),
+                api_port=free_port(),
                 temporal_address=env.client.service_client.config.target_host,
                 smtp_url=sink.url,
                 smtp_timeout_seconds=SMTP_TIMEOUT_SECONDS,

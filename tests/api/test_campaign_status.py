@@ -8,6 +8,11 @@ import asyncio
 
 import httpx
 from sqlmodel import Session
+from temporalio.api.enums.v1 import BatchOperationState
+from temporalio.api.workflowservice.v1 import (
+    DescribeBatchOperationRequest,
+    ListBatchOperationsRequest,
+)
 from temporalio.testing import WorkflowEnvironment
 
 from domain.journey import CampaignChange, CampaignStatus, workflow_id
@@ -64,8 +69,42 @@ async def test_a_status_change_the_api_could_not_broadcast_reaches_the_journeys(
         async def paused() -> bool:
             return (await journey(api, campaign["id"], email))["paused"] is True
 
-        await eventually(paused, timeout=60, what="the outbox to tell the journey it is paused")
+        try:
+            await eventually(paused, timeout=60, what="the outbox to tell the journey it is paused")
+        except AssertionError as exc:
+            report = await broadcast_report(dev_env, campaign["id"], email)
+            raise AssertionError(
+                f"{exc}; versions {versions(settings, campaign['id'])}; {report}"
+            ) from exc
     assert versions(settings, campaign["id"]) == (2, 2)
+
+
+async def broadcast_report(env: WorkflowEnvironment, campaign_id: int, email: str) -> str:
+    """What the server did with the campaign's batch signals, and what the journey received: the
+    failure message of a broadcast test (a lost signal and a slow one look alike from outside)."""
+    service, namespace = env.client.workflow_service, env.client.namespace
+    listed = await service.list_batch_operations(
+        ListBatchOperationsRequest(namespace=namespace, page_size=1000)
+    )
+    ops = []
+    for info in listed.operation_info:
+        if info.job_id.startswith(f"campaign-{campaign_id}-"):
+            op = await service.describe_batch_operation(
+                DescribeBatchOperationRequest(namespace=namespace, job_id=info.job_id)
+            )
+            ops.append(
+                f"{op.job_id} {BatchOperationState.Name(op.state)} "
+                f"{op.complete_operation_count}/{op.total_operation_count} "
+                f"failed {op.failure_operation_count} query {op.query!r}"
+            )
+    handle = env.client.get_workflow_handle(workflow_id(campaign_id, email))
+    history = await handle.fetch_history()
+    signals = [
+        e.workflow_execution_signaled_event_attributes.signal_name
+        for e in history.events
+        if e.HasField("workflow_execution_signaled_event_attributes")
+    ]
+    return f"batch operations {ops}; journey signals {signals}, {len(history.events)} events"
 
 
 async def test_a_quick_pause_and_resume_leaves_no_journey_paused(
