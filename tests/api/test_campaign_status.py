@@ -5,10 +5,11 @@ unreachable, the API killed) is broadcast by the outbox."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 
 import httpx
 from sqlmodel import Session
-from temporalio.api.enums.v1 import BatchOperationState
+from temporalio.api.enums.v1 import BatchOperationState, EventType
 from temporalio.api.workflowservice.v1 import (
     DescribeBatchOperationRequest,
     ListBatchOperationsRequest,
@@ -25,6 +26,7 @@ from tests.support.enroll import enroll
 from tests.support.eventually import eventually
 from tests.support.factories import make_campaign, make_template
 from tests.support.journey import journey
+from workflows.recipient import RecipientWorkflow
 
 
 def versions(settings: Settings, campaign_id: int) -> tuple[int, int]:
@@ -99,12 +101,14 @@ async def broadcast_report(env: WorkflowEnvironment, campaign_id: int, email: st
             )
     handle = env.client.get_workflow_handle(workflow_id(campaign_id, email))
     history = await handle.fetch_history()
-    signals = [
-        e.workflow_execution_signaled_event_attributes.signal_name
-        for e in history.events
-        if e.HasField("workflow_execution_signaled_event_attributes")
-    ]
-    return f"batch operations {ops}; journey signals {signals}, {len(history.events)} events"
+    events = [EventType.Name(e.event_type).removeprefix("EVENT_TYPE_") for e in history.events]
+    try:
+        state: object = await handle.query(
+            RecipientWorkflow.progress, rpc_timeout=timedelta(seconds=5)
+        )
+    except Exception as exc:  # what the view met, if the query is what failed
+        state = repr(exc)
+    return f"batch operations {ops}; journey history {events}; its progress query {state}"
 
 
 async def test_a_quick_pause_and_resume_leaves_no_journey_paused(

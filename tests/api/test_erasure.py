@@ -30,6 +30,7 @@ from services.events import Events
 from settings import Settings
 from storage.models import Campaign, Conversion, Delivery, Enrollment, Suppression
 from storage.suppression import hashed, is_suppressed, use_hash_keys
+from temporal_client import LOCAL_SERVER_STARTUP
 from tests.conftest import run_worker, serve_api, unique_domain
 from tests.support.eventually import eventually
 from tests.support.factories import make_campaign, make_template
@@ -45,6 +46,7 @@ async def deleting_server() -> AsyncIterator[WorkflowEnvironment]:
     close has reached visibility (`history.transferProcessorEnsureCloseBeforeDelete`), which
     takes about 35 s on the dev server: correct, just too slow to wait for in each test."""
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=LOCAL_SERVER_STARTUP,
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         search_attributes=list(search.ALL_KEYS),
         ui=False,

@@ -27,6 +27,7 @@ from domain.journey import workflow_id
 from settings import Settings
 from storage.db import session_scope
 from storage.models import Campaign, Delivery, Enrollment, Step, Template
+from temporal_client import LOCAL_SERVER_STARTUP
 from tests.conftest import BIN, free_port, serve_api, unique_domain
 from tests.support.factories import make_campaign, make_template
 
@@ -38,6 +39,7 @@ async def dev_env() -> AsyncIterator[WorkflowEnvironment]:
     """This module's own dev server: the worker test runs `python worker.py`, which polls the
     shared task queue, so it must not meet other modules' journeys (nor leave them its own)."""
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=LOCAL_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(search.ALL_KEYS),
         ui=False,

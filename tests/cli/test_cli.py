@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 from typer.testing import CliRunner
 
 from cli.main import app
+from temporal_client import LOCAL_SERVER_STARTUP
 from tests.cli.conftest import KEY, drip
 from tests.conftest import free_port, unique_domain
 
@@ -236,6 +237,7 @@ async def own_temporal() -> AsyncIterator[WorkflowEnvironment]:
     """A dev server of its own: a worker on the shared one would take other tests' journeys
     (same task queue) and run them against its own, empty database."""
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=LOCAL_SERVER_STARTUP,
         dev_server_existing_path=str(Path(sys.executable).parent / "temporal"),
         ui=False,
         dev_server_log_level="error",

@@ -39,7 +39,7 @@ from settings import Settings
 from storage.db import session_scope
 from storage.models import Campaign, Delivery, Enrollment, Event, Step, Template
 from storage.reputation import AUTO_PAUSE
-from temporal_client import connect_temporal
+from temporal_client import LOCAL_SERVER_STARTUP, connect_temporal
 from tests.api.webhooks.webhooks_support import serve_hooks
 from tests.conftest import BIN, free_port, run_worker, serve_api, unique_domain
 from tests.support.eventually import eventually
@@ -295,6 +295,7 @@ def server_metrics_port() -> int:
 async def dev_env(server_metrics_port: int) -> AsyncIterator[WorkflowEnvironment]:
     """This module's own dev server, serving its metrics as the production server does."""
     env = await WorkflowEnvironment.start_local(
+        dev_server_startup_timeout=LOCAL_SERVER_STARTUP,
         dev_server_existing_path=str(BIN / "temporal"),
         search_attributes=list(search.ALL_KEYS),
         ui=False,
