@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -97,11 +98,31 @@ async def _register_search_attributes(settings: Settings) -> None:
     await register_search_attributes(await connect_temporal(settings))
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port no one listens on now, for a server started next (tests, benches, recordings)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A port no one listens on now, for a server started next (tests, benches, recordings).
+
+    Drawn below the kernel's ephemeral range: a port from there (bind to 0) can be handed to any
+    other process's random port between our pick and our server's bind; the dev server takes two
+    that way (its HTTP API and metrics), and once answered a test's /healthz with 404."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except OSError:
+        low = 32_768  # not Linux: below every system's default range
+    top = low if low > 20_000 else 65_536  # an unusual range: no room below it
+    while True:
+        port = random.randrange(10_000, top)
+        if port in _handed_out:
+            continue  # not bound yet by the server it was picked for
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # in use
+        _handed_out.add(port)
+        return port
 
 
 def wait_for_port(address: str, timeout: float = 60.0) -> bool:

@@ -5,6 +5,7 @@ counts each variant, and after the winner's window every new journey gets the wi
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import httpx
@@ -53,8 +54,18 @@ async def test_variants_holdout_conditions_funnel_and_winner(
     )
     cid, step1 = campaign["id"], campaign["steps"][0]["id"]
     domain = unique_domain()
-    people = [f"p{n}@{domain}" for n in range(9)]
-    drawn = {p: NAMES[pick([1, 1, 1], point(cid, step1, p))] for p in people}
+    # Three who draw each variant (the draw is the engine's own function), so every branch below
+    # has someone in it whatever the random ids: nine random addresses draw no B about 1 time in 38.
+    groups: dict[str, list[str]] = {name: [] for name in NAMES}
+    for n in itertools.count():
+        person = f"p{n}@{domain}"
+        group = groups[NAMES[pick([1, 1, 1], point(cid, step1, person))]]
+        if len(group) < 3:
+            group.append(person)
+        if all(len(g) == 3 for g in groups.values()):
+            break
+    drawn = {p: name for name, group in groups.items() for p in group}
+    people = list(drawn)
     enrolled = await api.post(
         f"/api/campaigns/{cid}/recipients", json={"recipients": [{"email": p} for p in people]}
     )
