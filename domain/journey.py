@@ -249,9 +249,15 @@ class JourneyVersion(IntEnum):
     # that sends: no local activity and marker per step before it (docs/performance.md). A
     # refusal answers CAPPED, and the journey defers or skips as before.
     CAP_IN_SEND = 8
+    # A pause signalled while a step's send is out (or in the activation of its answer)
+    # outlives the answer: the answer clears `paused` only if no status change was signalled
+    # meanwhile. Before, a send that had read the campaign active cleared a pause that came
+    # after that read (the journey said "not paused"; its next send was still held, by the
+    # database's status).
+    PAUSE_OUTLIVES_SEND = 9
 
 
-CURRENT_JOURNEY_VERSION = JourneyVersion.CAP_IN_SEND
+CURRENT_JOURNEY_VERSION = JourneyVersion.PAUSE_OUTLIVES_SEND
 
 
 @dataclass

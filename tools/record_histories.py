@@ -61,12 +61,19 @@ TIMEOUT = 90.0  # seconds any one wait may take
 class Journey:
     """One recipient in one fresh campaign, driven through the API."""
 
-    def __init__(
-        self, api: httpx.AsyncClient, client: Client, branch: str, template: int, database_url: str
+    def __init__(  # noqa: PLR0913
+        self,
+        api: httpx.AsyncClient,
+        client: Client,
+        branch: str,
+        template: int,
+        database_url: str,
+        sink: SmtpSink,
     ) -> None:
         self.api = api
         self.client = client
         self.database_url = database_url
+        self.sink = sink
         self.email = f"{branch.replace('_', '-')}@{DOMAIN}"
         self.template = template
         self.campaign_id = 0
@@ -232,6 +239,28 @@ async def paused(j: Journey) -> None:
     await j.delivered(1)
     await j.set_status("paused")
     await asyncio.sleep(8)  # past due, and past a few pause re-checks (PAUSE_RECHECK_SECONDS)
+    assert (await j.state())["paused"] is True
+    await j.set_status("active")
+    await j.delivered(2)
+
+
+async def paused_while_sending(j: Journey) -> None:
+    """Paused while step 1's send waits for the SMTP server's answer (SENDING_SECONDS): the pause
+    outlives the answer, step 2 is held past due, then resumed and sent."""
+    await j.start(
+        [
+            {"subject": "welcome", "delay_hours": 0},
+            {"subject": "after the pause", "delay_hours": 2 * SECOND},
+        ]
+    )
+
+    async def on_the_wire() -> bool:
+        return bool(j.sink.to(j.email))
+
+    await until(on_the_wire, f"{j.email}: step 1 on the wire")
+    await j.set_status("paused")
+    await j.delivered(1)
+    await asyncio.sleep(4)  # past due, and past a pause re-check (PAUSE_RECHECK_SECONDS)
     assert (await j.state())["paused"] is True
     await j.set_status("active")
     await j.delivered(2)
@@ -442,12 +471,14 @@ async def exited(j: Journey) -> None:
 
 BRANCHES: dict[str, Callable[[Journey], Awaitable[None]]] = {
     f.__name__: f
-    for f in (sent, alternative, skipped, paused, unsubscribed, bounced_event, bounced_smtp,
-              removed, archived, wait_until_met, wait_until_timed_out, performed, converted,
-              triggered, window_held, delay_until, cap_deferred, cap_skipped, migrated, switched,
-              exited)
+    for f in (sent, alternative, skipped, paused, paused_while_sending, unsubscribed,
+              bounced_event, bounced_smtp, removed, archived, wait_until_met,
+              wait_until_timed_out, performed, converted, triggered, window_held, delay_until,
+              cap_deferred, cap_skipped, migrated, switched, exited)
 }  # fmt: skip
 PAUSE_RECHECK_SECONDS = 2.0
+SENDING_SECONDS = 6.0  # the SMTP server's answer to paused_while_sending's step 1 (a pause's
+# batch signal reaches the journey well within it)
 
 
 # --- the system ------------------------------------------------------------------------------
@@ -511,6 +542,7 @@ async def record(branches: list[str], keep: bool) -> None:
     )
     sink = SmtpSink(port=free_port())
     sink.rcpt_replies[f"bounced-smtp@{DOMAIN}"] = "550 5.1.1 <bounced-smtp>: User unknown"
+    sink.data_delays[f"paused-while-sending@{DOMAIN}"] = SENDING_SECONDS
     sink.start()
     try:
         with tempfile.TemporaryDirectory(prefix="drip-histories-") as tmp:
@@ -533,7 +565,7 @@ async def record(branches: list[str], keep: bool) -> None:
                 template = response.json()["id"]
                 OUT.mkdir(parents=True, exist_ok=True)
                 for name in branches:
-                    journey = Journey(api, env.client, name, template, settings.database_url)
+                    journey = Journey(api, env.client, name, template, settings.database_url, sink)
                     await BRANCHES[name](journey)
                     handle = env.client.get_workflow_handle(journey.workflow_id)
                     status = await asyncio.wait_for(handle.result(), TIMEOUT)

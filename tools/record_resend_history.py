@@ -59,7 +59,7 @@ async def record() -> str:
                 made = await api.post("/api/templates", json={"name": "t", "html": "<p>Hi</p>"})
                 made.raise_for_status()
                 j = recording.Journey(
-                    api, env.client, "resent", made.json()["id"], settings.database_url
+                    api, env.client, "resent", made.json()["id"], settings.database_url, sink
                 )
                 await j.start([{"subject": "one", "delay_hours": 0},
                                {"subject": "two", "delay_hours": recording.SECOND}])  # fmt: skip

@@ -31,6 +31,8 @@ class SmtpSink:
         self.received: list[Received] = []
         # address -> the reply RCPT TO gets, e.g. "550 5.1.1 <x>: Recipient address rejected"
         self.rcpt_replies: dict[str, str] = {}
+        # address -> seconds the end of DATA waits for its reply (the message already kept)
+        self.data_delays: dict[str, float] = {}
         self._lock = threading.Lock()
         self._controller = Controller(self, hostname="127.0.0.1", port=port)
 
@@ -67,6 +69,8 @@ class SmtpSink:
         with self._lock:
             self.messages.append(message)
             self.received.append(Received(at, tuple(a.lower() for a in envelope.rcpt_tos), raw))
+        delay = max((self.data_delays.get(a.lower(), 0.0) for a in envelope.rcpt_tos), default=0)
+        await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
 
     def to(self, address: str) -> list[EmailMessage]:

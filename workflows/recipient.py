@@ -122,6 +122,9 @@ class RecipientWorkflow:
         # From CAP_IN_SEND on: the send takes the frequency-cap slot (one local activity and
         # marker fewer per step); a full cap answers CAPPED.
         self._cap_in_send = self._version >= JourneyVersion.CAP_IN_SEND
+        # From PAUSE_OUTLIVES_SEND on: a send's answer clears a pause only if no status change
+        # was signalled while it was out (that pause is newer than what the send read).
+        self._pause_outlives_send = self._version >= JourneyVersion.PAUSE_OUTLIVES_SEND
         self._held: str | None = None  # the DripHeld search attribute as last set
         self._window_note: str | None = None  # the last window check's words (zone, why)
         self._plan = input.plan if self._version >= JourneyVersion.PINNED_PLAN else None
@@ -459,6 +462,7 @@ class RecipientWorkflow:
                 verdict.met, skip_reason, campaign_version=self._content_version(),
                 switchable=self._database_led, on_cap=self._cap_of_send(),
             )  # fmt: skip
+            status_asked = self._state.status_version  # a change signalled from here is newer
             if verdict.decision == Decision.SKIPPED:
                 result = await self._bookkeeping(
                     ActivityName.RECORD_SKIP, step_input, SEND_TIMEOUT, StepResult,
@@ -497,7 +501,8 @@ class RecipientWorkflow:
                     self._unhold()
                     return False  # published while held: decided again under the new version
                 continue  # skip recorded, or the send tried again (its window still applies)
-            self._state.paused = False
+            if not self._pause_outlives_send or self._state.status_version == status_asked:
+                self._state.paused = False  # a pause the database held it for, now lifted
             self._state.current_step = step.step_order
             self._state.progress.append(
                 StepProgress(

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import pytest
 from temporalio import activity
 from temporalio.client import WorkflowHandle
 from temporalio.testing import WorkflowEnvironment
@@ -25,6 +26,8 @@ from domain.journey import (
     EngagementSignal,
     FinishInput,
     JourneyPlan,
+    JourneyState,
+    JourneyVersion,
     ProductEvent,
     RecipientInput,
     StepInput,
@@ -32,7 +35,9 @@ from domain.journey import (
     StepPlan,
     StepResult,
     TrackedEventsQuery,
+    WaitingKind,
 )
+from tests.support.eventually import eventually
 from workflows.recipient import RecipientWorkflow
 
 HOUR = 3600.0
@@ -417,3 +422,51 @@ async def test_a_held_answer_crossing_a_resume_does_not_pause_the_journey(
     (sent_at,) = (at for *_, at in fakes.actions)
     # Without the versions the journey waited for the status re-check (24 h in this test).
     assert sent_at - start < timedelta(hours=1), "the journey held on after the resume"
+
+
+@dataclass
+class SentWhilePaused(Fakes):
+    """The first send reads the campaign active and answers only after a pause (status version
+    2) has reached the journey: the answer crosses the pause."""
+
+    reading: asyncio.Event = field(default_factory=asyncio.Event)
+    answer: asyncio.Event = field(default_factory=asyncio.Event)
+
+    @activity.defn(name="send_step")
+    async def send_step(self, step: StepInput) -> StepResult:
+        if not self.actions:
+            self.reading.set()
+            await self.answer.wait()
+        return await super().send_step(step)
+
+
+@pytest.mark.parametrize(
+    ("version", "kept"),
+    [(JourneyVersion.PAUSE_OUTLIVES_SEND, True), (JourneyVersion.CAP_IN_SEND, False)],
+    ids=["kept", "older-journeys-as-recorded"],
+)
+async def test_a_pause_signalled_while_a_send_is_out_outlives_its_answer(
+    time_env: WorkflowEnvironment, version: JourneyVersion, kept: bool
+) -> None:
+    fakes = SentWhilePaused(plan(step(1, 0), step(2, 24)))
+    async with journey(time_env, fakes, version=int(version)) as handle:
+        await asyncio.wait_for(fakes.reading.wait(), 30)
+        await handle.signal(RecipientWorkflow.campaign_changed, CampaignChange(PAUSED, 2))
+        fakes.answer.set()
+
+        async def step_1_recorded() -> JourneyState | None:
+            state: JourneyState = await handle.query(RecipientWorkflow.progress)
+            return state if state.steps else None
+
+        state = await eventually(step_1_recorded, what="step 1's answer")
+        assert state.paused is kept
+        await time_env.sleep(timedelta(hours=30))  # step 2 fell due 6 h ago
+        state = await handle.query(RecipientWorkflow.progress)
+        if kept:  # held by the journey itself, until the resume (or the re-check at 48 h)
+            assert fakes.decisions() == [(1, "sent")]
+            assert state.waiting_for is not None and state.waiting_for.kind == WaitingKind.PAUSED
+            await handle.signal(RecipientWorkflow.campaign_changed, CampaignChange(ACTIVE, 3))
+        else:  # its fake database says active: the older journey sent step 2 at 24 h
+            assert fakes.decisions() == [(1, "sent"), (2, "sent")]
+        assert await handle.result() == "completed"
+    assert fakes.decisions() == [(1, "sent"), (2, "sent")]

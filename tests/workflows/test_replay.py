@@ -57,6 +57,8 @@ RECIPIENT_BRANCHES = {
     # JourneyVersion.STEP_AND_VERSION_IN_DATABASE on
     "switched": "completed",
     # JourneyVersion.CAP_IN_SEND on: cap_deferred and cap_skipped, answered `capped` by the send
+    # JourneyVersion.PAUSE_OUTLIVES_SEND on
+    "paused_while_sending": "completed",
 }
 
 
@@ -161,6 +163,20 @@ def test_recorded_histories_are_the_branches_they_are_named_after() -> None:
     )
     assert retried or rechecked, "held past due"
     assert paused.activities.count("send_step:sent") >= 2 and paused.timers[-1] == "canceled"
+    while_sending = shapes["paused_while_sending"]
+    assert while_sending.signals == ["campaign_changed", "campaign_changed"], "paused, resumed"
+    # Held past due by the pause it heard (re-checks, the last canceled by the resume), not by a
+    # send answering HELD (an older journey's send found the pause in the database).
+    assert while_sending.activities == ["send_step:sent", "send_step:sent"]
+    timers = while_sending.timers
+    assert timers[0] == "fired" and "fired" in timers[1:] and timers[-1] == "canceled"
+    events = load(HISTORIES / "paused_while_sending.json").events
+    [pause, _] = [i for i, e in enumerate(events)
+                  if e.HasField("workflow_execution_signaled_event_attributes")]  # fmt: skip
+    sent = [
+        i for i, e in enumerate(events) if e.HasField("activity_task_completed_event_attributes")
+    ]
+    assert pause < sent[0], "the pause reached the journey while step 1's send was out"
     assert shapes["unsubscribed"].signals == ["on_event"]
     assert shapes["bounced_event"].signals == ["on_event"]
     assert shapes["bounced_smtp"].signals == [], "the 550 ended it from the send itself"
