@@ -69,10 +69,13 @@ class SmtpSink:
         with self._lock:
             self.messages.append(message)
             self.received.append(Received(at, tuple(a.lower() for a in envelope.rcpt_tos), raw))
+            self.kept(message)
         delay = max((self.data_delays.get(a.lower(), 0.0) for a in envelope.rcpt_tos), default=0)
-        if delay:  # never yield otherwise: subclasses read messages[-1] as this one's
-            await asyncio.sleep(delay)
+        await asyncio.sleep(delay)
         return "250 Message accepted for delivery"
+
+    def kept(self, message: EmailMessage) -> None:
+        """Called under the lock as each message is kept: for subclasses that note more."""
 
     def to(self, address: str) -> list[EmailMessage]:
         with self._lock:

@@ -209,14 +209,15 @@ class RecordingSink(SmtpSink):
         self, server: SMTP, session: Session, envelope: Envelope
     ) -> str:
         reply = await super().handle_DATA(server, session, envelope)
-        with self._lock:  # one event loop: no other session ran since the parent appended
-            message: EmailMessage = self.messages[-1]
-            self.arrivals.append(
-                Arrival(time.time(), _delivery_id(message), str(message["To"]).lower(),
-                        str(message["Subject"]))
-            )  # fmt: skip
+        with self._lock:
             self._open.discard(id(session))
         return reply
+
+    def kept(self, message: EmailMessage) -> None:
+        self.arrivals.append(
+            Arrival(time.time(), _delivery_id(message), str(message["To"]).lower(),
+                    str(message["Subject"]))
+        )  # fmt: skip
 
     def count(self) -> int:
         with self._lock:
