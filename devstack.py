@@ -8,6 +8,7 @@ everything cleanly. With TEMPORAL_ADDRESS set, an existing Temporal server is us
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -139,27 +140,37 @@ def wait_for_port(address: str, timeout: float = 60.0) -> bool:
 
 @dataclass
 class Child:
+    """One supervised process, in a process group of its own: what it starts (the API's warm
+    simulation server) is ended with it, as a container's processes end with the container."""
+
     name: str
     argv: list[str]
     process: subprocess.Popen[bytes] | None = None
     restarts: int = field(default=0)
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=os.environ.copy())
+        self.process = subprocess.Popen(self.argv, env=os.environ.copy(), process_group=0)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
     def stop(self, timeout: float = 75.0) -> None:  # the worker lets running sends finish (70 s)
-        if not self.alive():
+        if self.alive():
+            assert self.process is not None
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.end_leftovers()
+
+    def end_leftovers(self) -> None:
+        """SIGKILL what is left of its group once it has exited (a crash cleans nothing up)."""
+        if self.process is None or self.process.poll() is None:
             return
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.process.pid, signal.SIGKILL)
 
 
 def main() -> int:
@@ -239,6 +250,7 @@ def main() -> int:
                 if not stopping and not child.alive():
                     code = child.process.returncode if child.process else None
                     log.warning("%s exited (%s); starting it again", child.name, code)
+                    child.end_leftovers()
                     time.sleep(RESTART_BACKOFF_SECONDS)
                     child.restarts += 1
                     child.start()

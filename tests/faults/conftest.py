@@ -83,10 +83,11 @@ class Proc:
         return self.process.pid
 
     def kill(self) -> float:
-        """SIGKILL: no cleanup, no goodbye. Returns when it happened (wall clock)."""
+        """SIGKILL: no cleanup, no goodbye. Returns when it happened (wall clock). Its whole
+        group goes (the API's warm simulation server too), as under make run's supervisor."""
         assert self.process is not None and self.alive, f"{self.name} is not running"
         at = time.time()
-        self.process.send_signal(signal.SIGKILL)
+        os.killpg(self.process.pid, signal.SIGKILL)
         self.process.wait(10)
         return at
 

@@ -1,6 +1,7 @@
-"""`make run`'s supervisor (devstack.py) under a worker crash: kill -9 its worker child mid-
-campaign; the supervisor starts a new worker while the API and the Temporal server keep running,
-and every journey finishes with every message delivered exactly once."""
+"""`make run`'s supervisor (devstack.py) under crashes. Its worker killed -9 mid-campaign: the
+supervisor starts a new worker while the API and the Temporal server keep running, and every
+journey finishes with every message delivered exactly once. Its API killed -9: what the API had
+started (the warm simulation server) dies with it instead of running on as an orphan."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -51,9 +53,23 @@ def children(pid: int) -> dict[str, int]:
     return found
 
 
-async def test_supervisor_replaces_a_killed_worker(
-    tmp_path: Path, sink: RecordingSink, say: Callable[[str], None]
-) -> None:
+@dataclass
+class Supervised:
+    supervisor: Proc
+    url: str
+    var: Path
+
+    def api_up(self) -> bool:
+        assert self.supervisor.alive, f"devstack exited:\n{self.supervisor.tail()}"
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+@pytest.fixture
+def supervised(tmp_path: Path, sink: RecordingSink) -> Iterator[Supervised]:
+    """`make run` (devstack.py) on its own var directory, its API answering."""
     api_port = free_port()
     env = child_env(
         DRIP_VAR_DIR=str(tmp_path / "var"),  # its database, outbox and Temporal file live here
@@ -66,18 +82,20 @@ async def test_supervisor_replaces_a_killed_worker(
     )
     supervisor = Proc("devstack", [sys.executable, "devstack.py"], env, tmp_path / "devstack.log")
     supervisor.start()
-    url = f"http://127.0.0.1:{api_port}"
-    engine = make_engine(f"sqlite:///{tmp_path / 'var' / 'drip.db'}")
+    stack = Supervised(supervisor, f"http://127.0.0.1:{api_port}", tmp_path / "var")
     try:
+        wait_for(stack.api_up, 90, "make run's API")
+        yield stack
+    finally:
+        supervisor.stop(timeout=30)  # SIGTERM: devstack stops its children cleanly
 
-        def api_up() -> bool:
-            assert supervisor.alive, f"devstack exited:\n{supervisor.tail()}"
-            try:
-                return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
-            except httpx.HTTPError:
-                return False
 
-        wait_for(api_up, 90, "make run's API")
+async def test_supervisor_replaces_a_killed_worker(
+    supervised: Supervised, sink: RecordingSink, say: Callable[[str], None]
+) -> None:
+    supervisor, url = supervised.supervisor, supervised.url
+    engine = make_engine(f"sqlite:///{supervised.var / 'drip.db'}")
+    try:
         before = wait_for(lambda: (c := children(supervisor.pid)) and len(c) == 3 and c, 30,
                           "the three children")  # fmt: skip
         async with http(url) as api:
@@ -114,4 +132,66 @@ async def test_supervisor_replaces_a_killed_worker(
         assert counted.as_promised
     finally:
         engine.dispose()
-        supervisor.stop(timeout=30)  # SIGTERM: devstack stops its children cleanly
+
+
+def descendants(pid: int) -> dict[int, str]:
+    """Every live process below `pid`, by pid, with its command line (any thread's children)."""
+    found: dict[int, str] = {}
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children = (task / "children").read_text().split()
+        except FileNotFoundError:
+            continue  # the thread just ended
+        for child in map(int, children):
+            if running(child):
+                found[child] = command_of(child)
+                found.update(descendants(child))
+    return found
+
+
+def command_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except FileNotFoundError:
+        return ""
+
+
+def running(pid: int) -> bool:
+    """Alive and not a zombie (one killed but not yet reaped by whoever adopted it)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def simulation_servers(pid: int) -> set[int]:
+    return {p for p, command in descendants(pid).items() if "temporal-test-server" in command}
+
+
+def test_a_killed_api_takes_what_it_started_with_it(
+    supervised: Supervised, say: Callable[[str], None]
+) -> None:
+    supervisor = supervised.supervisor
+    api = wait_for(lambda: children(supervisor.pid).get("api"), 30, "the API child")
+    # The API keeps a time-skipping server warm for rehearsals (DRIP_SIMULATION_WARM, the default).
+    warm = wait_for(lambda: simulation_servers(api), 60, "the API's warm simulation server")
+    os.kill(api, signal.SIGKILL)
+    new_api = wait_for(
+        lambda: (c := children(supervisor.pid).get("api")) not in (None, api) and c, 30,
+        "the supervisor to start a new API",
+    )  # fmt: skip
+    wait_for(supervised.api_up, 60, "the new API")
+    rewarmed = wait_for(lambda: simulation_servers(new_api), 60, "the new API's warm server")
+    deadline = time.monotonic() + 10  # SIGKILLed with the API: gone by now, give it a moment
+    while any(map(running, warm)) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    outlived = sorted(p for p in warm if running(p))
+    say(f"API pid {api} (warm simulation server {sorted(warm)}) SIGKILLed; new API pid {new_api} "
+        f"(warm server {sorted(rewarmed)}); old server still running: {outlived}")  # fmt: skip
+    try:
+        assert not outlived, (
+            f"the killed API's simulation server outlived it: {[command_of(p) for p in outlived]}"
+        )
+    finally:
+        for pid in outlived:  # not left behind by this test either
+            os.kill(pid, signal.SIGKILL)
