@@ -110,6 +110,15 @@ class Proc:
         return "\n".join(line[:300] for line in text.splitlines()[-lines:])
 
 
+def answers(url: str, owner: Proc) -> bool:
+    """The API at `url` answers /healthz; `owner` (it, or the supervisor it runs under) lives."""
+    assert owner.alive, f"{owner.name} exited:\n{owner.tail()}"
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def child_env(**values: str) -> dict[str, str]:
     """This environment without any DRIP_/TEMPORAL_ setting of the caller's, plus `values`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DRIP_", "TEMPORAL_"))}
@@ -309,14 +318,7 @@ class Stack:
 
     def start_api(self) -> None:
         self.api.start()
-        wait_for(self._api_ready, 60, "the API to answer /healthz")
-
-    def _api_ready(self) -> bool:
-        assert self.api.alive, f"the API exited:\n{self.api.tail()}"
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        wait_for(lambda: answers(self.url, self.api), 60, "the API to answer /healthz")
 
     def worker_env(self, **values: str) -> None:
         """Settings for the worker's next start (e.g. DRIP_UNCERTAIN_SENDS)."""

@@ -13,7 +13,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 
 from storage.db import make_engine
@@ -22,6 +21,7 @@ from tests.faults.conftest import (
     Proc,
     RecordingSink,
     all_finished,
+    answers,
     child_env,
     http,
     start_campaign,
@@ -41,11 +41,7 @@ def children(pid: int) -> dict[str, int]:
     """The supervisor's children by role (temporal, worker, api), from /proc."""
     found: dict[str, int] = {}
     for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
-        try:
-            argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
-        except FileNotFoundError:
-            continue  # just exited
-        command = b" ".join(argv).decode(errors="replace")
+        command = command_of(int(child))  # "" when it just exited
         role = ("worker" if "worker.py" in command else "api" if "uvicorn" in command
                 else "temporal" if "start-dev" in command else None)  # fmt: skip
         if role:
@@ -60,11 +56,7 @@ class Supervised:
     var: Path
 
     def api_up(self) -> bool:
-        assert self.supervisor.alive, f"devstack exited:\n{self.supervisor.tail()}"
-        try:
-            return httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return answers(self.url, self.supervisor)
 
 
 @pytest.fixture
@@ -151,9 +143,10 @@ def descendants(pid: int) -> dict[int, str]:
 
 def command_of(pid: int) -> str:
     try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes()
     except FileNotFoundError:
         return ""
+    return argv.replace(b"\0", b" ").decode(errors="replace")
 
 
 def running(pid: int) -> bool:
