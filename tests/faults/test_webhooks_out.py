@@ -55,16 +55,12 @@ async def test_deliveries_refused_then_worker_killed_arrive_after_the_restart(
             assert made.status_code == 201, made.text
             sub = made.json()
 
-            def deliveries(each: Callable[[dict[str, Any]], bool]) -> Callable[[], Any]:
-                """A check that every event's delivery row satisfies `each`: the worker records
-                an attempt after the receiver's answer reaches it, so this is waited for."""
-
-                async def check() -> list[dict[str, Any]] | None:
-                    page = await api.get(f"/api/webhook-subscriptions/{sub['id']}/deliveries")
-                    rows: list[dict[str, Any]] = page.json()["items"]
-                    return rows if len(rows) == EVENTS and all(map(each, rows)) else None
-
-                return check
+            async def rows_where(each: Callable[[Any], bool]) -> list[dict[str, Any]] | None:
+                """Every event's delivery row, if each satisfies `each`: the worker records an
+                attempt after the receiver's answer reaches it, so callers wait on this."""
+                page = await api.get(f"/api/webhook-subscriptions/{sub['id']}/deliveries")
+                rows: list[dict[str, Any]] = page.json()["items"]
+                return rows if len(rows) == EVENTS and all(map(each, rows)) else None
 
             template = await api.post("/api/templates", json={"name": "t", "html": "<p>Hi</p>"})
             steps = [{"subject": "one", "delay_hours": 0, "template_id": template.json()["id"]},
@@ -87,7 +83,8 @@ async def test_deliveries_refused_then_worker_killed_arrive_after_the_restart(
                 assert tracked.status_code == 202, tracked.text
             await until(lambda: len({r.body for r in receiver.snapshot()}) >= EVENTS, 60,
                         "each journey.converted refused once")  # fmt: skip
-            await until(deliveries(lambda r: r["attempts"] >= 1), 30, "each refusal recorded")
+            await until(lambda: rows_where(lambda r: r["attempts"] >= 1), 30,
+                        "each refusal recorded")  # fmt: skip
             stack.kill_worker()
             refused = receiver.snapshot()
             say(f"{len(refused)} POSTs of {EVENTS} events refused (500), then the worker killed")
@@ -100,8 +97,8 @@ async def test_deliveries_refused_then_worker_killed_arrive_after_the_restart(
                 return len({r.body for r in receiver.snapshot() if r.answered == 200}) == EVENTS
 
             await until(all_taken, 120, "every event to be taken after the restart")
-            delivered = deliveries(lambda r: r["status"] == "delivered")
-            rows = await until(delivered, 30, "every delivery to be recorded delivered")
+            rows = await until(lambda: rows_where(lambda r: r["status"] == "delivered"), 30,
+                               "every delivery to be recorded delivered")  # fmt: skip
 
     taken = [r for r in receiver.snapshot() if r.answered == 200]
     events = {b["id"]: b for b in (signed_body(r, sub["secret"]) for r in taken)}

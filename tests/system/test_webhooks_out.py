@@ -53,6 +53,18 @@ async def subscribe(api: httpx.AsyncClient, url: str, events: list[str]) -> dict
     return made.json()
 
 
+async def all_delivered(api: httpx.AsyncClient, sub: dict[str, Any]) -> list[dict[str, Any]]:
+    """The subscription's delivery rows, once each shows delivered: the worker records an
+    attempt after the receiver's answer reaches it, so a test that saw the answer waits."""
+
+    async def recorded() -> list[dict[str, Any]] | None:
+        page = (await api.get(f"/api/webhook-subscriptions/{sub['id']}/deliveries")).json()
+        rows: list[dict[str, Any]] = page["items"]
+        return rows if rows and all(d["status"] == "delivered" for d in rows) else None
+
+    return await eventually(recorded, "every delivery to show delivered", 10)
+
+
 async def received(receiver: Receiver, count: int, timeout: float = 30) -> list[Received]:
     async def enough() -> list[Received] | None:
         got = receiver.snapshot()
@@ -93,13 +105,7 @@ async def test_a_journeys_facts_arrive_signed_with_the_step_sent_matching_the_ma
     [completed] = [b for b in bodies if b["type"] == "journey.completed"]
     assert completed["data"]["status"] == "completed"
 
-    async def recorded() -> list[dict[str, Any]] | None:
-        # The worker records a delivery after the receiver's answer reaches it.
-        page = (await api.get(f"/api/webhook-subscriptions/{sub['id']}/deliveries")).json()
-        rows: list[dict[str, Any]] = page["items"]
-        return rows if all(d["status"] == "delivered" for d in rows) else None
-
-    rows = await eventually(recorded, "every delivery to show delivered", 10)
+    rows = await all_delivered(api, sub)
     assert {(d["status"], d["attempts"], d["last_status_code"]) for d in rows} == {
         ("delivered", 1, 200)
     }
@@ -124,12 +130,7 @@ async def test_a_refused_delivery_is_retried_until_taken_and_its_attempts_show(
     assert verified(third, sub["secret"])["type"] == "step.sent"
     assert third.at - second.at >= 9  # backoff: 5 s, then 10 s
 
-    async def delivered() -> dict[str, Any] | None:
-        page = (await api.get(f"/api/webhook-subscriptions/{sub['id']}/deliveries")).json()
-        [row] = page["items"]
-        return row if row["status"] == "delivered" else None
-
-    row = await eventually(delivered, "the delivery to show delivered", 10)
+    [row] = await all_delivered(api, sub)
     assert (row["attempts"], row["last_status_code"], row["last_error"]) == (3, 200, None)
 
 
